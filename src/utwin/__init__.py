@@ -1,0 +1,7 @@
+"""utwin: the last known state of every device, served over gRPC from RocksDB.
+
+Modules, from the bottom up: `errors`, `config`, `uri`, `uuid` (value rules);
+`store` (RocksDB); `twin` (uTwin domain); `service` (gRPC); `cli`.
+"""
+
+__version__ = "0.1.0"

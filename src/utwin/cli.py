@@ -1,0 +1,182 @@
+"""The `utwin` command: argument parsing and wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from utwin import uuid
+from utwin.config import Config, load_config
+from utwin.errors import Code, StoreLocked, UTwinError
+from utwin.service.client import UTwinClient, publish_message
+from utwin.service.server import RunningServer, serve
+from utwin.uri import parse_uri
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
+from utwin_proto.uprotocol.v1 import uattributes_pb2
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_FORMATS = {
+    "text": uattributes_pb2.UPAYLOAD_FORMAT_TEXT,
+    "json": uattributes_pb2.UPAYLOAD_FORMAT_JSON,
+    "raw": uattributes_pb2.UPAYLOAD_FORMAT_RAW,
+    "protobuf": uattributes_pb2.UPAYLOAD_FORMAT_PROTOBUF,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="utwin", description="Last known state of every device.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the service")
+    serve_cmd.add_argument("--listen", metavar="HOST:PORT", help=f"address to serve on ({Config.listen})")
+    serve_cmd.add_argument("--data-dir", metavar="DIR", help=f"RocksDB folder ({Config.data_dir})")
+    serve_cmd.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
+    serve_cmd.add_argument("--durability", choices=["process", "power"], help="what an ack survives")
+    serve_cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    for name, help_text in (("get", "print the last message of topics"), ("set", "publish a message")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--target", default=os.environ.get("UTWIN_TARGET", DEFAULT_TARGET))
+        command.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+        command.add_argument("--json", action="store_true", help="print JSON")
+        if name == "get":
+            command.add_argument("uris", nargs="+", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE")
+        else:
+            command.add_argument("uri", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE")
+            command.add_argument("--payload", required=True, help="the payload text, or @FILE to read a file")
+            command.add_argument("--format", choices=sorted(_FORMATS), default="text")
+            command.add_argument("--ttl", type=int, metavar="MS", help="time to live in milliseconds")
+    return parser
+
+
+def _run_serve(options: argparse.Namespace) -> int:
+    flags = {
+        "listen": options.listen,
+        "data_dir": options.data_dir,
+        "durability": options.durability,
+        "log_level": options.log_level,
+    }
+    config_file = options.config or (Path(os.environ["UTWIN_CONFIG"]) if "UTWIN_CONFIG" in os.environ else None)
+    config = load_config(config_file, os.environ, flags)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    def announce(running: RunningServer) -> None:
+        print(
+            f"utwin listening on {running.address} "
+            f"(data {config.data_dir}, durability {config.durability.value})",
+            flush=True,
+        )
+
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        runner = asyncio.run
+    try:
+        runner(serve(config, on_ready=announce))
+    except StoreLocked as error:
+        print(f"utwin: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _answer_as_dict(response: utwin_pb2.MessageResponse) -> dict[str, Any]:
+    topic = response.topic
+    uri = f"up://{topic.authority_name}/{topic.ue_id:X}/{topic.ue_version_major:X}/{topic.resource_id:X}"
+    entry: dict[str, Any] = {"topic": uri, "status": Code(response.status.code).name}
+    if response.status.message:
+        entry["detail"] = response.status.message
+    if response.HasField("message"):
+        attributes = response.message.attributes
+        published_ms = uuid.timestamp_ms(attributes.id.msb)
+        entry["id"] = uuid.to_text(attributes.id.msb, attributes.id.lsb)
+        entry["published"] = datetime.datetime.fromtimestamp(published_ms / 1000, datetime.UTC).isoformat()
+        if attributes.HasField("ttl"):
+            entry["ttl_ms"] = attributes.ttl
+        entry["format"] = uattributes_pb2.UPayloadFormat.Name(attributes.payload_format)
+        payload = response.message.payload
+        try:
+            entry["payload"] = payload.decode()
+        except UnicodeDecodeError:
+            entry["payload_hex"] = payload.hex()
+    return entry
+
+
+def _print_entry(entry: dict[str, Any]) -> None:
+    head = f"{entry['topic']}  {entry['status']}"
+    if "detail" in entry:
+        head += f"  ({entry['detail']})"
+    print(head)
+    for name in ("id", "published", "ttl_ms", "format", "payload", "payload_hex"):
+        if name in entry:
+            print(f"    {name}: {entry[name]}")
+
+
+def _run_get(options: argparse.Namespace) -> int:
+    topics = [parse_uri(text) for text in options.uris]
+    with UTwinClient(options.target, options.timeout) as client:
+        responses = client.get_last_messages(topics)
+    entries = [_answer_as_dict(response) for response in responses]
+    if options.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        for entry in entries:
+            _print_entry(entry)
+    return 0 if all(entry["status"] == "OK" for entry in entries) else 3
+
+
+def _run_set(options: argparse.Namespace) -> int:
+    topic = parse_uri(options.uri)
+    text: str = options.payload
+    payload = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
+    message = publish_message(topic, payload, _FORMATS[options.format], options.ttl)
+    with UTwinClient(options.target, options.timeout) as client:
+        status = client.set_last_message(message)
+    result = {
+        "topic": str(topic),
+        "id": uuid.to_text(message.attributes.id.msb, message.attributes.id.lsb),
+        "status": Code(status.code).name,
+    }
+    if status.message:
+        result["detail"] = status.message
+    if options.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['topic']}  {result['status']}  id {result['id']}", end="")
+        print(f"  ({result['detail']})" if "detail" in result else "")
+    return 0 if status.code == 0 else 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    commands = {"serve": _run_serve, "get": _run_get, "set": _run_set}
+    try:
+        return commands[options.command](options)
+    except UTwinError as error:
+        print(f"utwin: {error.message}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"utwin: {error}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as error:
+        print(f"utwin: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 4
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Configuration: one frozen object built from a TOML file, UTWIN_* variables and flags.
+
+Precedence, lowest to highest: defaults, the file, the environment, flags.
+Nothing is read at import time; `load_config` is called once by the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from utwin.errors import InvalidArgument
+
+ENV_PREFIX = "UTWIN_"
+
+
+class Durability(enum.StrEnum):
+    """What an acknowledged write survives.
+
+    PROCESS: each write is in RocksDB's write-ahead log before it is
+    acknowledged, so it survives a crash or kill -9 of the process.
+    POWER: the log is also fsynced before the acknowledgement (one fsync
+    shared by all writes waiting at that moment), so it survives power loss.
+    """
+
+    PROCESS = "process"
+    POWER = "power"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds the uTwin enforces on what it is asked to store and answer."""
+
+    max_topics: int = 1_000_000
+    max_message_bytes: int = 1 << 20
+    max_batch_topics: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path("utwin-data")
+    durability: Durability = Durability.PROCESS
+    max_topics: int = Limits.max_topics
+    max_message_bytes: int = Limits.max_message_bytes
+    max_batch_topics: int = Limits.max_batch_topics
+    # Largest gRPC message the server accepts (an ingest frame carries many messages).
+    max_frame_bytes: int = 16 << 20
+    # Frames read ahead of the store on one ingest stream before the server stops reading.
+    ingest_queue_frames: int = 8
+    shutdown_grace_s: float = 5.0
+    expiry_sweep_interval_s: float = 60.0
+    block_cache_mb: int = 64
+    log_level: str = "info"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_topics=self.max_topics,
+            max_message_bytes=self.max_message_bytes,
+            max_batch_topics=self.max_batch_topics,
+        )
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    field_type = _FIELDS[name].type
+    try:
+        if field_type in ("int", int):
+            if isinstance(raw, bool):
+                raise ValueError("a boolean is not an integer")
+            value: Any = int(raw)
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if field_type in ("float", float):
+            value = float(raw)
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if field_type in ("Path", Path):
+            return Path(str(raw)).expanduser()
+        if field_type in ("Durability", Durability):
+            return Durability(str(raw).lower())
+        return str(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"{source}: {name}: {raw!r} is not valid ({exc})") from None
+
+
+def _layer(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for name, raw in values.items():
+        if raw is None:
+            continue
+        if name not in _FIELDS:
+            raise InvalidArgument(f"{source}: unknown setting {name!r}")
+        layer[name] = _coerce(name, raw, source)
+    return layer
+
+
+def load_config(
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration; raise InvalidArgument naming the setting and its source."""
+    merged: dict[str, Any] = {}
+    if file is not None:
+        try:
+            from_file = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidArgument(f"config file {file}: {exc}") from None
+        merged.update(_layer(from_file, f"config file {file}"))
+    if env is not None:
+        from_env = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in env.items()
+            if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG"
+        }
+        merged.update(_layer(from_env, "environment"))
+    if flags is not None:
+        merged.update(_layer(flags, "command line"))
+    return Config(**merged)

@@ -1,0 +1,80 @@
+"""The project's error tree; the service layer maps it to status codes in one table.
+
+    UTwinError                 code: Code (gRPC / uProtocol numbering)
+    ├── InvalidArgument        bad input; the message names the field
+    ├── NotFound               nothing stored for the key asked
+    ├── PermissionDenied       the caller may not touch this entity
+    ├── ResourceExhausted      a configured limit would be exceeded
+    ├── Unavailable            a peer or the store cannot answer now
+    │   └── StoreLocked        another process holds the data folder
+    ├── DeadlineExceeded       an answer did not come in time
+    └── StoreError             the storage engine failed (INTERNAL)
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Code(enum.IntEnum):
+    """Status codes, numbered as gRPC's status codes and uProtocol's UCode."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class UTwinError(Exception):
+    """Root of the project's errors: a status code and a message for people."""
+
+    code: Code = Code.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(UTwinError):
+    code = Code.INVALID_ARGUMENT
+
+
+class NotFound(UTwinError):
+    code = Code.NOT_FOUND
+
+
+class PermissionDenied(UTwinError):
+    code = Code.PERMISSION_DENIED
+
+
+class ResourceExhausted(UTwinError):
+    code = Code.RESOURCE_EXHAUSTED
+
+
+class Unavailable(UTwinError):
+    code = Code.UNAVAILABLE
+
+
+class StoreLocked(Unavailable):
+    """The data folder is open in another process (RocksDB's LOCK file)."""
+
+
+class DeadlineExceeded(UTwinError):
+    code = Code.DEADLINE_EXCEEDED
+
+
+class StoreError(UTwinError):
+    code = Code.INTERNAL

@@ -1,0 +1,1 @@
+"""The gRPC edge: thin servicers over the domain, the error-to-status table, the server."""

@@ -1,0 +1,73 @@
+"""A small synchronous uTwin client for people (the CLI) and scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+
+import grpc
+
+from utwin import uuid
+from utwin.uri import Topic
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
+from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2, ustatus_pb2
+
+
+def to_uuri(topic: Topic) -> uri_pb2.UUri:
+    return uri_pb2.UUri(
+        authority_name=topic.authority,
+        ue_id=topic.ue_id,
+        ue_version_major=topic.version,
+        resource_id=topic.resource,
+    )
+
+
+def publish_message(
+    topic: Topic, payload: bytes | None, payload_format: int, ttl_ms: int | None = None
+) -> umessage_pb2.UMessage:
+    """A PUBLISH message on topic with a fresh UUID v7 id."""
+    msb, lsb = uuid.new_v7()
+    attributes = uattributes_pb2.UAttributes(
+        type=uattributes_pb2.UMESSAGE_TYPE_PUBLISH,
+        source=to_uuri(topic),
+    )
+    attributes.id.msb = msb
+    attributes.id.lsb = lsb
+    if payload is not None:
+        attributes.payload_format = payload_format  # type: ignore[assignment]
+    if ttl_ms is not None:
+        attributes.ttl = ttl_ms
+    message = umessage_pb2.UMessage(attributes=attributes)
+    if payload is not None:
+        message.payload = payload
+    return message
+
+
+class UTwinClient:
+    """Blocking calls to a uTwin at `target` (HOST:PORT), each with a deadline."""
+
+    def __init__(self, target: str, timeout_s: float = 10.0) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = utwin_pb2_grpc.uTwinStub(self._channel)
+        self._timeout_s = timeout_s
+
+    def get_last_messages(self, topics: Sequence[Topic]) -> list[utwin_pb2.MessageResponse]:
+        request = utwin_pb2.GetLastMessagesRequest()
+        request.topics.uris.extend(to_uuri(topic) for topic in topics)
+        response = self._stub.GetLastMessages(request, timeout=self._timeout_s)
+        return list(response.responses)
+
+    def set_last_message(self, message: umessage_pb2.UMessage) -> ustatus_pb2.UStatus:
+        status: ustatus_pb2.UStatus = self._stub.SetLastMessage(message, timeout=self._timeout_s)
+        return status
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> UTwinClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()

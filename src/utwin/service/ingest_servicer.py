@@ -1,0 +1,97 @@
+"""utwin.v1.Ingest: dispatchers stream frames of messages and get cumulative acks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from utwin import uuid
+from utwin.errors import UTwinError
+from utwin.service.status import GRPC_STATUS, ustatus
+from utwin.store import GroupSync
+from utwin.twin import UTwin
+from utwin_proto.utwin.v1 import ingest_pb2
+
+SERVICE_NAME = "utwin.v1.Ingest"
+log = logging.getLogger("utwin.service")
+
+Context = grpc.aio.ServicerContext[object, object]
+_END = None
+
+
+class IngestServicer:
+    def __init__(self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int) -> None:
+        self._twin = twin
+        self._group_sync = group_sync
+        self._queue_frames = max(1, queue_frames)
+
+    async def publish(
+        self, frames: AsyncIterator[ingest_pb2.PublishRequestView], context: Context
+    ) -> AsyncIterator[ingest_pb2.PublishAck]:
+        # A reader task keeps up to `queue_frames` frames ready; the store side
+        # takes every frame waiting at once, so acks coalesce when it falls
+        # behind. A full queue stops the reader, and HTTP/2 flow control then
+        # stops the dispatcher: memory per stream stays bounded.
+        queue: asyncio.Queue[ingest_pb2.PublishRequestView | None] = asyncio.Queue(self._queue_frames)
+        reader = asyncio.create_task(self._read(frames, queue))
+        acknowledged = 0
+        accepted = 0
+        try:
+            finished = False
+            while not finished:
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                if batch[-1] is _END:
+                    finished = True
+                raw_messages = [raw for frame in batch if frame is not None for raw in frame.messages]
+                if not raw_messages:
+                    continue
+                try:
+                    outcomes = self._twin.store_messages(raw_messages, uuid.now_ms())
+                    if self._group_sync is not None:
+                        await self._group_sync.sync()
+                except UTwinError as error:
+                    log.error("ingest stream failed: %s", error.message)
+                    await context.abort(GRPC_STATUS[error.code], error.message)
+                ack = ingest_pb2.PublishAck()
+                for offset, outcome in enumerate(outcomes):
+                    if outcome.ok:
+                        accepted += 1
+                    else:
+                        rejection = ack.rejections.add(position=acknowledged + offset)
+                        rejection.status.CopyFrom(ustatus(outcome.code, outcome.detail))
+                acknowledged += len(outcomes)
+                ack.acknowledged = acknowledged
+                ack.accepted = accepted
+                yield ack
+            await reader  # re-raises a failure of the request stream
+        finally:
+            reader.cancel()
+
+    async def _read(
+        self,
+        frames: AsyncIterator[ingest_pb2.PublishRequestView],
+        queue: asyncio.Queue[ingest_pb2.PublishRequestView | None],
+    ) -> None:
+        try:
+            async for frame in frames:
+                await queue.put(frame)
+        finally:
+            # Always wake the writer side, also when the stream fails.
+            if queue.full():
+                await queue.put(_END)
+            else:
+                queue.put_nowait(_END)
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "Publish": grpc.stream_stream_rpc_method_handler(
+                self.publish,
+                request_deserializer=ingest_pb2.PublishRequestView.FromString,
+                response_serializer=ingest_pb2.PublishAck.SerializeToString,
+            ),
+        }

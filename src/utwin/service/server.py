@@ -1,0 +1,127 @@
+"""Builds and runs the gRPC server: uTwin, the ingest extension, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from utwin import uuid
+from utwin.config import Config, Durability
+from utwin.errors import Unavailable
+from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
+from utwin.service.ingest_servicer import IngestServicer
+from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
+from utwin.service.utwin_servicer import UTwinServicer
+from utwin.store import GroupSync, RocksStore
+from utwin.twin import UTwin
+
+log = logging.getLogger("utwin.server")
+
+SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE)
+_SWEEP_STEP_TOPICS = 5_000
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A started server and what it owns; `stop()` releases all of it."""
+
+    config: Config
+    server: grpc.aio.Server
+    port: int
+    store: RocksStore
+    twin: UTwin
+    health: health.aio.HealthServicer
+    background: list[asyncio.Task[None]]
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting calls, let in-flight ones finish within the grace period, close the store."""
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        await self.health.enter_graceful_shutdown()
+        for task in self.background:
+            task.cancel()
+        for task in self.background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.server.stop(grace)
+        self.store.close()
+
+
+async def _sweep_expired(twin: UTwin, interval_s: float) -> None:
+    """Remove expired entries in small steps so the event loop is never held for long."""
+    while True:
+        await asyncio.sleep(interval_s)
+        start: bytes | None = None
+        while True:
+            start = twin.sweep_expired(uuid.now_ms(), start, _SWEEP_STEP_TOPICS)
+            if start is None:
+                break
+            await asyncio.sleep(0)
+
+
+async def start_server(config: Config) -> RunningServer:
+    """Open the store and start serving on config.listen (port 0 picks a free port)."""
+    store = RocksStore(config.data_dir, block_cache_mb=config.block_cache_mb)
+    try:
+        twin = UTwin(store, config.limits)
+        group_sync = GroupSync(store.sync) if config.durability is Durability.POWER else None
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", config.max_frame_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        utwin_servicer = UTwinServicer(twin, group_sync)
+        ingest_servicer = IngestServicer(twin, group_sync, config.ingest_queue_frames)
+        for name, handlers in (
+            (UTWIN_SERVICE, utwin_servicer.handlers()),
+            (INGEST_SERVICE, ingest_servicer.handlers()),
+        ):
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+            server.add_registered_method_handlers(name, handlers)
+
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection((*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+        port = server.add_insecure_port(config.listen)
+        if port == 0:
+            raise Unavailable(f"listen: cannot bind {config.listen}")
+        await server.start()
+    except BaseException:
+        store.close()
+        raise
+    for name in ("", *SERVED_SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    background = []
+    if config.expiry_sweep_interval_s > 0:
+        background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
+    return RunningServer(config, server, port, store, twin, health_servicer, background)
+
+
+async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start_server(config)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    if on_ready is not None:
+        on_ready(running)
+    await stop_requested.wait()
+    log.info("shutting down: draining calls for up to %.1f s", config.shutdown_grace_s)
+    await running.stop()
+    log.info("stopped; store closed")

@@ -1,0 +1,64 @@
+"""uprotocol.core.utwin.v2.uTwin over gRPC: GetLastMessages and SetLastMessage."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from utwin import uuid
+from utwin.errors import Code, UTwinError
+from utwin.service import wire
+from utwin.service.status import unary_errors, ustatus
+from utwin.store import GroupSync
+from utwin.twin import UTwin
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
+from utwin_proto.uprotocol.v1 import ustatus_pb2
+
+SERVICE_NAME = "uprotocol.core.utwin.v2.uTwin"
+log = logging.getLogger("utwin.service")
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class UTwinServicer:
+    def __init__(self, twin: UTwin, group_sync: GroupSync | None) -> None:
+        self._twin = twin
+        self._group_sync = group_sync
+
+    async def get_last_messages(self, request: utwin_pb2.GetLastMessagesRequest, context: Context) -> bytes:
+        uris = request.topics.uris
+        answers = self._twin.get_last(uris, uuid.now_ms())
+        return wire.get_last_messages_response([uri.SerializeToString() for uri in uris], answers)
+
+    async def set_last_message(self, raw_message: bytes, context: Context) -> ustatus_pb2.UStatus:
+        try:
+            (outcome,) = self._twin.store_messages([raw_message], uuid.now_ms())
+            if outcome.ok and self._group_sync is not None:
+                await self._group_sync.sync()
+        except UTwinError as error:
+            log.error("SetLastMessage failed: %s", error.message)
+            return ustatus(error.code, error.message)
+        except Exception:
+            log.exception("SetLastMessage failed")
+            return ustatus(Code.INTERNAL, "internal error; see the server log")
+        return ustatus(outcome.code, outcome.detail)
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "GetLastMessages": grpc.unary_unary_rpc_method_handler(
+                unary_errors(self.get_last_messages),
+                request_deserializer=utwin_pb2.GetLastMessagesRequest.FromString,
+                response_serializer=_identity,
+            ),
+            # The request stays serialized: it is validated by parsing and stored byte for byte.
+            "SetLastMessage": grpc.unary_unary_rpc_method_handler(
+                self.set_last_message,
+                request_deserializer=_identity,
+                response_serializer=ustatus_pb2.UStatus.SerializeToString,
+            ),
+        }

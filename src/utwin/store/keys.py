@@ -1,0 +1,82 @@
+"""Key spaces of the one RocksDB instance and the layouts of their keys and values.
+
+Every key starts with one byte naming its key space, so the spaces never mix
+and each can be scanned alone.
+
+Topic key (uTwin last messages):
+    b"T" | u16 authority byte length | authority (UTF-8) | u32 ue_id | u8 version | u16 resource
+All integers big-endian, so one device's topics, and within it one uE's
+topics, are contiguous and ordered: a prefix scan by authority, or by
+authority and ue_id, reads exactly that device's or that uE's topics.
+
+Topic value:
+    u8 layout version (1) | u64 id msb | u64 id lsb | u64 expires_at_ms (0 = never) | UMessage bytes
+The header lets newest-wins and expiry be decided without decoding the message.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+META_PREFIX = b"\x00"
+TOPIC_PREFIX = b"T"
+
+TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
+
+_TAIL = struct.Struct(">IBH")
+_LENGTH = struct.Struct(">H")
+_HEADER = struct.Struct(">BQQQ")
+_VALUE_LAYOUT = 1
+HEADER_SIZE = _HEADER.size
+
+
+def authority_prefix(authority: str) -> bytes:
+    encoded = authority.encode()
+    return TOPIC_PREFIX + _LENGTH.pack(len(encoded)) + encoded
+
+
+def ue_prefix(authority: str, ue_id: int) -> bytes:
+    return authority_prefix(authority) + struct.pack(">I", ue_id)
+
+
+def topic_key(authority: str, ue_id: int, version: int, resource: int) -> bytes:
+    return authority_prefix(authority) + _TAIL.pack(ue_id, version, resource)
+
+
+def split_topic_key(key: bytes) -> tuple[str, int, int, int]:
+    """(authority, ue_id, version, resource) of a topic key."""
+    (length,) = _LENGTH.unpack_from(key, 1)
+    authority = key[3 : 3 + length].decode()
+    ue_id, version, resource = _TAIL.unpack_from(key, 3 + length)
+    return authority, ue_id, version, resource
+
+
+class StoredHeader(NamedTuple):
+    msb: int
+    lsb: int
+    expires_at_ms: int
+
+
+def encode_topic_value(msb: int, lsb: int, expires_at_ms: int, message: bytes) -> bytes:
+    return _HEADER.pack(_VALUE_LAYOUT, msb, lsb, expires_at_ms) + message
+
+
+def decode_topic_header(value: bytes) -> StoredHeader:
+    layout, msb, lsb, expires_at_ms = _HEADER.unpack_from(value)
+    if layout != _VALUE_LAYOUT:
+        raise ValueError(f"unknown topic value layout {layout}")
+    return StoredHeader(msb, lsb, expires_at_ms)
+
+
+def topic_message(value: bytes) -> bytes:
+    """The stored UMessage bytes, exactly as received."""
+    return value[HEADER_SIZE:]
+
+
+def encode_count(count: int) -> bytes:
+    return struct.pack(">Q", count)
+
+
+def decode_count(value: bytes | None) -> int:
+    return 0 if value is None else int(struct.unpack(">Q", value)[0])

@@ -1,0 +1,98 @@
+"""uProtocol addresses (UUri): topic rules, wildcards and the `up://` text form.
+
+A `Topic` is the domain's view of a UUri that names a publish topic. It is
+created only through `topic_from_fields`, which enforces the rules, so any
+Topic in hand is valid.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from utwin.errors import InvalidArgument
+
+MAX_AUTHORITY_CHARS = 128
+WILDCARD_AUTHORITY = "*"
+WILDCARD_SERVICE = 0xFFFF
+WILDCARD_INSTANCE = 0xFFFF
+WILDCARD_VERSION = 0xFF
+WILDCARD_RESOURCE = 0xFFFF
+MAX_VERSION = 0xFF
+MAX_RESOURCE = 0xFFFF
+TOPIC_MIN = 0x8000
+TOPIC_MAX = 0xFFFE
+
+
+class Topic(NamedTuple):
+    """A validated publish topic: device, uE, major version and resource."""
+
+    authority: str
+    ue_id: int
+    version: int
+    resource: int
+
+    def __str__(self) -> str:
+        return format_uri(self)
+
+
+def topic_from_fields(authority: str, ue_id: int, version: int, resource: int, field: str) -> Topic:
+    """Validate the four UUri fields as a concrete topic; `field` prefixes error messages."""
+    prefix = f"{field}." if field else ""
+    if len(authority) > MAX_AUTHORITY_CHARS:
+        raise InvalidArgument(
+            f"{prefix}authority_name: {len(authority)} characters, at most {MAX_AUTHORITY_CHARS} allowed"
+        )
+    if authority == WILDCARD_AUTHORITY:
+        raise InvalidArgument(f"{prefix}authority_name: wildcard '*' does not name one topic")
+    if ue_id & 0xFFFF == WILDCARD_SERVICE:
+        raise InvalidArgument(f"{prefix}ue_id: service id 0xFFFF is a wildcard (ue_id 0x{ue_id:08X})")
+    if ue_id >> 16 == WILDCARD_INSTANCE:
+        raise InvalidArgument(f"{prefix}ue_id: instance id 0xFFFF is a wildcard (ue_id 0x{ue_id:08X})")
+    if version == WILDCARD_VERSION:
+        raise InvalidArgument(f"{prefix}ue_version_major: 0xFF is a wildcard")
+    if version > MAX_VERSION:
+        raise InvalidArgument(f"{prefix}ue_version_major: 0x{version:X} is above 0xFF")
+    if resource == WILDCARD_RESOURCE:
+        raise InvalidArgument(f"{prefix}resource_id: 0xFFFF is a wildcard")
+    if resource > MAX_RESOURCE:
+        raise InvalidArgument(f"{prefix}resource_id: 0x{resource:X} is above 0xFFFF")
+    if not TOPIC_MIN <= resource <= TOPIC_MAX:
+        raise InvalidArgument(f"{prefix}resource_id: 0x{resource:04X} is not a topic (0x8000..0xFFFE)")
+    return Topic(authority, ue_id, version, resource)
+
+
+def format_uri(topic: Topic) -> str:
+    """uProtocol's string form: up://authority/UE_ID/VERSION/RESOURCE in hex."""
+    return f"up://{topic.authority}/{topic.ue_id:X}/{topic.version:X}/{topic.resource:X}"
+
+
+def parse_uri(text: str) -> Topic:
+    """Parse `up://authority/ue_id/version/resource` (hex numbers) into a valid Topic.
+
+    The `up:` scheme is optional; `//authority` may be omitted for a local topic
+    (`/ue_id/version/resource`), which leaves the authority empty.
+    """
+    rest = text.strip()
+    if rest.startswith("up:"):
+        rest = rest[3:]
+    if rest.startswith("//"):
+        authority, slash, path = rest[2:].partition("/")
+        if not slash:
+            raise InvalidArgument(f"uri {text!r}: expected up://authority/UE_ID/VERSION/RESOURCE")
+    elif rest.startswith("/"):
+        authority, path = "", rest[1:]
+    else:
+        raise InvalidArgument(f"uri {text!r}: expected up://authority/UE_ID/VERSION/RESOURCE")
+    parts = path.split("/")
+    if len(parts) != 3:
+        raise InvalidArgument(f"uri {text!r}: expected three hex segments UE_ID/VERSION/RESOURCE")
+    numbers: list[int] = []
+    for name, part in zip(("ue_id", "ue_version_major", "resource_id"), parts, strict=True):
+        try:
+            value = int(part, 16)
+        except ValueError:
+            raise InvalidArgument(f"uri {text!r}: {name} {part!r} is not hexadecimal") from None
+        if value < 0 or value > 0xFFFFFFFF:
+            raise InvalidArgument(f"uri {text!r}: {name} {part!r} is out of range")
+        numbers.append(value)
+    return topic_from_fields(authority, numbers[0], numbers[1], numbers[2], field="uri")
