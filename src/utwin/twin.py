@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 
 from utwin import uuid
 from utwin.config import Limits
-from utwin.errors import Code, InvalidArgument, ResourceExhausted, UTwinError
+from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.store import Store
 from utwin.store import keys as store_keys
 from utwin.uri import Topic, topic_from_fields
@@ -73,9 +73,11 @@ def validate_publish(message: umessage_pb2.UMessage) -> tuple[Topic, int, int, i
         raise InvalidArgument("attributes: missing")
     attributes = message.attributes
     if attributes.type != _PUBLISH:
-        type_name = uattributes_pb2.UMessageType.Name(attributes.type) if attributes.type in (
-            uattributes_pb2.UMessageType.values()
-        ) else str(attributes.type)
+        type_name = (
+            uattributes_pb2.UMessageType.Name(attributes.type)
+            if attributes.type in (uattributes_pb2.UMessageType.values())
+            else str(attributes.type)
+        )
         raise InvalidArgument(f"attributes.type: {type_name} is not UMESSAGE_TYPE_PUBLISH")
     if not attributes.HasField("id"):
         raise InvalidArgument("attributes.id: missing")
@@ -219,7 +221,7 @@ class UTwin:
         lookup: list[bytes] = []
         for position, uri in enumerate(uris):
             try:
-                topic = topic_of(uri, "")
+                topic = topic_of(uri, f"topics.uris[{position}]")
             except UTwinError as error:
                 answers[position] = Answer(error.code, error.message)
                 continue
@@ -265,7 +267,3 @@ class UTwin:
         if expired:
             self._remove(expired)
         return next_start
-
-    def raise_if_full(self) -> None:
-        if self._topic_count >= self._limits.max_topics:
-            raise ResourceExhausted(f"store holds max_topics ({self._limits.max_topics}) topics")

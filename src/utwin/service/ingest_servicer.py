@@ -87,7 +87,7 @@ class IngestServicer:
             else:
                 queue.put_nowait(_END)
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {
             "Publish": grpc.stream_stream_rpc_method_handler(
                 self.publish,

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +26,15 @@ from utwin.twin import UTwin
 
 log = logging.getLogger("utwin.server")
 
+
+class HealthStatus(Protocol):
+    """What the server uses of grpc_health's aio HealthServicer (its stubs predate aio)."""
+
+    async def set(self, service: str, status: int) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
 SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE)
 _SWEEP_STEP_TOPICS = 5_000
 
@@ -38,7 +48,7 @@ class RunningServer:
     port: int
     store: RocksStore
     twin: UTwin
-    health: health.aio.HealthServicer
+    health: HealthStatus
     background: list[asyncio.Task[None]]
 
     @property
@@ -91,13 +101,18 @@ async def start_server(config: Config) -> RunningServer:
             (INGEST_SERVICE, ingest_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-            server.add_registered_method_handlers(name, handlers)
+            # Registered methods skip the generic lookup per call (the stubs predate them).
+            server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
 
-        health_servicer = health.aio.HealthServicer()
+        health_servicer: HealthStatus = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflected = (*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(reflected, server)
 
-        port = server.add_insecure_port(config.listen)
+        try:
+            port = server.add_insecure_port(config.listen)
+        except RuntimeError as exc:
+            raise Unavailable(f"listen: cannot bind {config.listen} ({exc})") from None
         if port == 0:
             raise Unavailable(f"listen: cannot bind {config.listen}")
         await server.start()

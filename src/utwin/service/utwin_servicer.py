@@ -48,7 +48,7 @@ class UTwinServicer:
             return ustatus(Code.INTERNAL, "internal error; see the server log")
         return ustatus(outcome.code, outcome.detail)
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {
             "GetLastMessages": grpc.unary_unary_rpc_method_handler(
                 unary_errors(self.get_last_messages),

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from utwin.errors import StoreError, StoreLocked
 from utwin.store.base import WriteBatchOps
@@ -57,7 +57,7 @@ class RocksStore:
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        values: list[bytes | None] = self._db.get(list(keys))
+        values: list[bytes | None] = self._db.get(list(keys))  # type: ignore[assignment]  # stub: Any | None
         return values
 
     def write(self, ops: WriteBatchOps) -> None:
@@ -73,9 +73,10 @@ class RocksStore:
             raise _translate(exc, self.path) from exc
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        read_options = ReadOptions(raw_mode=True)
         first = prefix if start is None or start < prefix else start
-        for key, value in self._db.items(from_key=first, read_opt=read_options):
+        for key, value in self._db.items(from_key=first):
+            # Raw mode: keys are bytes (the stub types them as any supported key type).
+            assert isinstance(key, bytes)
             if not key.startswith(prefix):
                 return
             yield key, value
