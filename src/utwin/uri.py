@@ -21,6 +21,7 @@ MAX_VERSION = 0xFF
 MAX_RESOURCE = 0xFFFF
 TOPIC_MIN = 0x8000
 TOPIC_MAX = 0xFFFE
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 class Topic(NamedTuple):
@@ -88,11 +89,11 @@ def parse_uri(text: str) -> Topic:
         raise InvalidArgument(f"uri {text!r}: expected three hex segments UE_ID/VERSION/RESOURCE")
     numbers: list[int] = []
     for name, part in zip(("ue_id", "ue_version_major", "resource_id"), parts, strict=True):
-        try:
-            value = int(part, 16)
-        except ValueError:
-            raise InvalidArgument(f"uri {text!r}: {name} {part!r} is not hexadecimal") from None
-        if value < 0 or value > 0xFFFFFFFF:
+        # int(part, 16) alone would also take "0x1", "+1", "-1", "1_0" and inner spaces.
+        if not part or not set(part) <= _HEX_DIGITS:
+            raise InvalidArgument(f"uri {text!r}: {name} {part!r} is not hexadecimal")
+        value = int(part, 16)
+        if value > 0xFFFFFFFF:
             raise InvalidArgument(f"uri {text!r}: {name} {part!r} is out of range")
         numbers.append(value)
     return topic_from_fields(authority, numbers[0], numbers[1], numbers[2], field="uri")
