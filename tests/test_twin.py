@@ -1,0 +1,647 @@
+"""uTwin domain rules over a real RocksStore, without gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.messages import publish, uuri
+from utwin.config import Limits
+from utwin.errors import Code, InvalidArgument
+from utwin.store import RocksStore
+from utwin.store import keys as store_keys
+from utwin.twin import STORED, StoredMessage, UTwin
+from utwin.uri import Topic
+from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
+
+NOW = 1_700_000_000_000
+RFC_VARIANT = 0b10 << 62
+
+TwinFactory = Callable[..., UTwin]
+
+
+def v7(at_ms: int, rand_a: int = 0, rand_b: int = 0) -> tuple[int, int]:
+    """A UUID v7 with chosen random bits, so ids of one ms can be ordered on purpose."""
+    return (at_ms << 16) | (7 << 12) | rand_a, RFC_VARIANT | rand_b
+
+
+def raw(message: umessage_pb2.UMessage) -> bytes:
+    return message.SerializeToString()
+
+
+def raw_at(at_ms: int, topic: uri_pb2.UUri | None = None, payload: bytes = b"p", **kwargs: int) -> bytes:
+    """A serialized publish message whose id was made at `at_ms`."""
+    return raw(publish(topic, payload, id_pair=v7(at_ms, **kwargs)))
+
+
+def topic_of(uri: uri_pb2.UUri) -> Topic:
+    return Topic(uri.authority_name, uri.ue_id, uri.ue_version_major, uri.resource_id)
+
+
+def contents(store: RocksStore) -> list[tuple[bytes, bytes]]:
+    return list(store.scan(b""))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RocksStore]:
+    opened = RocksStore(tmp_path / "db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def make_twin(store: RocksStore) -> TwinFactory:
+    def make(**limits: int) -> UTwin:
+        return UTwin(store, Limits(**limits))
+
+    return make
+
+
+@pytest.fixture
+def twin(make_twin: TwinFactory) -> UTwin:
+    return make_twin()
+
+
+def stored_message(twin: UTwin, uri: uri_pb2.UUri, now_ms: int = NOW) -> bytes | None:
+    """The message get_last serves for one topic, or None when it answers NOT_FOUND."""
+    (answer,) = twin.get_last([uri], now_ms)
+    assert answer.code in (Code.OK, Code.NOT_FOUND)
+    return answer.message
+
+
+# --- validation -------------------------------------------------------------
+
+
+def without_attributes() -> bytes:
+    return raw(umessage_pb2.UMessage(payload=b"p"))
+
+
+def with_type(message_type: int) -> bytes:
+    message = publish(id_pair=v7(NOW))
+    message.attributes.type = message_type  # type: ignore[assignment]
+    return raw(message)
+
+
+def without_id() -> bytes:
+    message = publish(id_pair=v7(NOW))
+    message.attributes.ClearField("id")
+    return raw(message)
+
+
+def with_id(msb: int, lsb: int) -> bytes:
+    return raw(publish(id_pair=(msb, lsb)))
+
+
+def without_source() -> bytes:
+    message = publish(id_pair=v7(NOW))
+    message.attributes.ClearField("source")
+    return raw(message)
+
+
+def from_source(**fields: object) -> bytes:
+    return raw(publish(uuri(**fields), id_pair=v7(NOW)))  # type: ignore[arg-type]
+
+
+INVALID_MESSAGES = [
+    pytest.param(without_attributes(), "attributes: missing", id="no attributes"),
+    pytest.param(
+        with_type(uattributes_pb2.UMESSAGE_TYPE_REQUEST),
+        "attributes.type: UMESSAGE_TYPE_REQUEST is not UMESSAGE_TYPE_PUBLISH",
+        id="request",
+    ),
+    pytest.param(
+        with_type(uattributes_pb2.UMESSAGE_TYPE_NOTIFICATION),
+        "attributes.type: UMESSAGE_TYPE_NOTIFICATION is not",
+        id="notification",
+    ),
+    pytest.param(with_type(uattributes_pb2.UMESSAGE_TYPE_UNSPECIFIED), "attributes.type: ", id="unset type"),
+    pytest.param(with_type(99), "attributes.type: 99 is not UMESSAGE_TYPE_PUBLISH", id="unknown type"),
+    pytest.param(without_id(), "attributes.id: missing", id="no id"),
+    pytest.param(
+        with_id((NOW << 16) | (4 << 12), RFC_VARIANT), "attributes.id: version 4 is not a UUID v7", id="v4"
+    ),
+    pytest.param(
+        with_id((NOW << 16) | (8 << 12), RFC_VARIANT), "attributes.id: version 8 is not a UUID v7", id="v8"
+    ),
+    pytest.param(with_id(v7(NOW)[0], 0b11 << 62), "attributes.id: variant bits 11", id="bad variant"),
+    pytest.param(with_id(v7(NOW)[0], 0), "attributes.id: variant bits 00", id="ncs variant"),
+    pytest.param(without_source(), "attributes.source: missing", id="no source"),
+    pytest.param(from_source(authority="*"), "attributes.source.authority_name: ", id="wildcard authority"),
+    pytest.param(from_source(authority="a" * 129), "attributes.source.authority_name: ", id="long authority"),
+    pytest.param(from_source(ue_id=0x0001_FFFF), "attributes.source.ue_id: ", id="wildcard service"),
+    pytest.param(from_source(ue_id=0xFFFF_0001), "attributes.source.ue_id: ", id="wildcard instance"),
+    pytest.param(from_source(version=0xFF), "attributes.source.ue_version_major: ", id="wildcard version"),
+    pytest.param(from_source(version=0x100), "attributes.source.ue_version_major: ", id="version > 0xFF"),
+    pytest.param(from_source(resource=0xFFFF), "attributes.source.resource_id: ", id="wildcard resource"),
+    pytest.param(from_source(resource=0x10000), "attributes.source.resource_id: ", id="resource > 0xFFFF"),
+    pytest.param(from_source(resource=0x0001), "attributes.source.resource_id: ", id="method resource"),
+    pytest.param(from_source(resource=0x7FFF), "attributes.source.resource_id: ", id="last method"),
+    pytest.param(from_source(resource=0), "attributes.source.resource_id: ", id="response resource"),
+    pytest.param(b"\xff\xff\xff", "message: not a valid UMessage encoding", id="garbage bytes"),
+    pytest.param(b"\x0a\x05\x0a", "message: not a valid UMessage encoding", id="truncated"),
+]
+
+
+@pytest.mark.parametrize(("message", "expected_start"), INVALID_MESSAGES)
+def test_invalid_message_is_invalid_argument_naming_the_field(
+    twin: UTwin, message: bytes, expected_start: str
+) -> None:
+    """An unstorable message gets INVALID_ARGUMENT whose detail starts with the field path."""
+    (outcome,) = twin.store_messages([message], NOW)
+    assert Code.INVALID_ARGUMENT == outcome.code
+    assert outcome.detail.startswith(expected_start), outcome.detail
+
+
+@pytest.mark.parametrize(("message", "expected_start"), INVALID_MESSAGES)
+def test_invalid_message_leaves_the_store_unchanged(
+    twin: UTwin, store: RocksStore, message: bytes, expected_start: str
+) -> None:
+    """Rejecting a message changes neither the stored entries nor the topic count."""
+    twin.store_messages([raw_at(NOW - 10)], NOW)
+    before = contents(store)
+    twin.store_messages([message], NOW)
+    assert (before, 1) == (contents(store), twin.topic_count)
+
+
+def test_invalid_message_does_not_stop_the_rest_of_its_batch(twin: UTwin) -> None:
+    """In one batch a bad message is rejected and the good ones around it are stored."""
+    first, second = uuri(resource=0x8001), uuri(resource=0x8002)
+    outcomes = twin.store_messages([raw_at(NOW, first), without_id(), raw_at(NOW, second)], NOW)
+    assert [Code.OK, Code.INVALID_ARGUMENT, Code.OK] == [outcome.code for outcome in outcomes]
+    assert [raw_at(NOW, first), raw_at(NOW, second)] == [
+        stored_message(twin, first),
+        stored_message(twin, second),
+    ]
+
+
+# --- newest wins ------------------------------------------------------------
+
+
+def test_first_message_is_stored(twin: UTwin) -> None:
+    """A valid message for an empty topic is stored and acknowledged as STORED."""
+    message = raw_at(NOW)
+    assert ([STORED], message) == (twin.store_messages([message], NOW), stored_message(twin, uuri()))
+
+
+def test_stored_bytes_are_served_unchanged(twin: UTwin) -> None:
+    """The message is served byte for byte, fields this version does not know included."""
+    unknown_field = b"\xfa\x3e\x03abc"  # field 999, length-delimited
+    message = raw_at(NOW) + unknown_field
+    twin.store_messages([message], NOW)
+    assert message == stored_message(twin, uuri())
+
+
+def test_newer_message_replaces_the_stored_one(twin: UTwin) -> None:
+    """A message with a later id timestamp becomes the topic's last message."""
+    twin.store_messages([raw_at(NOW - 5, payload=b"old")], NOW)
+    newer = raw_at(NOW - 4, payload=b"new")
+    assert ([STORED], newer) == (twin.store_messages([newer], NOW), stored_message(twin, uuri()))
+
+
+def test_older_message_is_acknowledged_and_not_stored(twin: UTwin) -> None:
+    """A message older than the stored one is OK but the stored one is kept."""
+    newer = raw_at(NOW - 4, payload=b"new")
+    twin.store_messages([newer], NOW)
+    (outcome,) = twin.store_messages([raw_at(NOW - 5, payload=b"old")], NOW)
+    assert (Code.OK, newer) == (outcome.code, stored_message(twin, uuri()))
+    assert outcome.detail.startswith("not stored: older")
+
+
+def test_same_timestamp_is_ordered_by_the_random_bits_of_msb(twin: UTwin) -> None:
+    """Of two ids of the same ms, the one with the larger msb wins, whatever the order of arrival."""
+    larger = raw_at(NOW, payload=b"larger", rand_a=2)
+    smaller = raw_at(NOW, payload=b"smaller", rand_a=1, rand_b=99)
+    twin.store_messages([larger], NOW)
+    twin.store_messages([smaller], NOW)
+    assert larger == stored_message(twin, uuri())
+
+
+def test_same_msb_is_ordered_by_lsb(twin: UTwin) -> None:
+    """Of two ids with equal msb, the larger lsb wins."""
+    smaller = raw_at(NOW, payload=b"smaller", rand_b=1)
+    larger = raw_at(NOW, payload=b"larger", rand_b=2)
+    twin.store_messages([smaller], NOW)
+    twin.store_messages([larger], NOW)
+    assert larger == stored_message(twin, uuri())
+
+
+def test_same_msb_smaller_lsb_arriving_later_is_not_stored(twin: UTwin) -> None:
+    """A tie on msb lost by lsb is acknowledged without replacing."""
+    larger = raw_at(NOW, payload=b"larger", rand_b=2)
+    twin.store_messages([larger], NOW)
+    (outcome,) = twin.store_messages([raw_at(NOW, payload=b"smaller", rand_b=1)], NOW)
+    assert (Code.OK, larger) == (outcome.code, stored_message(twin, uuri()))
+
+
+def test_same_id_again_is_idempotent(twin: UTwin, store: RocksStore) -> None:
+    """The same id again is OK, keeps the first message and changes nothing stored."""
+    first = raw_at(NOW, payload=b"first")
+    twin.store_messages([first], NOW)
+    before = contents(store)
+    (outcome,) = twin.store_messages([raw_at(NOW, payload=b"second")], NOW)
+    assert (Code.OK, before, 1) == (outcome.code, contents(store), twin.topic_count)
+    assert outcome.detail.startswith("already stored")
+
+
+def test_topics_are_kept_apart_by_authority(twin: UTwin) -> None:
+    """The same uE and resource on two devices are two topics."""
+    here, there = uuri(authority="a"), uuri(authority="ab")
+    twin.store_messages([raw_at(NOW, here, b"a"), raw_at(NOW - 1, there, b"ab")], NOW)
+    assert [raw_at(NOW, here, b"a"), raw_at(NOW - 1, there, b"ab")] == [
+        stored_message(twin, here),
+        stored_message(twin, there),
+    ]
+
+
+def test_batch_for_one_topic_keeps_the_newest(twin: UTwin) -> None:
+    """Several messages for one topic in one batch leave the newest stored."""
+    middle, newest, oldest = raw_at(NOW - 2, payload=b"m"), raw_at(NOW - 1, payload=b"n"), raw_at(NOW - 3)
+    outcomes = twin.store_messages([middle, newest, oldest], NOW)
+    assert [Code.OK, Code.OK, Code.OK] == [outcome.code for outcome in outcomes]
+    assert (newest, 1) == (stored_message(twin, uuri()), twin.topic_count)
+
+
+def test_batch_with_the_same_id_twice_stores_it_once(twin: UTwin) -> None:
+    """A repeated id within one batch counts one topic and reports the repeat as a duplicate."""
+    message = raw_at(NOW)
+    outcomes = twin.store_messages([message, message], NOW)
+    assert ([STORED, Code.OK], 1) == ([outcomes[0], outcomes[1].code], twin.topic_count)
+    assert outcomes[1].detail.startswith("already stored")
+
+
+def test_empty_batch_stores_nothing(twin: UTwin, store: RocksStore) -> None:
+    """store_messages of no messages answers nothing and writes nothing."""
+    assert ([], []) == (twin.store_messages([], NOW), contents(store))
+
+
+# --- expiry on arrival ------------------------------------------------------
+
+
+def test_message_expired_on_arrival_is_not_stored(twin: UTwin, store: RocksStore) -> None:
+    """A message past its ttl when it arrives is acknowledged OK and not stored."""
+    message = raw(publish(at_ms=NOW - 1000, ttl_ms=500))
+    (outcome,) = twin.store_messages([message], NOW)
+    assert (Code.OK, [], 0) == (outcome.code, contents(store), twin.topic_count)
+    assert outcome.detail.startswith("not stored: expired on arrival")
+
+
+def test_message_expired_on_arrival_does_not_replace_a_live_one(twin: UTwin) -> None:
+    """An expired newer message leaves the stored (older, live) message in place."""
+    live = raw_at(NOW - 2000)
+    twin.store_messages([live], NOW)
+    twin.store_messages([raw(publish(at_ms=NOW - 1000, ttl_ms=500))], NOW)
+    assert live == stored_message(twin, uuri())
+
+
+def test_message_at_its_expiry_ms_is_stored(twin: UTwin) -> None:
+    """At now == id time + ttl the message is still live and is stored."""
+    message = raw(publish(at_ms=NOW - 500, ttl_ms=500))
+    assert ([STORED], message) == (twin.store_messages([message], NOW), stored_message(twin, uuri()))
+
+
+def test_ttl_zero_never_expires(twin: UTwin) -> None:
+    """ttl 0 keeps the message servable however old it is."""
+    message = raw(publish(at_ms=1, ttl_ms=0))
+    twin.store_messages([message], NOW)
+    assert message == stored_message(twin, uuri(), now_ms=NOW * 2)
+
+
+# --- get_last ---------------------------------------------------------------
+
+
+def test_get_last_answers_each_topic_in_request_order_with_duplicates(twin: UTwin) -> None:
+    """One answer per requested topic, in order, a repeated topic answered each time."""
+    first, second, missing = uuri(resource=0x8001), uuri(resource=0x8002), uuri(resource=0x8003)
+    twin.store_messages([raw_at(NOW, first, b"1"), raw_at(NOW, second, b"2")], NOW)
+    answers = twin.get_last([second, missing, first, second], NOW)
+    assert [
+        (Code.OK, raw_at(NOW, second, b"2")),
+        (Code.NOT_FOUND, None),
+        (Code.OK, raw_at(NOW, first, b"1")),
+        (Code.OK, raw_at(NOW, second, b"2")),
+    ] == [(answer.code, answer.message) for answer in answers]
+
+
+def test_get_last_reports_the_id_time(twin: UTwin) -> None:
+    """An OK answer carries the stored message's id timestamp."""
+    twin.store_messages([raw_at(NOW - 7)], NOW)
+    assert [NOW - 7] == [answer.published_ms for answer in twin.get_last([uuri()], NOW)]
+
+
+def test_get_last_of_a_topic_never_stored_is_not_found(twin: UTwin) -> None:
+    """A topic with no stored message answers NOT_FOUND without a message."""
+    (answer,) = twin.get_last([uuri()], NOW)
+    assert (Code.NOT_FOUND, None) == (answer.code, answer.message)
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected_start"),
+    [
+        (uuri(authority="*"), "topics.uris[1].authority_name: "),
+        (uuri(ue_id=0xFFFF_FFFF), "topics.uris[1].ue_id: "),
+        (uuri(version=0xFF), "topics.uris[1].ue_version_major: "),
+        (uuri(resource=0xFFFF), "topics.uris[1].resource_id: "),
+        (uuri(resource=0x0001), "topics.uris[1].resource_id: "),
+        (uuri(authority="a" * 129), "topics.uris[1].authority_name: "),
+    ],
+)
+def test_get_last_of_an_invalid_topic_is_invalid_argument_for_that_topic(
+    twin: UTwin, topic: uri_pb2.UUri, expected_start: str
+) -> None:
+    """An invalid or wildcard topic gets INVALID_ARGUMENT naming its position; the others are answered."""
+    twin.store_messages([raw_at(NOW)], NOW)
+    answers = twin.get_last([uuri(), topic, uuri()], NOW)
+    assert [Code.OK, Code.INVALID_ARGUMENT, Code.OK] == [answer.code for answer in answers]
+    assert answers[1].detail.startswith(expected_start), answers[1].detail
+
+
+def test_get_last_of_no_topics_is_invalid_argument(twin: UTwin) -> None:
+    """An empty batch fails the whole call, naming topics.uris."""
+    with pytest.raises(InvalidArgument, match=r"^topics\.uris: empty batch"):
+        twin.get_last([], NOW)
+
+
+def test_get_last_over_max_batch_topics_is_invalid_argument(make_twin: TwinFactory) -> None:
+    """A batch above max_batch_topics fails the whole call, naming the limit."""
+    twin = make_twin(max_batch_topics=3)
+    with pytest.raises(InvalidArgument, match=r"^topics\.uris: 4 topics, above max_batch_topics \(3\)"):
+        twin.get_last([uuri()] * 4, NOW)
+
+
+def test_get_last_at_max_batch_topics_is_answered(make_twin: TwinFactory) -> None:
+    """A batch of exactly max_batch_topics is answered."""
+    twin = make_twin(max_batch_topics=3)
+    assert 3 == len(twin.get_last([uuri()] * 3, NOW))
+
+
+def test_default_max_batch_topics_is_1000(twin: UTwin) -> None:
+    """Without configuration a batch may hold 1000 topics and not 1001."""
+    assert 1000 == len(twin.get_last([uuri()] * 1000, NOW))
+    with pytest.raises(InvalidArgument):
+        twin.get_last([uuri()] * 1001, NOW)
+
+
+# --- expiry of stored entries -----------------------------------------------
+
+
+def test_expired_entry_is_not_found(twin: UTwin) -> None:
+    """A stored message past its ttl answers NOT_FOUND, never OK."""
+    twin.store_messages([raw(publish(at_ms=NOW, ttl_ms=1000))], NOW)
+    (answer,) = twin.get_last([uuri()], NOW + 1001)
+    assert (Code.NOT_FOUND, None) == (answer.code, answer.message)
+    assert "expired" in answer.detail
+
+
+def test_entry_at_its_expiry_ms_is_served(twin: UTwin) -> None:
+    """At now == id time + ttl the stored message is still served."""
+    message = raw(publish(at_ms=NOW, ttl_ms=1000))
+    twin.store_messages([message], NOW)
+    assert message == stored_message(twin, uuri(), now_ms=NOW + 1000)
+
+
+def test_expired_entry_is_removed_when_read(twin: UTwin, store: RocksStore) -> None:
+    """Reading an expired entry deletes it and lowers the topic count."""
+    twin.store_messages([raw(publish(at_ms=NOW, ttl_ms=1000)), raw_at(NOW, uuri(resource=0x9000))], NOW)
+    twin.get_last([uuri()], NOW + 1001)
+    assert (None, 1) == (store.get(store_keys.topic_key(*topic_of(uuri()))), twin.topic_count)
+
+
+def test_expired_entry_asked_twice_in_one_batch_is_counted_once(twin: UTwin) -> None:
+    """A duplicated expired topic is NOT_FOUND twice and lowers the count by one."""
+    twin.store_messages([raw(publish(at_ms=NOW, ttl_ms=1)), raw_at(NOW, uuri(resource=0x9000))], NOW)
+    answers = twin.get_last([uuri(), uuri()], NOW + 2)
+    assert ([Code.NOT_FOUND, Code.NOT_FOUND], 1) == ([answer.code for answer in answers], twin.topic_count)
+
+
+def test_removed_count_persists(make_twin: TwinFactory) -> None:
+    """After an expired entry is removed, a new UTwin over the store reads the lowered count."""
+    twin = make_twin()
+    twin.store_messages([raw(publish(at_ms=NOW, ttl_ms=1)), raw_at(NOW, uuri(resource=0x9000))], NOW)
+    twin.get_last([uuri()], NOW + 2)
+    assert 1 == make_twin().topic_count
+
+
+def test_newer_message_replaces_an_expired_entry(twin: UTwin) -> None:
+    """A topic whose entry expired takes a newer message."""
+    twin.store_messages([raw(publish(at_ms=NOW, ttl_ms=1))], NOW)
+    newer = raw_at(NOW + 10)
+    twin.store_messages([newer], NOW + 10)
+    assert (newer, 1) == (stored_message(twin, uuri(), now_ms=NOW + 10), twin.topic_count)
+
+
+# --- capacity ---------------------------------------------------------------
+
+
+def test_new_topic_beyond_max_topics_is_resource_exhausted(make_twin: TwinFactory) -> None:
+    """A write that would add a topic beyond max_topics gets RESOURCE_EXHAUSTED naming the limit."""
+    twin = make_twin(max_topics=2)
+    twin.store_messages([raw_at(NOW, uuri(resource=0x8001)), raw_at(NOW, uuri(resource=0x8002))], NOW)
+    (outcome,) = twin.store_messages([raw_at(NOW, uuri(resource=0x8003))], NOW)
+    assert Code.RESOURCE_EXHAUSTED == outcome.code
+    assert "max_topics (2)" in outcome.detail
+
+
+def test_refused_new_topic_is_not_stored(make_twin: TwinFactory) -> None:
+    """The topic refused for capacity answers NOT_FOUND and the count stays at the limit."""
+    twin = make_twin(max_topics=1)
+    twin.store_messages([raw_at(NOW, uuri(resource=0x8001))], NOW)
+    twin.store_messages([raw_at(NOW, uuri(resource=0x8002))], NOW)
+    assert (None, 1) == (stored_message(twin, uuri(resource=0x8002)), twin.topic_count)
+
+
+def test_existing_topics_update_at_max_topics(make_twin: TwinFactory) -> None:
+    """At the topic limit a stored topic still takes newer messages."""
+    twin = make_twin(max_topics=1)
+    twin.store_messages([raw_at(NOW - 1, payload=b"old")], NOW)
+    newer = raw_at(NOW, payload=b"new")
+    assert ([STORED], newer) == (twin.store_messages([newer], NOW), stored_message(twin, uuri()))
+
+
+def test_capacity_refusal_loses_nothing_stored(make_twin: TwinFactory, store: RocksStore) -> None:
+    """Refusing a new topic leaves every stored entry as it was."""
+    twin = make_twin(max_topics=2)
+    twin.store_messages([raw_at(NOW, uuri(resource=0x8001)), raw_at(NOW, uuri(resource=0x8002))], NOW)
+    before = contents(store)
+    twin.store_messages([raw_at(NOW, uuri(resource=0x8003))], NOW)
+    assert before == contents(store)
+
+
+def test_batch_crossing_max_topics_stores_up_to_the_limit(make_twin: TwinFactory) -> None:
+    """In one batch, new topics are taken in order until the limit, then refused."""
+    twin = make_twin(max_topics=2)
+    batch = [raw_at(NOW, uuri(resource=resource)) for resource in (0x8001, 0x8002, 0x8003, 0x8003)]
+    outcomes = twin.store_messages(batch, NOW)
+    assert [Code.OK, Code.OK, Code.RESOURCE_EXHAUSTED, Code.RESOURCE_EXHAUSTED] == [
+        outcome.code for outcome in outcomes
+    ]
+    assert 2 == twin.topic_count
+
+
+def test_removing_an_expired_entry_frees_a_topic_slot(make_twin: TwinFactory) -> None:
+    """After an expired entry is removed, a new topic fits under max_topics again."""
+    twin = make_twin(max_topics=1)
+    twin.store_messages([raw(publish(uuri(resource=0x8001), at_ms=NOW, ttl_ms=1))], NOW)
+    twin.get_last([uuri(resource=0x8001)], NOW + 2)
+    assert [STORED] == twin.store_messages([raw_at(NOW + 2, uuri(resource=0x8002))], NOW + 2)
+
+
+def test_message_above_max_message_bytes_is_resource_exhausted(
+    make_twin: TwinFactory, store: RocksStore
+) -> None:
+    """A message larger than max_message_bytes gets RESOURCE_EXHAUSTED and is not stored."""
+    message = raw_at(NOW)
+    twin = make_twin(max_message_bytes=len(message) - 1)
+    (outcome,) = twin.store_messages([message], NOW)
+    assert (Code.RESOURCE_EXHAUSTED, []) == (outcome.code, contents(store))
+    assert f"message: {len(message)} bytes, above max_message_bytes ({len(message) - 1})" == outcome.detail
+
+
+def test_message_of_exactly_max_message_bytes_is_stored(make_twin: TwinFactory) -> None:
+    """A message whose size equals max_message_bytes is stored."""
+    message = raw_at(NOW)
+    twin = make_twin(max_message_bytes=len(message))
+    assert [STORED] == twin.store_messages([message], NOW)
+
+
+# --- topic count ------------------------------------------------------------
+
+
+def test_topic_count_counts_topics_not_messages(twin: UTwin) -> None:
+    """Updating a topic does not raise the count; a new topic does."""
+    twin.store_messages([raw_at(NOW - 2)], NOW)
+    twin.store_messages([raw_at(NOW - 1)], NOW)
+    twin.store_messages([raw_at(NOW, uuri(resource=0x9000))], NOW)
+    assert 2 == twin.topic_count
+
+
+def test_topic_count_persists_across_reopen(tmp_path: Path) -> None:
+    """A UTwin over a reopened store starts from the count stored before close."""
+    first = RocksStore(tmp_path / "db")
+    UTwin(first, Limits()).store_messages([raw_at(NOW, uuri(resource=r)) for r in (0x8001, 0x8002)], NOW)
+    first.close()
+    reopened = RocksStore(tmp_path / "db")
+    try:
+        assert 2 == UTwin(reopened, Limits()).topic_count
+    finally:
+        reopened.close()
+
+
+def test_max_topics_holds_across_reopen(tmp_path: Path) -> None:
+    """The limit counts topics stored before a reopen."""
+    first = RocksStore(tmp_path / "db")
+    UTwin(first, Limits(max_topics=1)).store_messages([raw_at(NOW, uuri(resource=0x8001))], NOW)
+    first.close()
+    reopened = RocksStore(tmp_path / "db")
+    try:
+        (outcome,) = UTwin(reopened, Limits(max_topics=1)).store_messages(
+            [raw_at(NOW, uuri(resource=0x8002))], NOW
+        )
+    finally:
+        reopened.close()
+    assert Code.RESOURCE_EXHAUSTED == outcome.code
+
+
+# --- sweep ------------------------------------------------------------------
+
+
+def fill_for_sweep(twin: UTwin) -> tuple[list[uri_pb2.UUri], list[uri_pb2.UUri]]:
+    """Store six topics, alternately expiring at NOW + 1 and never; return (expiring, kept)."""
+    expiring, kept = [], []
+    for index in range(6):
+        topic = uuri(resource=0x8000 + index)
+        if index % 2 == 0:
+            twin.store_messages([raw(publish(topic, at_ms=NOW, ttl_ms=1))], NOW)
+            expiring.append(topic)
+        else:
+            twin.store_messages([raw_at(NOW, topic)], NOW)
+            kept.append(topic)
+    return expiring, kept
+
+
+def sweep_all(twin: UTwin, now_ms: int, limit: int) -> int:
+    """Run sweep steps until the scan is done; return the number of steps."""
+    start: bytes | None = None
+    for step in range(1, 100):
+        start = twin.sweep_expired(now_ms, start, limit)
+        if start is None:
+            return step
+    raise AssertionError("sweep did not finish in 100 steps")
+
+
+def test_sweep_removes_only_expired_entries(twin: UTwin, store: RocksStore) -> None:
+    """A full sweep deletes the expired entries and keeps the live ones."""
+    _, kept = fill_for_sweep(twin)
+    sweep_all(twin, NOW + 2, limit=100)
+    expected = sorted(store_keys.topic_key(*topic_of(topic)) for topic in kept)
+    assert (expected, 3) == ([key for key, _ in store.scan(store_keys.TOPIC_PREFIX)], twin.topic_count)
+
+
+def test_sweep_before_expiry_removes_nothing(twin: UTwin, store: RocksStore) -> None:
+    """Sweeping while every entry is live changes nothing."""
+    fill_for_sweep(twin)
+    before = contents(store)
+    sweep_all(twin, NOW + 1, limit=100)
+    assert (before, 6) == (contents(store), twin.topic_count)
+
+
+def test_sweep_walks_in_steps_of_limit(twin: UTwin) -> None:
+    """Six topics swept two at a time take three steps, and the whole sweep removes all expired."""
+    fill_for_sweep(twin)
+    assert (3, 3) == (sweep_all(twin, NOW + 2, limit=2), twin.topic_count)
+
+
+def test_sweep_step_touches_only_its_topics(twin: UTwin) -> None:
+    """One step of two topics removes the one expired entry among them and says where to go on."""
+    expiring, _ = fill_for_sweep(twin)
+    next_start = twin.sweep_expired(NOW + 2, None, 2)
+    assert (store_keys.topic_key(*topic_of(expiring[1])), 5) == (next_start, twin.topic_count)
+
+
+def test_sweep_ignores_keys_outside_the_topic_space(twin: UTwin, store: RocksStore) -> None:
+    """The topic count meta key survives a sweep."""
+    fill_for_sweep(twin)
+    sweep_all(twin, NOW + 2, limit=1)
+    assert 3 == store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
+
+
+# --- listeners --------------------------------------------------------------
+
+
+def test_listener_gets_exactly_the_stored_messages(twin: UTwin) -> None:
+    """Listeners see the messages that became last messages, and not the refused ones."""
+    seen: list[Sequence[StoredMessage]] = []
+    twin.add_listener(seen.append)
+    kept, other = uuri(resource=0x8001), uuri(resource=0x8002)
+    twin.store_messages([raw_at(NOW, kept)], NOW)
+    seen.clear()
+    batch = [raw_at(NOW - 1, kept), without_id(), raw_at(NOW, kept), raw_at(NOW, other)]
+    twin.store_messages(batch, NOW)
+    assert [[StoredMessage(topic_of(other), raw_at(NOW, other))]] == [list(call) for call in seen]
+
+
+def test_listener_gets_only_the_newest_of_a_batch_for_one_topic(twin: UTwin) -> None:
+    """When a batch holds several messages for one topic, listeners get the one stored."""
+    seen: list[Sequence[StoredMessage]] = []
+    twin.add_listener(seen.append)
+    twin.store_messages([raw_at(NOW - 1), raw_at(NOW), raw_at(NOW - 2)], NOW)
+    assert [[StoredMessage(topic_of(uuri()), raw_at(NOW))]] == [list(call) for call in seen]
+
+
+def test_listener_is_not_called_when_nothing_is_stored(twin: UTwin) -> None:
+    """A batch that stores nothing does not call listeners."""
+    seen: list[Sequence[StoredMessage]] = []
+    twin.add_listener(seen.append)
+    twin.store_messages([without_id(), raw(publish(at_ms=NOW - 10, ttl_ms=1))], NOW)
+    assert [] == seen
+
+
+def test_every_listener_is_called(twin: UTwin) -> None:
+    """Each added listener gets the stored batch."""
+    first: list[Sequence[StoredMessage]] = []
+    second: list[Sequence[StoredMessage]] = []
+    twin.add_listener(first.append)
+    twin.add_listener(second.append)
+    twin.store_messages([raw_at(NOW)], NOW)
+    assert (1, 1) == (len(first), len(second))
