@@ -22,6 +22,7 @@ from utwin.uri import Topic, topic_from_fields
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
 
 _PUBLISH = uattributes_pb2.UMESSAGE_TYPE_PUBLISH
+_KEY_CACHE_LIMIT = 65_536
 
 
 class Outcome(NamedTuple):
@@ -50,6 +51,9 @@ class StoredMessage(NamedTuple):
     topic: Topic
     message: bytes
 
+
+_NOT_FOUND = Answer(Code.NOT_FOUND, "no message stored for this topic")
+_EXPIRED = Answer(Code.NOT_FOUND, "the topic's last message has expired")
 
 STORED = Outcome(Code.OK, "")
 DUPLICATE = Outcome(Code.OK, "already stored (same id)")
@@ -112,6 +116,7 @@ class UTwin:
         self._limits = limits
         self._topic_count = store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
         self._listeners: list[Listener] = []
+        self._key_cache: dict[bytes, bytes] = {}
 
     @property
     def topic_count(self) -> int:
@@ -215,35 +220,61 @@ class UTwin:
 
     def get_last(self, uris: Sequence[uri_pb2.UUri], now_ms: int) -> list[Answer]:
         """The last message of each requested topic, one Answer per entry, in order."""
-        self.check_batch(len(uris))
-        answers: list[Answer | None] = [None] * len(uris)
-        positions: list[int] = []
-        lookup: list[bytes] = []
-        for position, uri in enumerate(uris):
-            try:
-                topic = topic_of(uri, f"topics.uris[{position}]")
-            except UTwinError as error:
-                answers[position] = Answer(error.code, error.message)
-                continue
-            positions.append(position)
-            lookup.append(key_of(topic))
+        return self.get_last_serialized([uri.SerializeToString() for uri in uris], now_ms)
 
-        expired: set[bytes] = set()
-        for position, key, value in zip(positions, lookup, self._store.get_many(lookup), strict=True):
+    def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
+        """As get_last, for serialized UUris (what the service receives and sends back)."""
+        self.check_batch(len(topics))
+        keys = self._keys_of(topics)
+        values = iter(self._store.get_many([key for key in keys if isinstance(key, bytes)]))
+        answers: list[Answer] = []
+        expired: list[bytes] = []
+        for key in keys:
+            if not isinstance(key, bytes):
+                answers.append(key)
+                continue
+            value = next(values)
             if value is None:
-                answers[position] = Answer(Code.NOT_FOUND, "no message stored for this topic")
+                answers.append(_NOT_FOUND)
                 continue
-            header = store_keys.decode_topic_header(value)
-            if uuid.is_expired(header.expires_at_ms, now_ms):
-                answers[position] = Answer(Code.NOT_FOUND, "the topic's last message has expired")
-                expired.add(key)
+            msb, expires_at = store_keys.decode_topic_time(value)
+            if expires_at and now_ms > expires_at:
+                answers.append(_EXPIRED)
+                expired.append(key)
                 continue
-            answers[position] = Answer(
-                Code.OK, "", store_keys.topic_message(value), uuid.timestamp_ms(header.msb)
-            )
+            answers.append(Answer(Code.OK, "", store_keys.topic_message(value), uuid.timestamp_ms(msb)))
         if expired:
-            self._remove(sorted(expired))
-        return [answer for answer in answers if answer is not None]
+            self._remove(sorted(set(expired)))
+        return answers
+
+    def _keys_of(self, topics: Sequence[bytes]) -> list[bytes | Answer]:
+        """Store key of each serialized topic, or the Answer saying why it is not a topic.
+
+        Valid topics are memoized by their bytes (bounded), so a hot read costs a
+        dict lookup instead of a decode and a validation per topic.
+        """
+        cache = self._key_cache
+        keys: list[bytes | Answer | None] = [cache.get(topic) for topic in topics]
+        if None in keys:
+            for position, key in enumerate(keys):
+                if key is None:
+                    keys[position] = self._key_or_answer(topics[position], position)
+        return keys  # type: ignore[return-value]  # no None is left
+
+    def _key_or_answer(self, topic: bytes, position: int) -> bytes | Answer:
+        field = f"topics.uris[{position}]"
+        try:
+            uri = uri_pb2.UUri.FromString(topic)
+            checked = topic_of(uri, field)
+        except DecodeError:
+            return Answer(Code.INVALID_ARGUMENT, f"{field}: not a valid UUri encoding")
+        except UTwinError as error:
+            return Answer(error.code, error.message)
+        key = key_of(checked)
+        if len(self._key_cache) >= _KEY_CACHE_LIMIT:
+            self._key_cache.clear()
+        self._key_cache[topic] = key
+        return key
 
     def _remove(self, topic_keys: Sequence[bytes]) -> None:
         ops: list[tuple[bytes, bytes | None]] = [(key, None) for key in topic_keys]

@@ -31,9 +31,9 @@ class UTwinServicer:
         self._group_sync = group_sync
 
     async def get_last_messages(self, request: utwin_pb2.GetLastMessagesRequest, context: Context) -> bytes:
-        uris = request.topics.uris
-        answers = self._twin.get_last(uris, uuid.now_ms())
-        return wire.get_last_messages_response([uri.SerializeToString() for uri in uris], answers)
+        topics = [uri.SerializeToString() for uri in request.topics.uris]
+        answers = self._twin.get_last_serialized(topics, uuid.now_ms())
+        return wire.get_last_messages_response(topics, answers)
 
     async def set_last_message(self, raw_message: bytes, context: Context) -> ustatus_pb2.UStatus:
         try:

@@ -8,6 +8,7 @@ without decoding and re-encoding each one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from utwin.errors import Code
@@ -22,8 +23,6 @@ _MESSAGE_TAG = b"\x1a"  # MessageResponse.message = 3
 
 
 def varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -32,21 +31,27 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def length_delimited(tag: bytes, payload: bytes) -> bytes:
-    return tag + varint(len(payload)) + payload
+# Lengths below 16 KiB cover nearly every topic, status and message: look them up.
+_SMALL_VARINTS = [varint(value) for value in range(1 << 14)]
 
 
-def message_response(topic: bytes, answer: Answer) -> bytes:
-    status = ustatus_bytes(answer.code, answer.detail)
-    entry = length_delimited(_TOPIC_TAG, topic) + length_delimited(_STATUS_TAG, status)
-    if answer.code is Code.OK and answer.message is not None:
-        entry += length_delimited(_MESSAGE_TAG, answer.message)
-    return entry
+def length_prefix(length: int) -> bytes:
+    return _SMALL_VARINTS[length] if length < 16384 else varint(length)
+
+
+@functools.lru_cache(maxsize=1024)
+def _status_field(code: Code, detail: str) -> bytes:
+    status = ustatus_bytes(code, detail)
+    return _STATUS_TAG + length_prefix(len(status)) + status
 
 
 def get_last_messages_response(topics: Sequence[bytes], answers: Sequence[Answer]) -> bytes:
     """A serialized GetLastMessagesResponse pairing each topic with its answer."""
-    return b"".join(
-        length_delimited(_RESPONSES_TAG, message_response(topic, answer))
-        for topic, answer in zip(topics, answers, strict=True)
-    )
+    parts: list[bytes] = []
+    for topic, answer in zip(topics, answers, strict=True):
+        entry = _TOPIC_TAG + length_prefix(len(topic)) + topic + _status_field(answer.code, answer.detail)
+        message = answer.message
+        if message is not None and answer.code is Code.OK:
+            entry += _MESSAGE_TAG + length_prefix(len(message)) + message
+        parts.append(_RESPONSES_TAG + length_prefix(len(entry)) + entry)
+    return b"".join(parts)

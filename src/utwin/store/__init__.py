@@ -5,7 +5,7 @@ layouts of each key space live in `keys`.
 """
 
 from utwin.store.base import Store, WriteBatchOps
-from utwin.store.rocks import Durability, RocksStore
+from utwin.store.rocks import RocksStore
 from utwin.store.sync import GroupSync
 
-__all__ = ["Durability", "GroupSync", "RocksStore", "Store", "WriteBatchOps"]
+__all__ = ["GroupSync", "RocksStore", "Store", "WriteBatchOps"]

@@ -16,6 +16,7 @@ The header lets newest-wins and expiry be decided without decoding the message.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import NamedTuple
 
@@ -27,10 +28,12 @@ TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
 _TAIL = struct.Struct(">IBH")
 _LENGTH = struct.Struct(">H")
 _HEADER = struct.Struct(">BQQQ")
+_TIME = struct.Struct(">Q8xQ")  # msb, skip lsb, expires_at_ms
 _VALUE_LAYOUT = 1
 HEADER_SIZE = _HEADER.size
 
 
+@functools.lru_cache(maxsize=4096)
 def authority_prefix(authority: str) -> bytes:
     encoded = authority.encode()
     return TOPIC_PREFIX + _LENGTH.pack(len(encoded)) + encoded
@@ -67,6 +70,12 @@ def decode_topic_header(value: bytes) -> StoredHeader:
     if layout != _VALUE_LAYOUT:
         raise ValueError(f"unknown topic value layout {layout}")
     return StoredHeader(msb, lsb, expires_at_ms)
+
+
+def decode_topic_time(value: bytes) -> tuple[int, int]:
+    """(id msb, expires_at_ms) of a stored topic value: what reads need to decide."""
+    msb, expires_at_ms = _TIME.unpack_from(value, 1)
+    return int(msb), int(expires_at_ms)
 
 
 def topic_message(value: bytes) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -11,18 +10,7 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 from utwin.errors import StoreError, StoreLocked
 from utwin.store.base import WriteBatchOps
 
-
-class Durability(enum.StrEnum):
-    """What an acknowledged write survives.
-
-    PROCESS: every write is in the write-ahead log before it returns, so it
-    survives a crash or kill -9 of the process (the OS still holds it).
-    POWER: the log is also fsynced before the write is acknowledged (group
-    commit), so it survives power loss as well, at the cost of latency.
-    """
-
-    PROCESS = "process"
-    POWER = "power"
+_SMALL_READ = 4
 
 
 def _translate(exc: Exception, path: Path) -> Exception:
@@ -55,8 +43,10 @@ class RocksStore:
         return value
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        if not keys:
-            return []
+        if len(keys) <= _SMALL_READ:
+            # Point gets keep the GIL; a MultiGet releases and retakes it, which
+            # costs a thread hand-off under gRPC load and only pays off for many keys.
+            return [self._db.get(key) for key in keys]
         values: list[bytes | None] = self._db.get(list(keys))  # type: ignore[assignment]  # stub: Any | None
         return values
 
