@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,23 +74,30 @@ _FIELDS = {field.name: field for field in dataclasses.fields(Config)}
 def _coerce(name: str, raw: Any, source: str) -> Any:
     field_type = _FIELDS[name].type
     try:
+        # A TOML file gives typed values; the environment and flags give text (or a Path).
         if field_type in ("int", int):
-            if isinstance(raw, bool):
-                raise ValueError("a boolean is not an integer")
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError("not a whole number")
             value: Any = int(raw)
             if value < 0:
                 raise ValueError("must not be negative")
             return value
         if field_type in ("float", float):
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError("not a number")
             value = float(raw)
-            if value < 0:
-                raise ValueError("must not be negative")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError("must be a finite number, not negative")
             return value
         if field_type in ("Path", Path):
-            return Path(str(raw)).expanduser()
+            if not isinstance(raw, str | os.PathLike):
+                raise ValueError("not a folder path")
+            return Path(raw).expanduser()
+        if not isinstance(raw, str):
+            raise ValueError("not text")
         if field_type in ("Durability", Durability):
-            return Durability(str(raw).lower())
-        return str(raw)
+            return Durability(raw.lower())
+        return raw
     except ValueError as exc:
         raise InvalidArgument(f"{source}: {name}: {raw!r} is not valid ({exc})") from None
 
