@@ -9,11 +9,10 @@ import grpc
 from utwin import uuid
 from utwin.errors import Code, UTwinError
 from utwin.service import wire
-from utwin.service.status import unary_errors, ustatus
+from utwin.service.status import unary_errors, ustatus_bytes
 from utwin.store import GroupSync
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
-from utwin_proto.uprotocol.v1 import ustatus_pb2
 
 SERVICE_NAME = "uprotocol.core.utwin.v2.uTwin"
 log = logging.getLogger("utwin.service")
@@ -35,18 +34,18 @@ class UTwinServicer:
         answers = self._twin.get_last_serialized(topics, uuid.now_ms())
         return wire.get_last_messages_response(topics, answers)
 
-    async def set_last_message(self, raw_message: bytes, context: Context) -> ustatus_pb2.UStatus:
+    async def set_last_message(self, raw_message: bytes, context: Context) -> bytes:
         try:
             (outcome,) = self._twin.store_messages([raw_message], uuid.now_ms())
             if outcome.ok and self._group_sync is not None:
                 await self._group_sync.sync()
         except UTwinError as error:
             log.error("SetLastMessage failed: %s", error.message)
-            return ustatus(error.code, error.message)
+            return ustatus_bytes(error.code, error.message)
         except Exception:
             log.exception("SetLastMessage failed")
-            return ustatus(Code.INTERNAL, "internal error; see the server log")
-        return ustatus(outcome.code, outcome.detail)
+            return ustatus_bytes(Code.INTERNAL, "internal error; see the server log")
+        return ustatus_bytes(outcome.code, outcome.detail)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {
@@ -56,9 +55,10 @@ class UTwinServicer:
                 response_serializer=_identity,
             ),
             # The request stays serialized: it is validated by parsing and stored byte for byte.
+            # The answer is a cached serialized UStatus.
             "SetLastMessage": grpc.unary_unary_rpc_method_handler(
                 self.set_last_message,
                 request_deserializer=_identity,
-                response_serializer=ustatus_pb2.UStatus.SerializeToString,
+                response_serializer=_identity,
             ),
         }
