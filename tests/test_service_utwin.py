@@ -389,3 +389,17 @@ def test_unknown_fields_are_kept_byte_for_byte(server: ServerThread) -> None:
     length = len(sent)
     assert length < 0x80
     assert b"\x1a" + bytes((length,)) + sent == raw[-(length + 2) :]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"\x0a\xff\xff", b"\x0a\x05\x0a\x03\x0a\x01\xff"],
+    ids=["corrupt wire format", "authority not UTF-8"],
+)
+def test_undecodable_request_fails_with_invalid_argument(server: ServerThread, request_bytes: bytes) -> None:
+    """A GetLastMessages request that does not decode fails the call with INVALID_ARGUMENT."""
+    with server.channel() as channel:
+        call = channel.unary_unary(GET_LAST_MESSAGES, request_serializer=_identity)
+        with pytest.raises(grpc.RpcError) as raised:
+            call(request_bytes, timeout=TIMEOUT_S)
+    assert (grpc.StatusCode.INVALID_ARGUMENT, "request:") == _failure(raised.value, 8)

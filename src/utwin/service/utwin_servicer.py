@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from utwin import uuid
-from utwin.errors import Code, UTwinError
+from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.service import wire
 from utwin.service.status import unary_errors, ustatus_bytes
 from utwin.store import GroupSync
@@ -24,12 +25,21 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+def _parse_request(raw_request: bytes) -> utwin_pb2.GetLastMessagesRequest:
+    # Parsed here, not by gRPC's deserializer, whose failure would reach the client as UNKNOWN.
+    try:
+        return utwin_pb2.GetLastMessagesRequest.FromString(raw_request)
+    except DecodeError:
+        raise InvalidArgument("request: not a valid GetLastMessagesRequest encoding") from None
+
+
 class UTwinServicer:
     def __init__(self, twin: UTwin, group_sync: GroupSync | None) -> None:
         self._twin = twin
         self._group_sync = group_sync
 
-    async def get_last_messages(self, request: utwin_pb2.GetLastMessagesRequest, context: Context) -> bytes:
+    async def get_last_messages(self, raw_request: bytes, context: Context) -> bytes:
+        request = _parse_request(raw_request)
         topics = [uri.SerializeToString() for uri in request.topics.uris]
         answers = self._twin.get_last_serialized(topics, uuid.now_ms())
         return wire.get_last_messages_response(topics, answers)
@@ -51,7 +61,7 @@ class UTwinServicer:
         return {
             "GetLastMessages": grpc.unary_unary_rpc_method_handler(
                 unary_errors(self.get_last_messages),
-                request_deserializer=utwin_pb2.GetLastMessagesRequest.FromString,
+                request_deserializer=_identity,
                 response_serializer=_identity,
             ),
             # The request stays serialized: it is validated by parsing and stored byte for byte.
