@@ -119,6 +119,14 @@ def test_topic_value_round_trips(msb: int, lsb: int, expires_at: int, message: b
     )
 
 
+@settings(max_examples=50, derandomize=True, deadline=None)
+@given(u64, u64, u64)
+def test_topic_time_agrees_with_the_header(msb: int, lsb: int, expires_at: int) -> None:
+    """The fast (msb, expires_at_ms) read gives the header's values."""
+    value = keys.encode_topic_value(msb, lsb, expires_at, b"m")
+    assert (msb, expires_at) == keys.decode_topic_time(value)
+
+
 def test_topic_value_header_has_a_fixed_size() -> None:
     """The message starts right after a header of HEADER_SIZE bytes."""
     assert keys.HEADER_SIZE + 3 == len(keys.encode_topic_value(1, 2, 3, b"abc"))

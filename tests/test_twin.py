@@ -645,3 +645,38 @@ def test_every_listener_is_called(twin: UTwin) -> None:
     twin.add_listener(second.append)
     twin.store_messages([raw_at(NOW)], NOW)
     assert (1, 1) == (len(first), len(second))
+
+
+# --- serialized reads -------------------------------------------------------
+
+
+def test_get_last_serialized_answers_like_get_last(twin: UTwin) -> None:
+    """Serialized UUris get the same answers as the message objects."""
+    twin.store_messages([raw_at(NOW)], NOW)
+    topics = [uuri(), uuri(resource=0x9000), uuri(resource=1)]
+    assert twin.get_last(topics, NOW) == twin.get_last_serialized(
+        [topic.SerializeToString() for topic in topics], NOW
+    )
+
+
+def test_get_last_serialized_of_undecodable_bytes_is_invalid_argument(twin: UTwin) -> None:
+    """Bytes that are not a UUri get INVALID_ARGUMENT naming their position."""
+    answers = twin.get_last_serialized([uuri().SerializeToString(), b"\xff\xff"], NOW)
+    assert [Code.NOT_FOUND, Code.INVALID_ARGUMENT] == [answer.code for answer in answers]
+    assert "topics.uris[1]: not a valid UUri encoding" == answers[1].detail
+
+
+def test_repeated_reads_name_each_invalid_topics_own_position(twin: UTwin) -> None:
+    """Asking again (topic keys are memoized) still names the invalid topic's current position."""
+    wildcard = uuri(resource=0xFFFF)
+    twin.get_last([wildcard, uuri()], NOW)
+    answers = twin.get_last([uuri(), uuri(), wildcard], NOW)
+    assert answers[2].detail.startswith("topics.uris[2].resource_id: "), answers[2].detail
+
+
+def test_repeated_reads_see_new_writes(twin: UTwin) -> None:
+    """A topic read before it was written is served once it is written."""
+    twin.get_last([uuri()], NOW)
+    message = raw_at(NOW)
+    twin.store_messages([message], NOW)
+    assert message == stored_message(twin, uuri())
