@@ -20,17 +20,16 @@ EXIT_TIMEOUT_S = 30.0
 _LISTENING = re.compile(r"^utwin listening on 127\.0\.0\.1:(\d+) ")
 
 
-def serve_command(data_dir: Path, *extra_args: str) -> list[str]:
+def serve_command(data_dir: Path, listen: str = "127.0.0.1:0") -> list[str]:
     return [
         sys.executable,
         "-m",
         "utwin.cli",
         "serve",
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--data-dir",
         str(data_dir),
-        *extra_args,
     ]
 
 
@@ -120,10 +119,12 @@ class ServeProcess:
         self.kill()
 
 
-def run_serve(data_dir: Path, timeout_s: float = START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def run_serve(
+    data_dir: Path, listen: str = "127.0.0.1:0", timeout_s: float = START_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     """Run `utwin serve` expecting it to exit by itself (a failed start); killed after timeout_s."""
     return subprocess.run(
-        serve_command(data_dir),
+        serve_command(data_dir, listen),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         env=child_environment(),

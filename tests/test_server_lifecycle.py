@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +182,22 @@ def test_signal_stops_with_exit_zero_and_closes_the_store(tmp_path: Path, signum
     assert (0, False, [message.SerializeToString()]) == (code, "Traceback" in log, served)
 
 
+def test_port_in_use_exits_naming_the_address(tmp_path: Path) -> None:
+    """`utwin serve` on a port another socket listens on exits 2 naming the address, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = run_serve(tmp_path / "data", listen)
+    last_line = result.stderr.strip().splitlines()[-1]
+    expected_start = f"utwin: listen: cannot bind {listen} "
+    assert (2, expected_start, False) == (
+        result.returncode,
+        last_line[: len(expected_start)],
+        "Traceback" in result.stderr,
+    )
+
+
 def _frames(pending: queue.Queue[ingest_pb2.PublishRequest | None]) -> Iterator[ingest_pb2.PublishRequest]:
     while (frame := pending.get(timeout=TIMEOUT_S)) is not None:
         yield frame
@@ -230,3 +247,23 @@ def test_sigterm_drains_an_open_stream(tmp_path: Path) -> None:
             code,
             _served(channel, topics),
         )
+
+
+def test_sigterm_ends_a_stream_left_open_after_the_grace_period(tmp_path: Path) -> None:
+    """A stream still open when the grace period ends is cancelled and the server exits 0."""
+    pending: queue.Queue[ingest_pb2.PublishRequest | None] = queue.Queue()
+    with ServeProcess(
+        tmp_path / "data", tmp_path / "serve.log", {"UTWIN_SHUTDOWN_GRACE_S": "0.5"}
+    ) as process:
+        try:
+            with process.channel() as channel:
+                acks = ingest_pb2_grpc.IngestStub(channel).Publish(_frames(pending), timeout=TIMEOUT_S * 3)
+                pending.put(ingest_pb2.PublishRequest(messages=[publish(uuri())]))
+                next(acks)
+                process.send(signal.SIGTERM)
+                code = process.wait(TIMEOUT_S)
+                with pytest.raises(grpc.RpcError) as raised:
+                    list(acks)
+        finally:
+            pending.put(None)
+    assert (0, grpc.StatusCode.UNAVAILABLE) == (code, _code(raised.value))
