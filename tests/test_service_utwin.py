@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import grpc
@@ -403,3 +404,29 @@ def test_undecodable_request_fails_with_invalid_argument(server: ServerThread, r
         with pytest.raises(grpc.RpcError) as raised:
             call(request_bytes, timeout=TIMEOUT_S)
     assert (grpc.StatusCode.INVALID_ARGUMENT, "request:") == _failure(raised.value, 8)
+
+
+def test_power_durability_stores_and_serves(servers: Servers) -> None:
+    """With durability=power SetLastMessage acknowledges OK and the message is served."""
+    server = servers.start(durability="power")
+    message = publish(uuri())
+    with server.channel() as channel:
+        stub = utwin_pb2_grpc.uTwinStub(channel)
+        assert (ucode_pb2.OK, message.SerializeToString()) == (
+            _set(stub, message).code,
+            _served(stub, uuri()),
+        )
+
+
+@pytest.mark.parametrize("durability", ["process", "power"])
+def test_newest_wins_under_concurrent_writers(servers: Servers, durability: str) -> None:
+    """Concurrent writers of one topic leave the message with the largest id stored."""
+    server = servers.start(durability=durability)
+    now = uuid.now_ms()
+    messages = [publish(uuri(), b"%d" % n, at_ms=now - (n * 7919) % 400) for n in range(400)]
+    newest = max(messages, key=lambda message: (message.attributes.id.msb, message.attributes.id.lsb))
+    with server.channel() as channel:
+        stub = utwin_pb2_grpc.uTwinStub(channel)
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda message: _set(stub, message).code, messages, timeout=60))
+        assert ([ucode_pb2.OK] * 400, newest.SerializeToString()) == (codes, _served(stub, uuri()))
