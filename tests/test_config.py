@@ -106,6 +106,11 @@ def test_environment_config_variable_is_not_a_setting() -> None:
     assert Config() == load_config(env={"UTWIN_CONFIG": "/etc/utwin.toml"})
 
 
+def test_environment_target_variable_is_not_a_setting() -> None:
+    """UTWIN_TARGET names the server for the CLI clients; `utwin serve` does not refuse it."""
+    assert Config() == load_config(env={"UTWIN_TARGET": "127.0.0.1:50051"})
+
+
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     """A setting in both the file and the environment takes the environment's value."""
     path = write_toml(tmp_path, "max_topics = 1\nmax_batch_topics = 9\n")

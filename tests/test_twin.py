@@ -680,3 +680,21 @@ def test_repeated_reads_see_new_writes(twin: UTwin) -> None:
     message = raw_at(NOW)
     twin.store_messages([message], NOW)
     assert message == stored_message(twin, uuri())
+
+
+def test_sweep_with_a_limit_below_one_still_advances(twin: UTwin) -> None:
+    """A step limit of 0 is taken as 1, so a sweep always ends."""
+    fill_for_sweep(twin)
+    assert (6, 3) == (sweep_all(twin, NOW + 2, limit=0), twin.topic_count)
+
+
+def test_failing_listener_does_not_undo_the_write(twin: UTwin) -> None:
+    """A listener that raises is logged; the caller still gets its outcomes and the message is stored."""
+
+    def broken(stored: Sequence[StoredMessage]) -> None:
+        raise RuntimeError("listener bug")
+
+    twin.add_listener(broken)
+    message = raw_at(NOW)
+    assert [STORED] == twin.store_messages([message], NOW)
+    assert Code.OK == twin.get_last([uuri()], NOW)[0].code

@@ -18,6 +18,8 @@ from typing import Any
 from utwin.errors import InvalidArgument
 
 ENV_PREFIX = "UTWIN_"
+# Variables of the prefix that are not settings: where the file is, and the CLI clients' server.
+NOT_SETTINGS = frozenset({"UTWIN_CONFIG", "UTWIN_TARGET"})
 
 
 class Durability(enum.StrEnum):
@@ -130,7 +132,7 @@ def load_config(
         from_env = {
             key[len(ENV_PREFIX) :].lower(): value
             for key, value in env.items()
-            if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG"
+            if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS
         }
         merged.update(_layer(from_env, "environment"))
     if flags is not None:

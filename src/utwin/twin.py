@@ -8,6 +8,7 @@ respect to the others (the read-compare-write of newest-wins needs that).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -21,6 +22,7 @@ from utwin.store import keys as store_keys
 from utwin.uri import Topic, topic_from_fields
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
 
+log = logging.getLogger("utwin.twin")
 _PUBLISH = uattributes_pb2.UMESSAGE_TYPE_PUBLISH
 _KEY_CACHE_LIMIT = 65_536
 
@@ -207,7 +209,11 @@ class UTwin:
             if self._listeners:
                 stored = [StoredMessage(c.topic, c.message) for c in puts.values()]
                 for listener in self._listeners:
-                    listener(stored)
+                    try:
+                        listener(stored)
+                    except Exception:
+                        # The write is done and acknowledged; a listener's failure must not undo that.
+                        log.exception("listener %r failed", listener)
         return outcomes
 
     def check_batch(self, size: int) -> None:
@@ -287,6 +293,7 @@ class UTwin:
 
         Returns where the next sweep step starts, or None when the scan is done.
         """
+        limit = max(1, limit)
         expired: list[bytes] = []
         next_start: bytes | None = None
         for seen, (key, value) in enumerate(self._store.scan(store_keys.TOPIC_PREFIX, start)):
