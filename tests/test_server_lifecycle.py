@@ -152,6 +152,16 @@ def test_serve_process_reports_serving(tmp_path: Path) -> None:
         assert health_pb2.HealthCheckResponse.SERVING == _health(channel, UTWIN)
 
 
+def test_serve_process_lists_services_by_reflection(tmp_path: Path) -> None:
+    """`utwin serve` lists uTwin and grpc.health.v1.Health through server reflection."""
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    with ServeProcess(tmp_path / "data", tmp_path / "serve.log") as process, process.channel() as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (answer,) = list(stub.ServerReflectionInfo(iter([request]), timeout=TIMEOUT_S))
+    names = {service.name for service in answer.list_services_response.service}
+    assert {UTWIN, "grpc.health.v1.Health"} <= names
+
+
 def test_second_serve_process_exits_with_one_line(tmp_path: Path) -> None:
     """A second `utwin serve` on a folder in use exits non-zero with one line naming the folder."""
     data_dir = tmp_path / "data"
