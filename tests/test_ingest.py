@@ -194,3 +194,25 @@ def test_stream_ends_with_ok_status(server: ServerThread) -> None:
         acks = list(call)
         code = call.code()
     assert (grpc.StatusCode.OK, 2, 1) == (code, acks[-1].acknowledged, acks[-1].accepted)
+
+
+def test_undecodable_frame_ends_the_stream_with_invalid_argument(server: ServerThread) -> None:
+    """Frames before a corrupt frame are stored; the corrupt one ends the stream naming its number."""
+    good = publish(uuri(), b"before")
+    frames = [ingest_pb2.PublishRequest(messages=[good]).SerializeToString(), b"\x0a\xff\xff\xff"]
+    acks: list[ingest_pb2.PublishAck] = []
+    with server.channel() as channel:
+        call = channel.stream_stream(
+            PUBLISH, request_serializer=_identity, response_deserializer=ingest_pb2.PublishAck.FromString
+        )
+        try:
+            for ack in call(iter(frames), timeout=TIMEOUT_S):
+                acks.append(ack)
+        except grpc.RpcError as error:
+            failure = (error.code(), error.details())
+        else:
+            raise AssertionError("the stream ended without an error")
+        served = _served(utwin_pb2_grpc.uTwinStub(channel), [uuri()])
+    assert grpc.StatusCode.INVALID_ARGUMENT == failure[0]
+    assert failure[1].startswith("frame 1: not a valid PublishRequest encoding")
+    assert [good.SerializeToString()] == served

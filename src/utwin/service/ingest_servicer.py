@@ -7,9 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from utwin import uuid
-from utwin.errors import UTwinError
+from utwin.errors import InvalidArgument, UTwinError
 from utwin.service.status import GRPC_STATUS, ustatus
 from utwin.store import GroupSync
 from utwin.twin import UTwin
@@ -22,6 +23,10 @@ Context = grpc.aio.ServicerContext[object, object]
 _END = None
 
 
+def _identity(data: bytes) -> bytes:
+    return data
+
+
 class IngestServicer:
     def __init__(self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int) -> None:
         self._twin = twin
@@ -29,7 +34,7 @@ class IngestServicer:
         self._queue_frames = max(1, queue_frames)
 
     async def publish(
-        self, frames: AsyncIterator[ingest_pb2.PublishRequestView], context: Context
+        self, frames: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[ingest_pb2.PublishAck]:
         # A reader task keeps up to `queue_frames` frames ready; the store side
         # takes every frame waiting at once, so acks coalesce when it falls
@@ -68,18 +73,29 @@ class IngestServicer:
                 ack.acknowledged = acknowledged
                 ack.accepted = accepted
                 yield ack
-            await reader  # re-raises a failure of the request stream
+            try:
+                await reader  # re-raises a failure of the request stream
+            except UTwinError as error:
+                await context.abort(GRPC_STATUS[error.code], error.message)
         finally:
             reader.cancel()
 
     async def _read(
         self,
-        frames: AsyncIterator[ingest_pb2.PublishRequestView],
+        frames: AsyncIterator[bytes],
         queue: asyncio.Queue[ingest_pb2.PublishRequestView | None],
     ) -> None:
         try:
-            async for frame in frames:
+            frame_number = 0
+            async for raw_frame in frames:
+                try:
+                    frame = ingest_pb2.PublishRequestView.FromString(raw_frame)
+                except DecodeError:
+                    raise InvalidArgument(
+                        f"frame {frame_number}: not a valid PublishRequest encoding; stream ended"
+                    ) from None
                 await queue.put(frame)
+                frame_number += 1
         finally:
             # Always wake the writer side, also when the stream fails.
             if queue.full():
@@ -91,7 +107,7 @@ class IngestServicer:
         return {
             "Publish": grpc.stream_stream_rpc_method_handler(
                 self.publish,
-                request_deserializer=ingest_pb2.PublishRequestView.FromString,
+                request_deserializer=_identity,  # decoded by the reader, which names a bad frame
                 response_serializer=ingest_pb2.PublishAck.SerializeToString,
             ),
         }
