@@ -73,10 +73,10 @@ class RocksStore:
             raise _translate(exc, self.path) from exc
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        read_options = ReadOptions(raw_mode=True)
         first = prefix if start is None or start < prefix else start
-        for key, value in self._db.items(from_key=first, read_opt=read_options):
-            if not key.startswith(prefix):
+        # rocksdict's ReadOptions takes no arguments; the database's raw mode applies.
+        for key, value in self._db.items(from_key=first, read_opt=ReadOptions()):
+            if not isinstance(key, bytes) or not key.startswith(prefix):
                 return
             yield key, value
 
