@@ -1,14 +1,17 @@
 """utwin.digitwin.v1.DigiTwin over gRPC: a thin shell over `utwin.digitwin.DigiTwin`.
 
 Caller identity is read here and only here (`caller_agent`): the gRPC
-metadata entry `utwin-agent`. The domain receives the agent id as a plain
-argument, so authentication can later replace this one function.
+metadata entry `utwin-agent`, holding the agent id percent-encoded as UTF-8
+(metadata values are ASCII; an ordinary ASCII id is sent as it is). The
+domain receives the agent id as a plain argument, so authentication can
+later replace this one function.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -56,11 +59,20 @@ _KIND_TO_PB = {
 _KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
 
 
+def agent_metadata(agent: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata that names `agent` as the caller."""
+    return ((AGENT_METADATA_KEY, urllib.parse.quote(agent, safe="")),)
+
+
 def caller_agent(context: Context) -> str:
     """The caller's agent id: the one place identity is taken from."""
     for key, value in context.invocation_metadata() or ():
         if key == AGENT_METADATA_KEY:
-            return value if isinstance(value, str) else value.decode()
+            text = value if isinstance(value, str) else value.decode()
+            try:
+                return urllib.parse.unquote(text, errors="strict")
+            except UnicodeDecodeError:
+                raise InvalidArgument(f"{AGENT_METADATA_KEY}: not percent-encoded UTF-8") from None
     raise PermissionDenied(f"no caller identity: writes need gRPC metadata {AGENT_METADATA_KEY!r} (agent id)")
 
 
