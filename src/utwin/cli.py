@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"utwin: {error}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:
-        print(f"utwin: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"utwin: {error.code().name}: {error.details()}", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         return 130

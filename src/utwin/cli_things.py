@@ -133,9 +133,8 @@ def run_things(options: argparse.Namespace) -> int:
                     options.twin_id, values, options.timestamp_ms
                 ).ignored_older
                 for name in values:
-                    print(
-                        f"{name}: {'ignored (older than the stored value)' if name in ignored_names else 'stored'}"
-                    )
+                    outcome = "ignored (older than the stored value)" if name in ignored_names else "stored"
+                    print(f"{name}: {outcome}")
         elif command == "get":
             _print_json(json.loads(client.get_thing(options.twin_id, options.original).td_json))
         elif command == "read":

@@ -54,9 +54,7 @@ def thing_td(
     return td
 
 
-def register(
-    stub: pb_grpc.DigiTwinStub, td: dict[str, Any] | None = None, agent: str = AGENT
-) -> str:
+def register(stub: pb_grpc.DigiTwinStub, td: dict[str, Any] | None = None, agent: str = AGENT) -> str:
     """Register a TD as agent; the twin id."""
     request = pb.UpdateThingRequest(td_json=json.dumps(td if td is not None else thing_td()))
     response = stub.UpdateThing(request, metadata=as_agent(agent), timeout=TIMEOUT_S)
@@ -64,7 +62,11 @@ def register(
 
 
 def publish(
-    stub: pb_grpc.DigiTwinStub, twin_id: str, values: dict[str, Any], timestamp_ms: int = 0, agent: str = AGENT
+    stub: pb_grpc.DigiTwinStub,
+    twin_id: str,
+    values: dict[str, Any],
+    timestamp_ms: int = 0,
+    agent: str = AGENT,
 ) -> list[str]:
     """Publish property values (Python values, sent as JSON); the names ignored as older."""
     request = pb.PublishPropertiesRequest(twin_id=twin_id)

@@ -25,7 +25,9 @@ TEMPERATURE_TOPIC = "up://vcu.my_vin/1A40101/1/8001"
 OVERHEAT_TOPIC = "up://vcu.my_vin/1A40101/1/8002"
 
 
-def _set_last(utwin_stub: utwin_pb2_grpc.uTwinStub, resource: int, payload: bytes, payload_format: int) -> None:
+def _set_last(
+    utwin_stub: utwin_pb2_grpc.uTwinStub, resource: int, payload: bytes, payload_format: int
+) -> None:
     message = up_message(uuri(resource=resource), payload)
     message.attributes.payload_format = payload_format  # type: ignore[assignment]
     assert ucode_pb2.OK == utwin_stub.SetLastMessage(message, timeout=TIMEOUT_S).code
@@ -58,7 +60,9 @@ def test_text_message_updates_event(stub: pb_grpc.DigiTwinStub, utwin_stub: utwi
     assert {"overheat": "zu heiß"} == {name: json.loads(v.json) for name, v in response.values.items()}
 
 
-def test_unbound_topic_changes_nothing(stub: pb_grpc.DigiTwinStub, utwin_stub: utwin_pb2_grpc.uTwinStub) -> None:
+def test_unbound_topic_changes_nothing(
+    stub: pb_grpc.DigiTwinStub, utwin_stub: utwin_pb2_grpc.uTwinStub
+) -> None:
     """A message on a topic no TD names leaves the twins unchanged."""
     twin_id = register(stub, _bridged_td())
     _set_last(utwin_stub, 0x8003, b"1", uattributes_pb2.UPAYLOAD_FORMAT_JSON)

@@ -37,7 +37,9 @@ def test_register_publish_read_list_watch(
     ) == (read, [line.split("\t")[0] for line in listed.splitlines()], kinds)
 
 
-def test_publish_rejects_a_value_that_is_not_json(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_rejects_a_value_that_is_not_json(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`things publish NAME=text` without JSON quoting exits 2 and says how to quote."""
     code = main(["things", "publish", "--target", server.target, "dtw:a:b", "mode=eco"])
     assert (2, True) == (code, "not JSON" in capsys.readouterr().err)

@@ -152,7 +152,10 @@ def test_filter_by_type_matches_any_value_exactly(stub: pb_grpc.DigiTwinStub) ->
 
 def test_filter_by_thing_id_prefix(stub: pb_grpc.DigiTwinStub) -> None:
     """ListThings with thing_id_prefix returns Things whose id starts with it, for any agent."""
-    wanted = [register(stub, thing_td("urn:kitchen:1")), register(stub, thing_td("urn:kitchen:2"), OTHER_AGENT)]
+    wanted = [
+        register(stub, thing_td("urn:kitchen:1")),
+        register(stub, thing_td("urn:kitchen:2"), OTHER_AGENT),
+    ]
     register(stub, thing_td("urn:garage:1"))
     assert sorted(wanted) == sorted(_list_all(stub, thing_id_prefix="urn:kitchen:"))
 
@@ -182,7 +185,9 @@ def test_paging_while_twins_are_added_never_skips_or_repeats(
     writer_stub = pb_grpc.DigiTwinStub(channel)  # type: ignore[no-untyped-call]
     added: list[str] = []
     writer = threading.Thread(
-        target=lambda: added.extend(_register_many(writer_stub, [f"urn:dev:{n:05d}" for n in range(1, 600, 2)]))
+        target=lambda: added.extend(
+            _register_many(writer_stub, [f"urn:dev:{n:05d}" for n in range(1, 600, 2)])
+        )
     )
     writer.start()
     listed = _list_all(stub, page_size=50)

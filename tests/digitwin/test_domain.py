@@ -11,8 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.digitwin.helpers import thing_td
-from utwin.digitwin import DigiTwin, Settings, TwinId, Update, ValueKind, parse_twin_id
-from utwin.digitwin import records
+from utwin.digitwin import DigiTwin, Settings, TwinId, Update, ValueKind, parse_twin_id, records
 from utwin.errors import InvalidArgument
 from utwin.store import RocksStore
 

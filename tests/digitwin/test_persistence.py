@@ -45,7 +45,16 @@ class ServeProcess:
 
     def __init__(self, data_dir: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "utwin.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            [
+                sys.executable,
+                "-m",
+                "utwin.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data_dir),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

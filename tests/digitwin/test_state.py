@@ -105,7 +105,10 @@ def test_older_event_is_ignored(stub: pb_grpc.DigiTwinStub) -> None:
     """An event older than the stored one is reported ignored."""
     twin_id = register(stub)
     _publish_event(stub, twin_id, "overheat", 2, timestamp_ms=2_000)
-    assert (True, {"overheat": 2}) == (_publish_event(stub, twin_id, "overheat", 1, 1_000), _read_events(stub, twin_id))
+    assert (True, {"overheat": 2}) == (
+        _publish_event(stub, twin_id, "overheat", 1, 1_000),
+        _read_events(stub, twin_id),
+    )
 
 
 def test_unknown_twin_is_not_found(stub: pb_grpc.DigiTwinStub) -> None:
@@ -165,14 +168,18 @@ def test_other_agent_registering_the_same_thing_gets_its_own_twin(stub: pb_grpc.
     """UpdateThing by another agent for the same Thing id leaves the first agent's twin untouched."""
     mine = register(stub, thing_td(title="Mine"))
     theirs = register(stub, thing_td(title="Theirs"), agent=OTHER_AGENT)
-    title = json.loads(stub.GetThing(pb.GetThingRequest(twin_id=mine), timeout=TIMEOUT_S).thing.td_json)["title"]
+    title = json.loads(stub.GetThing(pb.GetThingRequest(twin_id=mine), timeout=TIMEOUT_S).thing.td_json)[
+        "title"
+    ]
     assert (True, "Mine") == (mine != theirs, title)
 
 
 def test_write_without_identity_is_denied(stub: pb_grpc.DigiTwinStub) -> None:
     """UpdateThing without utwin-agent metadata is PERMISSION_DENIED."""
     request = pb.UpdateThingRequest(td_json=json.dumps(thing_td()))
-    assert grpc.StatusCode.PERMISSION_DENIED == status_of(lambda: stub.UpdateThing(request, timeout=TIMEOUT_S))
+    assert grpc.StatusCode.PERMISSION_DENIED == status_of(
+        lambda: stub.UpdateThing(request, timeout=TIMEOUT_S)
+    )
 
 
 def test_replacing_the_td_keeps_values(stub: pb_grpc.DigiTwinStub) -> None:

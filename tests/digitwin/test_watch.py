@@ -108,7 +108,12 @@ def test_current_state_seam_misses_and_doubles_nothing(stub: pb_grpc.DigiTwinStu
 
     writer = threading.Thread(target=write_values)
     writer.start()
-    wait_for(lambda: stub.ReadProperties(pb.ReadRequest(twin_id=twin_id), timeout=TIMEOUT_S).values["temperature"].json != "0")
+    wait_for(
+        lambda: (
+            stub.ReadProperties(pb.ReadRequest(twin_id=twin_id), timeout=TIMEOUT_S).values["temperature"].json
+            != "0"
+        )
+    )
     request = pb.WatchRequest(twin_ids=[twin_id], names=["temperature"], include_current_state=True)
     responses = stub.Watch(request, timeout=TIMEOUT_S)
     seen: list[int] = []
@@ -129,7 +134,9 @@ def test_100_watchers_each_get_each_change_once(server: ServerThread, stub: pb_g
     async def watch_all() -> list[list[str]]:
         async with grpc.aio.insecure_channel(server.target) as channel:
             aio_stub = pb_grpc.DigiTwinStub(channel)  # type: ignore[no-untyped-call]
-            calls = [aio_stub.Watch(pb.WatchRequest(twin_ids=[twin_id]), timeout=TIMEOUT_S) for _ in range(100)]
+            calls = [
+                aio_stub.Watch(pb.WatchRequest(twin_ids=[twin_id]), timeout=TIMEOUT_S) for _ in range(100)
+            ]
             for call in calls:
                 assert (await call.read()).subscribed
             for value in values:

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
-from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2
 
 from utwin import uuid
 from utwin.digitwin import records
@@ -23,6 +22,7 @@ from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Binding, Value, ValueKind
 from utwin.store import Store
 from utwin.uri import Topic, parse_uri
+from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2
 
 Ops = list[tuple[bytes, bytes | None]]
 

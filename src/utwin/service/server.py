@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,7 +42,7 @@ class RunningServer:
     port: int
     store: RocksStore
     twin: UTwin
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer, which ships no type information
     background: list[asyncio.Task[None]]
     digitwin: DigiTwin
 
@@ -108,9 +109,9 @@ async def start_server(config: Config) -> RunningServer:
             (DIGITWIN_SERVICE, digitwin_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-            server.add_registered_method_handlers(name, handlers)
+            server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]  # not in grpc-stubs
 
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped submodule
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
@@ -57,8 +58,7 @@ class RocksStore:
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        values: list[bytes | None] = self._db.get(list(keys))
-        return values
+        return cast("list[bytes | None]", self._db.get(list(keys)))
 
     def write(self, ops: WriteBatchOps) -> None:
         batch = WriteBatch(raw_mode=True)
