@@ -220,6 +220,13 @@ class DigiTwin:
 
     def on_utwin_stored(self, stored: Sequence[StoredMessage]) -> None:
         """uTwin listener: messages on bound topics update the affordances they feed."""
+        try:
+            self._bridge_messages(stored)
+        except Exception:
+            # The messages are already stored by uTwin; a bridge failure must not fail that ingest.
+            log.exception("bridge: updating twins from %d uTwin messages failed", len(stored))
+
+    def _bridge_messages(self, stored: Sequence[StoredMessage]) -> None:
         offered: list[tuple[LoadedTwin, ValueKind, str, Value]] = []
         for message in stored:
             targets = self._bridge.targets(message.topic)
