@@ -26,7 +26,7 @@ from typing import NamedTuple
 from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Binding, ThingSummary, Value, ValueKind
 from utwin.store import keys as store_keys
-from utwin.uri import Topic, format_uri, parse_uri
+from utwin.uri import Topic, parse_uri
 
 TD_PREFIX = store_keys.DIGITWIN_PREFIX + b"t"
 VALUE_PREFIX = store_keys.DIGITWIN_PREFIX + b"v"
@@ -193,7 +193,3 @@ def decode_bridge_key(key: bytes) -> BridgeEntry:
         _KINDS[key[offset : offset + 1]],
         key[offset + 1 :].decode(),
     )
-
-
-def topic_uri(topic: Topic) -> str:
-    return format_uri(topic)

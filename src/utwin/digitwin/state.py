@@ -38,9 +38,6 @@ class TwinCache:
     def loaded_count(self) -> int:
         return len(self._loaded)
 
-    def is_loaded(self, twin: TwinId) -> bool:
-        return twin in self._loaded
-
     def get(self, twin: TwinId) -> LoadedTwin | None:
         """The twin, loaded from the store if needed; None if it does not exist."""
         loaded = self._loaded.get(twin)
