@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from utwin import uuid
+from utwin.cli_things import add_things_command, run_things
 from utwin.config import Config, load_config
 from utwin.errors import Code, StoreLocked, UTwinError
 from utwin.service.client import UTwinClient, publish_message
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--payload", required=True, help="the payload text, or @FILE to read a file")
             command.add_argument("--format", choices=sorted(_FORMATS), default="text")
             command.add_argument("--ttl", type=int, metavar="MS", help="time to live in milliseconds")
+    add_things_command(commands)
     return parser
 
 
@@ -166,7 +168,7 @@ def _run_set(options: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
-    commands = {"serve": _run_serve, "get": _run_get, "set": _run_set}
+    commands = {"serve": _run_serve, "get": _run_get, "set": _run_set, "things": run_things}
     try:
         return commands[options.command](options)
     except UTwinError as error:

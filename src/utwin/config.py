@@ -18,8 +18,8 @@ from typing import Any
 from utwin.errors import InvalidArgument
 
 ENV_PREFIX = "UTWIN_"
-# Variables of the prefix that are not settings: where the file is, and the CLI clients' server.
-NOT_SETTINGS = frozenset({"UTWIN_CONFIG", "UTWIN_TARGET"})
+# Variables of the prefix that are not settings: where the file is, and the CLI clients' server and agent.
+NOT_SETTINGS = frozenset({"UTWIN_CONFIG", "UTWIN_TARGET", "UTWIN_AGENT"})
 
 
 class Durability(enum.StrEnum):
@@ -60,6 +60,12 @@ class Config:
     expiry_sweep_interval_s: float = 60.0
     block_cache_mb: int = 64
     log_level: str = "info"
+    # DigiTwin: accept property and event names the TD does not declare.
+    digitwin_lenient: bool = False
+    # DigiTwin: twins kept in memory; the least recently used beyond this are unloaded.
+    digitwin_max_loaded: int = 10_000
+    # DigiTwin: changes waiting for one Watch subscriber before its stream ends.
+    watch_buffer: int = 1_000
 
     @property
     def limits(self) -> Limits:
@@ -77,6 +83,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     field_type = _FIELDS[name].type
     try:
         # A TOML file gives typed values; the environment and flags give text (or a Path).
+        if field_type in ("bool", bool):
+            return _to_bool(raw)
         if field_type in ("int", int):
             if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ValueError("not a whole number")
@@ -102,6 +110,17 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         return raw
     except ValueError as exc:
         raise InvalidArgument(f"{source}: {name}: {raw!r} is not valid ({exc})") from None
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _layer(values: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Builds and runs the gRPC server: uTwin, the ingest extension, health and reflection."""
+"""Builds and runs the gRPC server: uTwin, the ingest extension, DigiTwin, health and reflection."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from grpc_reflection.v1alpha import reflection
 
 from utwin import uuid
 from utwin.config import Config, Durability
+from utwin.digitwin import DigiTwin, Settings
 from utwin.errors import Unavailable
+from utwin.service.digitwin_servicer import SERVICE_NAME as DIGITWIN_SERVICE
+from utwin.service.digitwin_servicer import DigiTwinServicer
 from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
 from utwin.service.ingest_servicer import IngestServicer
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
@@ -35,7 +38,7 @@ class HealthStatus(Protocol):
     async def enter_graceful_shutdown(self) -> None: ...
 
 
-SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE)
+SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE)
 _SWEEP_STEP_TOPICS = 5_000
 
 
@@ -50,6 +53,7 @@ class RunningServer:
     twin: UTwin
     health: HealthStatus
     background: list[asyncio.Task[None]]
+    digitwin: DigiTwin
 
     @property
     def address(self) -> str:
@@ -81,11 +85,22 @@ async def _sweep_expired(twin: UTwin, interval_s: float) -> None:
             await asyncio.sleep(0)
 
 
+def digitwin_settings(config: Config) -> Settings:
+    return Settings(
+        lenient=config.digitwin_lenient,
+        max_loaded=config.digitwin_max_loaded,
+        watch_buffer=config.watch_buffer,
+        max_json_bytes=config.max_message_bytes,
+    )
+
+
 async def start_server(config: Config) -> RunningServer:
     """Open the store and start serving on config.listen (port 0 picks a free port)."""
     store = RocksStore(config.data_dir, block_cache_mb=config.block_cache_mb)
     try:
         twin = UTwin(store, config.limits)
+        digitwin = DigiTwin(store, digitwin_settings(config))
+        twin.add_listener(digitwin.on_utwin_stored)
         group_sync = GroupSync(store.sync) if config.durability is Durability.POWER else None
         server = grpc.aio.server(
             options=[
@@ -96,9 +111,11 @@ async def start_server(config: Config) -> RunningServer:
         )
         utwin_servicer = UTwinServicer(twin, group_sync)
         ingest_servicer = IngestServicer(twin, group_sync, config.ingest_queue_frames)
+        digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
         for name, handlers in (
             (UTWIN_SERVICE, utwin_servicer.handlers()),
             (INGEST_SERVICE, ingest_servicer.handlers()),
+            (DIGITWIN_SERVICE, digitwin_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
             # Registered methods skip the generic lookup per call (the stubs predate them).
@@ -124,7 +141,7 @@ async def start_server(config: Config) -> RunningServer:
     background = []
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
-    return RunningServer(config, server, port, store, twin, health_servicer, background)
+    return RunningServer(config, server, port, store, twin, health_servicer, background, digitwin)
 
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:

@@ -39,6 +39,11 @@ def length_prefix(length: int) -> bytes:
     return _SMALL_VARINTS[length] if length < 16384 else varint(length)
 
 
+def length_delimited(tag: bytes, payload: bytes) -> bytes:
+    """One length-delimited field: its tag, the payload's length, the payload."""
+    return tag + length_prefix(len(payload)) + payload
+
+
 @functools.lru_cache(maxsize=1024)
 def _status_field(code: Code, detail: str) -> bytes:
     status = ustatus_bytes(code, detail)

@@ -12,6 +12,11 @@ authority and ue_id, reads exactly that device's or that uE's topics.
 Topic value:
     u8 layout version (1) | u64 id msb | u64 id lsb | u64 expires_at_ms (0 = never) | UMessage bytes
 The header lets newest-wins and expiry be decided without decoding the message.
+
+DigiTwin key space:
+    b"D" | u8 record kind | ...
+Thing descriptions, twin state and the uTwin bridge index of the DigiTwin
+service; the layouts after the record-kind byte are in `utwin.digitwin.records`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import NamedTuple
 
 META_PREFIX = b"\x00"
 TOPIC_PREFIX = b"T"
+DIGITWIN_PREFIX = b"D"
 
 TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
 

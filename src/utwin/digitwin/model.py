@@ -1,0 +1,53 @@
+"""Value types the DigiTwin modules share: value kinds, values, topic bindings, TD summaries."""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+
+class ValueKind(enum.Enum):
+    """What a stored value is; the enum value is its key byte in the store.
+
+    Queued actions (b"a") and device configuration (b"c") are reserved for
+    the issue that adds them: they become more kinds of per-twin records.
+    """
+
+    PROPERTY = b"p"
+    EVENT = b"e"
+
+    @property
+    def affordances(self) -> str:
+        """The TD member that declares names of this kind."""
+        return "properties" if self is ValueKind.PROPERTY else "events"
+
+
+class Value(NamedTuple):
+    """A property value or the latest event: JSON text and its Unix-ms timestamp."""
+
+    json: str
+    timestamp_ms: int
+
+
+class Binding(NamedTuple):
+    """A TD affordance fed by a uProtocol topic (the TD's `utwin:topic` field)."""
+
+    kind: ValueKind
+    name: str
+    topic_uri: str
+
+
+class ThingSummary(NamedTuple):
+    """What the service needs of a TD without parsing it again: filters, names, bindings."""
+
+    title: str
+    types: tuple[str, ...]
+    properties: frozenset[str]
+    events: frozenset[str]
+    actions: frozenset[str]
+    bindings: tuple[Binding, ...]
+    updated_ms: int
+
+    def declares(self, kind: ValueKind, name: str) -> bool:
+        names = self.properties if kind is ValueKind.PROPERTY else self.events
+        return name in names

@@ -1,0 +1,76 @@
+"""Twin state in memory: loaded on first access, least recently used unloaded beyond a bound.
+
+The store always holds everything (writes go through to it before they are
+acknowledged), so unloading a twin loses nothing: the next access loads it
+again with one point read and one prefix scan.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from utwin.digitwin import records
+from utwin.digitwin.ids import TwinId
+from utwin.digitwin.model import ThingSummary, Value, ValueKind
+from utwin.store import Store
+
+
+class LoadedTwin:
+    """One twin's TD summary and its current values, by kind and name."""
+
+    def __init__(self, twin: TwinId, summary: ThingSummary) -> None:
+        self.twin = twin
+        self.twin_text = twin.text
+        self.summary = summary
+        self.values: dict[ValueKind, dict[str, Value]] = {kind: {} for kind in ValueKind}
+
+
+class TwinCache:
+    """Loaded twins in least-recently-used order, at most `max_loaded` of them."""
+
+    def __init__(self, store: Store, max_loaded: int) -> None:
+        self._store = store
+        self._max_loaded = max(1, max_loaded)
+        self._loaded: OrderedDict[TwinId, LoadedTwin] = OrderedDict()
+        self.loads = 0
+
+    @property
+    def loaded_count(self) -> int:
+        return len(self._loaded)
+
+    def get(self, twin: TwinId) -> LoadedTwin | None:
+        """The twin, loaded from the store if needed; None if it does not exist."""
+        loaded = self._loaded.get(twin)
+        if loaded is not None:
+            self._loaded.move_to_end(twin)
+            return loaded
+        record = self._store.get(records.td_key(twin))
+        if record is None:
+            return None
+        loaded = LoadedTwin(twin, records.decode_summary(record))
+        prefix = records.values_prefix(twin)
+        for key, value in self._store.scan(prefix):
+            kind, name = records.split_value_key(key, len(prefix))
+            loaded.values[kind][name] = records.decode_value(value)
+        self.loads += 1
+        self._remember(loaded)
+        return loaded
+
+    def replace_summary(self, twin: TwinId, summary: ThingSummary) -> None:
+        """A new TD for a twin: update it if loaded (values are kept either way)."""
+        loaded = self._loaded.get(twin)
+        if loaded is not None:
+            loaded.summary = summary
+
+    def add_new(self, twin: TwinId, summary: ThingSummary) -> None:
+        """A twin just created: it has no values, so it needs no load."""
+        self._remember(LoadedTwin(twin, summary))
+
+    def drop(self, twin: TwinId) -> None:
+        self._loaded.pop(twin, None)
+
+    def _remember(self, loaded: LoadedTwin) -> None:
+        self._loaded[loaded.twin] = loaded
+        self._loaded.move_to_end(loaded.twin)
+        while len(self._loaded) > self._max_loaded:
+            self._loaded.popitem(last=False)

@@ -1,0 +1,305 @@
+"""The DigiTwin domain: directory, state, notifications and the uTwin bridge over one Store.
+
+No gRPC here. The caller's agent id is a parameter of every write, so the
+service layer alone decides where identity comes from. Each method runs to
+completion without yielding: on the event loop, a method's read-compare-
+write, its store write and its notifications are one atomic step, which is
+what newest-wins and the seam between current state and live changes need.
+Every change is in the store (one write per call) before the method returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
+
+from utwin.digitwin import directory, records, td
+from utwin.digitwin.bridge import BridgeIndex, Ops, decode_message
+from utwin.digitwin.directory import ListQuery, ThingEntry
+from utwin.digitwin.ids import TwinId, check_part, parse_twin_id, twin_id
+from utwin.digitwin.model import Value, ValueKind
+from utwin.digitwin.state import LoadedTwin, TwinCache
+from utwin.digitwin.watch import Change, ChangeKind, Subscription, WatchFilter, WatchHub
+from utwin.errors import InvalidArgument, NotFound, PermissionDenied
+from utwin.store import Store
+from utwin.twin import StoredMessage
+
+log = logging.getLogger("utwin.digitwin")
+
+CURRENT_STATE_TWINS_PER_STEP = 200
+_CHANGE_KINDS = {ValueKind.PROPERTY: ChangeKind.PROPERTY, ValueKind.EVENT: ChangeKind.EVENT}
+
+
+class Settings(NamedTuple):
+    lenient: bool = False
+    max_loaded: int = 10_000
+    watch_buffer: int = 1_000
+    max_json_bytes: int = 1 << 20
+
+
+class Update(NamedTuple):
+    """A value offered to a twin: JSON text and its timestamp (None: stamp on arrival)."""
+
+    json: str
+    timestamp_ms: int | None = None
+
+
+class _Accepted(NamedTuple):
+    loaded: LoadedTwin
+    kind: ValueKind
+    name: str
+    value: Value
+
+
+def _check_json(text: str, field: str, max_bytes: int) -> None:
+    if len(text) > max_bytes:
+        raise InvalidArgument(f"{field}: {len(text)} characters, above the limit of {max_bytes}")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"{field}: not valid JSON ({error})") from None
+
+
+class DigiTwin:
+    """Twins of registered Things: TDs, values, queries, watches and the uTwin bridge."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._cache = TwinCache(store, settings.max_loaded)
+        self._bridge = BridgeIndex(store)
+        self.hub = WatchHub(settings.watch_buffer)
+
+    @property
+    def cache(self) -> TwinCache:
+        return self._cache
+
+    # -- directory ---------------------------------------------------------
+
+    def update_thing(self, agent: str, td_json: str, now_ms: int) -> tuple[TwinId, bool]:
+        """Create or replace the agent's twin of the TD's Thing: (twin, created)."""
+        check_part(agent, "agent")
+        parsed = td.parse_td(td_json, self._settings.max_json_bytes, now_ms)
+        twin = twin_id(agent, parsed.thing_id)
+        twin_json = td.twin_td_json(parsed, twin)
+        key = records.td_key(twin)
+        previous = self._store.get(key)
+        old_bindings = () if previous is None else records.decode_summary(previous).bindings
+        ops: Ops = [(key, records.encode_td_record(parsed.summary, td_json, twin_json))]
+        ops += BridgeIndex.rebind_ops(twin, old_bindings, parsed.summary.bindings)
+        self._store.write(ops)
+        self._bridge.rebind(twin, old_bindings, parsed.summary.bindings)
+        if previous is None:
+            self._cache.add_new(twin, parsed.summary)
+        else:
+            self._cache.replace_summary(twin, parsed.summary)
+        self.hub.publish([Change(ChangeKind.TD_UPDATED, twin, twin.text, td_json=twin_json)])
+        return twin, previous is None
+
+    def get_thing(self, twin_text: str, original: bool = False) -> ThingEntry:
+        twin = parse_twin_id(twin_text)
+        record = self._store.get(records.td_key(twin))
+        if record is None:
+            raise NotFound(f"twin_id: no twin {twin.text}")
+        original_json, twin_json = records.decode_td_texts(record)
+        updated_ms = records.decode_summary(record).updated_ms
+        return ThingEntry(twin, original_json if original else twin_json, updated_ms)
+
+    def delete_thing(self, agent: str, twin_text: str) -> None:
+        twin = self._owned(agent, twin_text)
+        key = records.td_key(twin)
+        record = self._store.get(key)
+        if record is None:
+            raise NotFound(f"twin_id: no twin {twin.text}")
+        bindings = records.decode_summary(record).bindings
+        ops: Ops = [(key, None)]
+        ops += [(value_key, None) for value_key, _ in self._store.scan(records.values_prefix(twin))]
+        ops += BridgeIndex.rebind_ops(twin, bindings, ())
+        self._store.write(ops)
+        self._bridge.rebind(twin, bindings, ())
+        self._cache.drop(twin)
+        self.hub.publish([Change(ChangeKind.TD_DELETED, twin, twin.text)])
+
+    def list_things(self, query: ListQuery) -> tuple[list[ThingEntry], str]:
+        return directory.list_things(self._store, query)
+
+    # -- state -------------------------------------------------------------
+
+    def publish_properties(
+        self, agent: str, twin_text: str, updates: Mapping[str, Update], now_ms: int
+    ) -> list[str]:
+        """Store the newer of each offered and stored value; the names ignored as older."""
+        if not updates:
+            raise InvalidArgument("values: empty; publish at least one property value")
+        loaded = self._load(self._owned(agent, twin_text))
+        offered = [
+            (ValueKind.PROPERTY, name, self._value(loaded, ValueKind.PROPERTY, name, update, now_ms))
+            for name, update in updates.items()
+        ]
+        return self._apply([(loaded, kind, name, value) for kind, name, value in offered])
+
+    def publish_event(self, agent: str, twin_text: str, name: str, update: Update, now_ms: int) -> bool:
+        """Store an event as its name's latest unless a newer one is held; True if ignored."""
+        loaded = self._load(self._owned(agent, twin_text))
+        value = self._value(loaded, ValueKind.EVENT, name, update, now_ms)
+        return bool(self._apply([(loaded, ValueKind.EVENT, name, value)]))
+
+    def read_values(self, twin_text: str, kind: ValueKind, names: Sequence[str]) -> dict[str, Value]:
+        """Values of the names asked (all when none), only those that have one."""
+        loaded = self._load(parse_twin_id(twin_text))
+        held = loaded.values[kind]
+        if not names:
+            return dict(held)
+        for name in names:
+            self._check_declared(loaded, kind, name, "names")
+        return {name: held[name] for name in names if name in held}
+
+    def _owned(self, agent: str, twin_text: str) -> TwinId:
+        check_part(agent, "agent")
+        twin = parse_twin_id(twin_text)
+        if twin.agent != agent:
+            raise PermissionDenied(f"twin_id: {twin.text} belongs to agent {twin.agent!r}, not to {agent!r}")
+        return twin
+
+    def _load(self, twin: TwinId) -> LoadedTwin:
+        loaded = self._cache.get(twin)
+        if loaded is None:
+            raise NotFound(f"twin_id: no twin {twin.text}")
+        return loaded
+
+    def _check_declared(self, loaded: LoadedTwin, kind: ValueKind, name: str, field: str) -> None:
+        if not name:
+            raise InvalidArgument(f"{field}: a name must not be empty")
+        if not self._settings.lenient and not loaded.summary.declares(kind, name):
+            raise InvalidArgument(
+                f"{field}.{name}: the TD of {loaded.twin_text} declares no such {kind.name.lower()}"
+            )
+
+    def _value(self, loaded: LoadedTwin, kind: ValueKind, name: str, update: Update, now_ms: int) -> Value:
+        field = f"values.{name}" if kind is ValueKind.PROPERTY else "value"
+        self._check_declared(loaded, kind, name, "values" if kind is ValueKind.PROPERTY else "name")
+        _check_json(update.json, field, self._settings.max_json_bytes)
+        if update.timestamp_ms is not None and update.timestamp_ms < 0:
+            raise InvalidArgument(f"{field}.timestamp_ms: must not be negative")
+        timestamp_ms = update.timestamp_ms if update.timestamp_ms else now_ms
+        return Value(update.json, timestamp_ms)
+
+    def _apply(self, offered: Sequence[tuple[LoadedTwin, ValueKind, str, Value]]) -> list[str]:
+        """Newest-wins over stored and in-batch values, one store write, then notify."""
+        accepted: dict[tuple[TwinId, ValueKind, str], _Accepted] = {}
+        ignored: list[str] = []
+        for loaded, kind, name, value in offered:
+            slot = (loaded.twin, kind, name)
+            held = accepted[slot].value if slot in accepted else loaded.values[kind].get(name)
+            if held is not None and value.timestamp_ms < held.timestamp_ms:
+                ignored.append(name)
+                continue
+            accepted[slot] = _Accepted(loaded, kind, name, value)
+        if not accepted:
+            return ignored
+        self._store.write(
+            [
+                (records.value_key(a.loaded.twin, a.kind, a.name), records.encode_value(a.value))
+                for a in accepted.values()
+            ]
+        )
+        changes = []
+        for item in accepted.values():
+            item.loaded.values[item.kind][item.name] = item.value
+            changes.append(
+                Change(
+                    _CHANGE_KINDS[item.kind], item.loaded.twin, item.loaded.twin_text, item.name, item.value
+                )
+            )
+        self.hub.publish(changes)
+        return ignored
+
+    # -- the uTwin bridge ----------------------------------------------------
+
+    def on_utwin_stored(self, stored: Sequence[StoredMessage]) -> None:
+        """uTwin listener: messages on bound topics update the affordances they feed."""
+        try:
+            self._bridge_messages(stored)
+        except Exception:
+            # The messages are already stored by uTwin; a bridge failure must not fail that ingest.
+            log.exception("bridge: updating twins from %d uTwin messages failed", len(stored))
+
+    def _bridge_messages(self, stored: Sequence[StoredMessage]) -> None:
+        offered: list[tuple[LoadedTwin, ValueKind, str, Value]] = []
+        for message in stored:
+            targets = self._bridge.targets(message.topic)
+            if not targets:
+                continue
+            value = decode_message(message.message)
+            if value is None:
+                log.warning("bridge: message on %s has a payload format not bridged; skipped", message.topic)
+                continue
+            for target in targets:
+                loaded = self._cache.get(target.twin)
+                if loaded is not None:
+                    offered.append((loaded, target.kind, target.name, value))
+        if offered:
+            self._apply(offered)
+
+    @property
+    def bound_topic_count(self) -> int:
+        return self._bridge.topic_count
+
+    # -- current state for watchers ----------------------------------------
+
+    def current_state_step(
+        self, subscription: Subscription, after_key: bytes | None
+    ) -> tuple[list[Change], bytes | None]:
+        """Current state of the next twins a subscription wants, and where the next step starts.
+
+        Each twin's state is read in the same synchronous step as the hub's
+        sequence number is noted for it, so buffered changes already included
+        are skipped and none made later is lost. None as the next start: done.
+        """
+        watch_filter = subscription.filter
+        changes: list[Change] = []
+        last_key: bytes | None = None
+        for count, (key, record) in enumerate(self._td_records(watch_filter, after_key)):
+            if count == CURRENT_STATE_TWINS_PER_STEP:
+                return changes, last_key
+            last_key = key
+            twin = records.twin_of_td_key(key)
+            if not watch_filter.wants_twin(twin):
+                continue
+            changes += self._twin_state(twin, record, watch_filter)
+            subscription.mark_state_read(twin, self.hub.sequence)
+        return changes, None
+
+    def _td_records(
+        self, watch_filter: WatchFilter, after_key: bytes | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        start = None if after_key is None else after_key + b"\x00"
+        if not watch_filter.twins:
+            return self._store.scan(records.td_scan_prefix(watch_filter.agent, ""), start)
+        wanted = sorted(records.td_key(twin) for twin in watch_filter.twins)
+        keys = [key for key in wanted if start is None or key >= start][: CURRENT_STATE_TWINS_PER_STEP + 1]
+        stored = zip(keys, self._store.get_many(keys), strict=True)
+        return iter([(key, record) for key, record in stored if record is not None])
+
+    def _twin_state(self, twin: TwinId, record: bytes, watch_filter: WatchFilter) -> list[Change]:
+        twin_text = twin.text
+        found = [
+            Change(
+                ChangeKind.TD_UPDATED,
+                twin,
+                twin_text,
+                td_json=records.decode_td_texts(record)[1],
+                current_state=True,
+            )
+        ]
+        prefix = records.values_prefix(twin)
+        for key, raw in self._store.scan(prefix):
+            kind, name = records.split_value_key(key, len(prefix))
+            found.append(
+                Change(
+                    _CHANGE_KINDS[kind], twin, twin_text, name, records.decode_value(raw), current_state=True
+                )
+            )
+        return [change for change in found if watch_filter.wants(change)]

@@ -1,0 +1,269 @@
+"""utwin.digitwin.v1.DigiTwin over gRPC: a thin shell over `utwin.digitwin.DigiTwin`.
+
+Caller identity is read here and only here (`caller_agent`): the gRPC
+metadata entry `utwin-agent`, holding the agent id percent-encoded as UTF-8
+(metadata values are ASCII; an ordinary ASCII id is sent as it is). The
+domain receives the agent id as a plain argument, so authentication can
+later replace this one function.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from utwin import uuid
+from utwin.digitwin import (
+    Change,
+    ChangeKind,
+    DigiTwin,
+    ListQuery,
+    ThingEntry,
+    Update,
+    ValueKind,
+    WatchFilter,
+    parse_twin_id,
+)
+from utwin.errors import InvalidArgument, PermissionDenied, ResourceExhausted, UTwinError
+from utwin.service import wire
+from utwin.service.status import abort, unary_errors
+from utwin.store import GroupSync
+from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
+
+SERVICE_NAME = "utwin.digitwin.v1.DigiTwin"
+AGENT_METADATA_KEY = "utwin-agent"
+log = logging.getLogger("utwin.service")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Request = TypeVar("Request", bound=Message)
+
+# Changes taken from a subscription per wake-up, and the size a Watch response
+# should stay under (clients refuse messages over 4 MiB by default).
+_CHANGES_PER_TAKE = 512
+_RESPONSE_BYTES = 1 << 20
+_CHANGES_TAG = b"\x0a"  # WatchResponse.changes = 1
+_SUBSCRIBED = pb.WatchResponse(subscribed=True).SerializeToString()
+
+_KIND_TO_PB = {
+    ChangeKind.PROPERTY: pb.CHANGE_KIND_PROPERTY,
+    ChangeKind.EVENT: pb.CHANGE_KIND_EVENT,
+    ChangeKind.TD_UPDATED: pb.CHANGE_KIND_TD_UPDATED,
+    ChangeKind.TD_DELETED: pb.CHANGE_KIND_TD_DELETED,
+}
+_KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
+
+
+def agent_metadata(agent: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata that names `agent` as the caller."""
+    return ((AGENT_METADATA_KEY, urllib.parse.quote(agent, safe="")),)
+
+
+def caller_agent(context: Context) -> str:
+    """The caller's agent id: the one place identity is taken from."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AGENT_METADATA_KEY:
+            text = value if isinstance(value, str) else value.decode()
+            try:
+                return urllib.parse.unquote(text, errors="strict")
+            except UnicodeDecodeError:
+                raise InvalidArgument(f"{AGENT_METADATA_KEY}: not percent-encoded UTF-8") from None
+    raise PermissionDenied(f"no caller identity: writes need gRPC metadata {AGENT_METADATA_KEY!r} (agent id)")
+
+
+def _thing(entry: ThingEntry) -> pb.Thing:
+    return pb.Thing(
+        twin_id=entry.twin.text,
+        agent_id=entry.twin.agent,
+        thing_id=entry.twin.thing_id,
+        td_json=entry.td_json,
+        updated_ms=entry.updated_ms,
+    )
+
+
+def _update(message: pb.Value) -> Update:
+    return Update(message.json, message.timestamp_ms or None)
+
+
+@functools.lru_cache(maxsize=4096)
+def serialized_change(change: Change) -> bytes:
+    """A Change message's bytes; cached, since fan-out sends one change to many subscribers."""
+    message = pb.Change(
+        kind=_KIND_TO_PB[change.kind],
+        twin_id=change.twin_text,
+        agent_id=change.twin.agent,
+        thing_id=change.twin.thing_id,
+        name=change.name,
+        td_json=change.td_json,
+        current_state=change.current_state,
+    )
+    if change.value is not None:
+        message.value.json = change.value.json
+        message.value.timestamp_ms = change.value.timestamp_ms
+    return message.SerializeToString()
+
+
+def watch_responses(changes: Sequence[Change]) -> Iterator[bytes]:
+    """Serialized WatchResponses carrying the changes, each under about 1 MiB."""
+    parts: list[bytes] = []
+    size = 0
+    for change in changes:
+        part = wire.length_delimited(_CHANGES_TAG, serialized_change(change))
+        if parts and size + len(part) > _RESPONSE_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part)
+    if parts:
+        yield b"".join(parts)
+
+
+def watch_filter(request: pb.WatchRequest) -> WatchFilter:
+    kinds = set()
+    for number in request.kinds:
+        if number not in _KIND_FROM_PB:
+            raise InvalidArgument(f"kinds: {number} is not a change kind")
+        kinds.add(_KIND_FROM_PB[number])
+    return WatchFilter(
+        twins=frozenset(parse_twin_id(text, "twin_ids") for text in request.twin_ids),
+        agent=request.agent_id,
+        names=frozenset(request.names),
+        kinds=frozenset(kinds),
+    )
+
+
+class DigiTwinServicer:
+    def __init__(self, twins: DigiTwin, group_sync: GroupSync | None) -> None:
+        self._twins = twins
+        self._group_sync = group_sync
+
+    async def _acknowledge(self) -> None:
+        """Wait until the writes just made survive what the configured durability promises."""
+        if self._group_sync is not None:
+            await self._group_sync.sync()
+
+    async def update_thing(self, request: pb.UpdateThingRequest, context: Context) -> pb.UpdateThingResponse:
+        twin, created = self._twins.update_thing(caller_agent(context), request.td_json, uuid.now_ms())
+        await self._acknowledge()
+        return pb.UpdateThingResponse(twin_id=twin.text, created=created)
+
+    async def get_thing(self, request: pb.GetThingRequest, context: Context) -> pb.GetThingResponse:
+        return pb.GetThingResponse(thing=_thing(self._twins.get_thing(request.twin_id, request.original)))
+
+    async def delete_thing(self, request: pb.DeleteThingRequest, context: Context) -> pb.DeleteThingResponse:
+        self._twins.delete_thing(caller_agent(context), request.twin_id)
+        await self._acknowledge()
+        return pb.DeleteThingResponse()
+
+    async def list_things(self, request: pb.ListThingsRequest, context: Context) -> pb.ListThingsResponse:
+        query = ListQuery(
+            agent=request.agent_id,
+            thing_type=request.type,
+            thing_id_prefix=request.thing_id_prefix,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        entries, token = self._twins.list_things(query)
+        return pb.ListThingsResponse(things=[_thing(entry) for entry in entries], next_page_token=token)
+
+    async def publish_properties(
+        self, request: pb.PublishPropertiesRequest, context: Context
+    ) -> pb.PublishPropertiesResponse:
+        updates = {name: _update(value) for name, value in request.values.items()}
+        ignored = self._twins.publish_properties(
+            caller_agent(context), request.twin_id, updates, uuid.now_ms()
+        )
+        await self._acknowledge()
+        return pb.PublishPropertiesResponse(ignored_older=ignored)
+
+    async def publish_event(
+        self, request: pb.PublishEventRequest, context: Context
+    ) -> pb.PublishEventResponse:
+        ignored = self._twins.publish_event(
+            caller_agent(context), request.twin_id, request.name, _update(request.value), uuid.now_ms()
+        )
+        await self._acknowledge()
+        return pb.PublishEventResponse(ignored_older=ignored)
+
+    async def read_properties(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
+        return self._read(request, ValueKind.PROPERTY)
+
+    async def read_events(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
+        return self._read(request, ValueKind.EVENT)
+
+    def _read(self, request: pb.ReadRequest, kind: ValueKind) -> pb.ReadResponse:
+        values = self._twins.read_values(request.twin_id, kind, list(request.names))
+        response = pb.ReadResponse()
+        for name, value in values.items():
+            response.values[name].json = value.json
+            response.values[name].timestamp_ms = value.timestamp_ms
+        return response
+
+    async def watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[bytes]:
+        try:
+            subscription = self._twins.hub.subscribe(watch_filter(request))
+        except UTwinError as error:
+            await abort(context, error)
+        try:
+            if request.include_current_state:
+                after: bytes | None = None
+                while not subscription.overflowed:
+                    changes, after = self._twins.current_state_step(subscription, after)
+                    for response in watch_responses(changes):
+                        yield response
+                    if after is None:
+                        break
+            yield _SUBSCRIBED
+            while True:
+                await subscription.wait()
+                if subscription.overflowed:
+                    await abort(
+                        context,
+                        ResourceExhausted(
+                            f"watch: more than {subscription.capacity} changes waited for this subscriber, "
+                            "which reads too slowly; the stream ends here (watch again, with "
+                            "include_current_state, to resume)"
+                        ),
+                    )
+                for response in watch_responses(subscription.take(_CHANGES_PER_TAKE)):
+                    yield response
+        finally:
+            self._twins.hub.unsubscribe(subscription)
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+        handlers = {
+            "UpdateThing": _unary(self.update_thing, pb.UpdateThingRequest),
+            "GetThing": _unary(self.get_thing, pb.GetThingRequest),
+            "DeleteThing": _unary(self.delete_thing, pb.DeleteThingRequest),
+            "ListThings": _unary(self.list_things, pb.ListThingsRequest),
+            "PublishProperties": _unary(self.publish_properties, pb.PublishPropertiesRequest),
+            "PublishEvent": _unary(self.publish_event, pb.PublishEventRequest),
+            "ReadProperties": _unary(self.read_properties, pb.ReadRequest),
+            "ReadEvents": _unary(self.read_events, pb.ReadRequest),
+        }
+        # Watch responses are assembled from cached serialized changes.
+        handlers["Watch"] = grpc.unary_stream_rpc_method_handler(
+            self.watch,
+            request_deserializer=pb.WatchRequest.FromString,
+            response_serializer=bytes,
+        )
+        return handlers
+
+
+def _unary(
+    handler: Callable[[Request, Context], Awaitable[Message]], request_type: type[Request]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(
+        unary_errors(handler),
+        request_deserializer=request_type.FromString,
+        response_serializer=_serialize,
+    )
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
