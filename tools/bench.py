@@ -1,6 +1,8 @@
 """Benchmarks of utwin against a floor measured in the same run.
 
     python tools/bench.py [--rounds 3] [--seconds 2] [--durability process|power]
+    python tools/bench.py digitwin [...]     the DigiTwin benchmark (tools/bench_digitwin.py)
+    python tools/bench.py federation [...]   the federation benchmark (tools/bench_federation.py)
 
 Starts `utwin serve` and the bare server (tools/bare_server.py: same method
 paths, a dict, no rules, no disk) as child processes on 127.0.0.1, drives
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import itertools
 import os
 import statistics
@@ -43,6 +46,7 @@ TOPICS = 1000
 FRAME_MESSAGES = 1000
 STREAM_MESSAGES = 300_000
 START_TIMEOUT_S = 30.0
+OTHER_SUITES = ("digitwin", "federation")
 
 
 # ---------------------------------------------------------------- servers
@@ -325,13 +329,18 @@ async def run(rounds: int, seconds: float, durability: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in OTHER_SUITES:
+        suite = importlib.import_module(f"bench_{arguments[0]}")  # tools/ is the script's folder
+        result: int = suite.main(arguments[1:])
+        return result
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each unary measurement")
     parser.add_argument("--durability", choices=["process", "power"], default="process")
-    options = parser.parse_args(argv)
+    options = parser.parse_args(arguments)
     try:
         import uvloop
 
