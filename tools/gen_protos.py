@@ -81,7 +81,9 @@ def _differences(expected: Path, actual: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     options = parser.parse_args(argv)
 
@@ -99,11 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             if not target.is_dir():
                 print(f"{target.relative_to(ROOT)} is missing; run tools/gen_protos.py", file=sys.stderr)
                 return 1
-            problems = [
-                line
-                for line in _differences(fresh / PACKAGE, target)
-                if "__pycache__" not in line
-            ]
+            problems = [line for line in _differences(fresh / PACKAGE, target) if "__pycache__" not in line]
             if problems:
                 print("generated/ disagrees with proto/; run tools/gen_protos.py", file=sys.stderr)
                 print("\n".join(f"  {line}" for line in problems), file=sys.stderr)

@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
         command.add_argument("--json", action="store_true", help="print JSON")
         if name == "get":
-            command.add_argument("uris", nargs="+", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE")
+            command.add_argument(
+                "uris", nargs="+", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE"
+            )
         else:
             command.add_argument("uri", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE")
             command.add_argument("--payload", required=True, help="the payload text, or @FILE to read a file")
@@ -66,7 +68,9 @@ def _run_serve(options: argparse.Namespace) -> int:
         "durability": options.durability,
         "log_level": options.log_level,
     }
-    config_file = options.config or (Path(os.environ["UTWIN_CONFIG"]) if "UTWIN_CONFIG" in os.environ else None)
+    config_file = options.config or (
+        Path(os.environ["UTWIN_CONFIG"]) if "UTWIN_CONFIG" in os.environ else None
+    )
     config = load_config(config_file, os.environ, flags)
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -172,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"utwin: {error}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:
-        print(f"utwin: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"utwin: {error.code().name}: {error.details()}", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         return 130

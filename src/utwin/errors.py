@@ -1,14 +1,14 @@
 """The project's error tree; the service layer maps it to status codes in one table.
 
-    UTwinError                 code: Code (gRPC / uProtocol numbering)
-    ├── InvalidArgument        bad input; the message names the field
-    ├── NotFound               nothing stored for the key asked
-    ├── PermissionDenied       the caller may not touch this entity
-    ├── ResourceExhausted      a configured limit would be exceeded
-    ├── Unavailable            a peer or the store cannot answer now
-    │   └── StoreLocked        another process holds the data folder
-    ├── DeadlineExceeded       an answer did not come in time
-    └── StoreError             the storage engine failed (INTERNAL)
+UTwinError                 code: Code (gRPC / uProtocol numbering)
+├── InvalidArgument        bad input; the message names the field
+├── NotFound               nothing stored for the key asked
+├── PermissionDenied       the caller may not touch this entity
+├── ResourceExhausted      a configured limit would be exceeded
+├── Unavailable            a peer or the store cannot answer now
+│   └── StoreLocked        another process holds the data folder
+├── DeadlineExceeded       an answer did not come in time
+└── StoreError             the storage engine failed (INTERNAL)
 """
 
 from __future__ import annotations

@@ -73,9 +73,11 @@ def validate_publish(message: umessage_pb2.UMessage) -> tuple[Topic, int, int, i
         raise InvalidArgument("attributes: missing")
     attributes = message.attributes
     if attributes.type != _PUBLISH:
-        type_name = uattributes_pb2.UMessageType.Name(attributes.type) if attributes.type in (
-            uattributes_pb2.UMessageType.values()
-        ) else str(attributes.type)
+        type_name = (
+            uattributes_pb2.UMessageType.Name(attributes.type)
+            if attributes.type in (uattributes_pb2.UMessageType.values())
+            else str(attributes.type)
+        )
         raise InvalidArgument(f"attributes.type: {type_name} is not UMESSAGE_TYPE_PUBLISH")
     if not attributes.HasField("id"):
         raise InvalidArgument("attributes.id: missing")

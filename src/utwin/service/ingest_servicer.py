@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -87,7 +88,7 @@ class IngestServicer:
             else:
                 queue.put_nowait(_END)
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
             "Publish": grpc.stream_stream_rpc_method_handler(
                 self.publish,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # re-exported at runtime
 from grpc_reflection.v1alpha import reflection
 
 from utwin import uuid
@@ -38,7 +39,7 @@ class RunningServer:
     port: int
     store: RocksStore
     twin: UTwin
-    health: health.aio.HealthServicer
+    health: health_aio.HealthServicer
     background: list[asyncio.Task[None]]
 
     @property
@@ -91,11 +92,13 @@ async def start_server(config: Config) -> RunningServer:
             (INGEST_SERVICE, ingest_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-            server.add_registered_method_handlers(name, handlers)
+            server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]  # stubs predate it
 
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
 
         port = server.add_insecure_port(config.listen)
         if port == 0:

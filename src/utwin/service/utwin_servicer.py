@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 
@@ -48,7 +49,7 @@ class UTwinServicer:
             return ustatus(Code.INTERNAL, "internal error; see the server log")
         return ustatus(outcome.code, outcome.detail)
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
             "GetLastMessages": grpc.unary_unary_rpc_method_handler(
                 unary_errors(self.get_last_messages),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
@@ -57,8 +58,8 @@ class RocksStore:
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        values: list[bytes | None] = self._db.get(list(keys))
-        return values
+        # Raw mode: a list-get (MultiGet) returns bytes or None per key.
+        return cast(list[bytes | None], self._db.get(list(keys)))
 
     def write(self, ops: WriteBatchOps) -> None:
         batch = WriteBatch(raw_mode=True)
@@ -73,12 +74,13 @@ class RocksStore:
             raise _translate(exc, self.path) from exc
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        read_options = ReadOptions(raw_mode=True)
+        read_options = ReadOptions(raw_mode=True)  # type: ignore[call-arg]  # the stubs omit raw_mode
         first = prefix if start is None or start < prefix else start
         for key, value in self._db.items(from_key=first, read_opt=read_options):
-            if not key.startswith(prefix):
+            raw_key = cast(bytes, key)  # raw mode: keys are bytes
+            if not raw_key.startswith(prefix):
                 return
-            yield key, value
+            yield raw_key, cast(bytes, value)
 
     def sync(self) -> None:
         self._db.flush_wal(True)
