@@ -17,6 +17,10 @@ from grpc_reflection.v1alpha import reflection
 from utwin import uuid
 from utwin.config import Config, Durability
 from utwin.errors import Unavailable
+from utwin.federation import Federation, build_federation
+from utwin.federation.peer_client import PeerClient
+from utwin.service.admin_servicer import SERVICE_NAME as ADMIN_SERVICE
+from utwin.service.admin_servicer import AdminServicer
 from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
 from utwin.service.ingest_servicer import IngestServicer
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
@@ -26,7 +30,7 @@ from utwin.twin import UTwin
 
 log = logging.getLogger("utwin.server")
 
-SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE)
+SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, ADMIN_SERVICE)
 _SWEEP_STEP_TOPICS = 5_000
 
 
@@ -41,6 +45,7 @@ class RunningServer:
     twin: UTwin
     health: health_aio.HealthServicer
     background: list[asyncio.Task[None]]
+    federation: Federation | None = None
 
     @property
     def address(self) -> str:
@@ -57,6 +62,8 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop(grace)
+        if self.federation is not None:
+            await self.federation.close()  # before the store: peer calls in flight write to it
         self.store.close()
 
 
@@ -75,6 +82,7 @@ async def _sweep_expired(twin: UTwin, interval_s: float) -> None:
 async def start_server(config: Config) -> RunningServer:
     """Open the store and start serving on config.listen (port 0 picks a free port)."""
     store = RocksStore(config.data_dir, block_cache_mb=config.block_cache_mb)
+    federation: Federation | None = None
     try:
         twin = UTwin(store, config.limits)
         group_sync = GroupSync(store.sync) if config.durability is Durability.POWER else None
@@ -85,11 +93,14 @@ async def start_server(config: Config) -> RunningServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        utwin_servicer = UTwinServicer(twin, group_sync)
+        federation = build_federation(config, twin, lambda _name, address: PeerClient(address))
+        utwin_servicer = UTwinServicer(twin, group_sync, federation)
         ingest_servicer = IngestServicer(twin, group_sync, config.ingest_queue_frames)
+        admin_servicer = AdminServicer(twin, config.authority, federation)
         for name, handlers in (
             (UTWIN_SERVICE, utwin_servicer.handlers()),
             (INGEST_SERVICE, ingest_servicer.handlers()),
+            (ADMIN_SERVICE, admin_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
             server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]  # stubs predate it
@@ -105,6 +116,8 @@ async def start_server(config: Config) -> RunningServer:
             raise Unavailable(f"listen: cannot bind {config.listen}")
         await server.start()
     except BaseException:
+        if federation is not None:
+            await federation.close()
         store.close()
         raise
     for name in ("", *SERVED_SERVICES):
@@ -112,7 +125,7 @@ async def start_server(config: Config) -> RunningServer:
     background = []
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
-    return RunningServer(config, server, port, store, twin, health_servicer, background)
+    return RunningServer(config, server, port, store, twin, health_servicer, background, federation)
 
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:

@@ -9,6 +9,7 @@ import grpc
 
 from utwin import uuid
 from utwin.errors import Code, UTwinError
+from utwin.federation import Federation, forwarding_from
 from utwin.service import wire
 from utwin.service.status import unary_errors, ustatus
 from utwin.store import GroupSync
@@ -27,13 +28,24 @@ def _identity(data: bytes) -> bytes:
 
 
 class UTwinServicer:
-    def __init__(self, twin: UTwin, group_sync: GroupSync | None) -> None:
+    def __init__(
+        self, twin: UTwin, group_sync: GroupSync | None, federation: Federation | None = None
+    ) -> None:
         self._twin = twin
         self._group_sync = group_sync
+        self._federation = federation
 
     async def get_last_messages(self, request: utwin_pb2.GetLastMessagesRequest, context: Context) -> bytes:
         uris = request.topics.uris
-        answers = self._twin.get_last(uris, uuid.now_ms())
+        now_ms = uuid.now_ms()
+        answers = self._twin.get_last(uris, now_ms)
+        if self._federation is not None:
+            pending = self._federation.pending(uris, answers, now_ms)
+            if pending:
+                forwarding = forwarding_from(context.invocation_metadata() or ())
+                answers = await self._federation.resolve(
+                    uris, answers, pending, forwarding, context.time_remaining()
+                )
         return wire.get_last_messages_response([uri.SerializeToString() for uri in uris], answers)
 
     async def set_last_message(self, raw_message: bytes, context: Context) -> ustatus_pb2.UStatus:
