@@ -97,6 +97,8 @@ def _run_serve(options: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # gRPC's own debug records (one per event loop lookup) would drown the project's.
+    logging.getLogger("grpc").setLevel(max(logging.INFO, logging.getLogger().level))
 
     def announce(running: RunningServer) -> None:
         print(

@@ -196,13 +196,8 @@ class Peer:
         else:
             self.breaker.record_success()
             results = settle(self, asked, answers)
-            log.debug(
-                "peer %s: %d topics asked, %d answered in %.1f ms",
-                self.authority,
-                len(asked),
-                len(answers),
-                (time.perf_counter() - started) * 1000,
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                self._log_call(asked, results, started)
         finally:
             # Resolve every future on every path, and only now leave the in-flight
             # map: a caller arriving later finds either this call or the store filled.
@@ -212,6 +207,25 @@ class Peer:
                 if not future.done():
                     fallback = Fetched(Code.UNAVAILABLE, f"peer {self.authority} gave no answer")
                     future.set_result(results.get(item.key, fallback))
+
+    def _log_call(self, asked: Sequence[Wanted], results: Mapping[bytes, Fetched], started: float) -> None:
+        codes = [results[item.key].code for item in asked if item.key in results]
+        counters = self.counters
+        log.debug(
+            "peer %s: %d topics asked, %d hits, %d not found, %.1f ms "
+            "(totals: calls %d, topics %d, hits %d, not found %d, failures %d, breaker %s)",
+            self.authority,
+            len(asked),
+            codes.count(Code.OK),
+            codes.count(Code.NOT_FOUND),
+            (time.perf_counter() - started) * 1000,
+            counters.calls,
+            counters.topics_asked,
+            counters.hits,
+            counters.not_found,
+            counters.failures,
+            self.breaker.state(self._clock()).value,
+        )
 
     def _failed(self, asked: Sequence[Wanted], code: Code, message: str) -> dict[bytes, Fetched]:
         self.counters.failures += 1
