@@ -139,6 +139,8 @@ class Federation:
             self._peers[peer_name].fetch(wanted, onward, timeout_s, self._settle)
             for peer_name, wanted in to_fetch.items()
         ]
+        if len(fetches) == 1:  # the common case; gather would add a task hop
+            return await fetches[0]
         decided: dict[bytes, Fetched] = {}
         for results in await asyncio.gather(*fetches):
             decided.update(results)
