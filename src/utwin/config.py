@@ -111,7 +111,7 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
 _AUTHORITY_FORBIDDEN = frozenset(",=*") | frozenset(" \t\r\n")
 
 
-def check_authority_name(name: str) -> str:
+def _check_authority_name(name: str) -> str:
     """Raise ValueError unless name can name an instance (ASCII, no separators, <= 128 characters)."""
     if not name:
         raise ValueError("an authority name must not be empty")
@@ -144,14 +144,14 @@ def _peer_table(raw: Any) -> types.MappingProxyType[str, str]:
                 raise ValueError(f"peer {entry!r}: expected AUTHORITY=HOST:PORT")
             pairs.append((name.strip(), address.strip()))
     return types.MappingProxyType(
-        {check_authority_name(name): _check_address(address) for name, address in pairs}
+        {_check_authority_name(name): _check_address(address) for name, address in pairs}
     )
 
 
 def _check_federation(config: Config) -> None:
     if config.authority:
         try:
-            check_authority_name(config.authority)
+            _check_authority_name(config.authority)
         except ValueError as exc:
             raise InvalidArgument(f"authority: {exc}") from None
     if config.peers and not config.authority:

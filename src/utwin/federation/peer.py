@@ -60,8 +60,6 @@ class Fetched(NamedTuple):
     detail: str
     message: bytes | None = None
     published_ms: int = 0
-    # True when the peer vouched for the message without reservation (a plain OK).
-    confirmed: bool = False
 
 
 # Turns a peer's answers into one Fetched per asked topic, storing messages on the way.

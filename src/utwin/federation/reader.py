@@ -193,11 +193,10 @@ class Federation:
     ) -> Fetched:
         if outcome is twin_rules.STORED or outcome is twin_rules.DUPLICATE:
             self._not_found.forget(item.key)
-            # A peer's reservation (such as "stale") means the entry is not confirmed fresh.
-            confirmed = not detail
-            if confirmed and self._stale_after_ms > 0:
+            # Only a plain OK confirms the entry; a reservation (such as "stale") does not.
+            if not detail and self._stale_after_ms > 0:
                 self._confirmed.remember(item.key, True, self._clock() + self._settings.stale_after_s)
-            return Fetched(Code.OK, detail, raw, published_ms, confirmed)
+            return Fetched(Code.OK, detail, raw, published_ms)
         if outcome is twin_rules.SUPERSEDED:
             # A newer message arrived here meanwhile: newest wins, so answer with it.
             (local,) = self._twin.get_last([item.uri], uuid.now_ms())
