@@ -19,11 +19,13 @@ from utwin import uuid
 from utwin.cli_things import add_things_command, run_things
 from utwin.config import Config, load_config
 from utwin.errors import Code, StoreLocked, UTwinError
+from utwin.service.admin_client import fetch_stats
 from utwin.service.client import UTwinClient, publish_message
 from utwin.service.server import RunningServer, serve
 from utwin.uri import parse_uri
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import uattributes_pb2
+from utwin_proto.utwin.v1 import admin_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 _FORMATS = {
@@ -44,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
     serve_cmd.add_argument("--durability", choices=["process", "power"], help="what an ack survives")
     serve_cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve_cmd.add_argument("--authority", metavar="NAME", help="this instance's authority (device name)")
+    serve_cmd.add_argument(
+        "--peer",
+        metavar="AUTHORITY=HOST:PORT",
+        action="append",
+        help="where the uTwin of AUTHORITY listens (repeat for each peer)",
+    )
+    serve_cmd.add_argument("--default-peer", metavar="AUTHORITY", help="peer asked for other authorities")
+    serve_cmd.add_argument("--stale-after", metavar="SECONDS", type=float, help="refresh older entries")
+    serve_cmd.add_argument("--hop-limit", metavar="N", type=int, help="forwards a request may make")
+
+    stats_cmd = commands.add_parser("stats", help="print the counters of a running instance and its peers")
+    stats_cmd.add_argument("--target", default=os.environ.get("UTWIN_TARGET", DEFAULT_TARGET))
+    stats_cmd.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    stats_cmd.add_argument("--json", action="store_true", help="print JSON")
 
     for name, help_text in (("get", "print the last message of topics"), ("set", "publish a message")):
         command = commands.add_parser(name, help=help_text)
@@ -69,6 +86,11 @@ def _run_serve(options: argparse.Namespace) -> int:
         "data_dir": options.data_dir,
         "durability": options.durability,
         "log_level": options.log_level,
+        "authority": options.authority,
+        "peers": options.peer,
+        "default_peer": options.default_peer,
+        "stale_after_s": options.stale_after,
+        "hop_limit": options.hop_limit,
     }
     config_file = options.config or (
         Path(os.environ["UTWIN_CONFIG"]) if "UTWIN_CONFIG" in os.environ else None
@@ -77,6 +99,8 @@ def _run_serve(options: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # gRPC's own debug records (one per event loop lookup) would drown the project's.
+    logging.getLogger("grpc").setLevel(max(logging.INFO, logging.getLogger().level))
 
     def announce(running: RunningServer) -> None:
         print(
@@ -166,9 +190,51 @@ def _run_set(options: argparse.Namespace) -> int:
     return 0 if status.code == 0 else 3
 
 
+_STATS_COUNTERS = (
+    "calls",
+    "topics_asked",
+    "hits",
+    "not_found",
+    "failures",
+    "rejected",
+    "joined",
+    "remembered_not_found",
+)
+
+
+def _peer_as_dict(peer: admin_pb2.PeerStats) -> dict[str, Any]:
+    entry: dict[str, Any] = {"authority": peer.authority, "address": peer.address}
+    entry["default_route"] = peer.default_route
+    entry["breaker"] = admin_pb2.BreakerState.Name(peer.breaker).removeprefix("BREAKER_STATE_").lower()
+    entry["consecutive_failures"] = peer.consecutive_failures
+    entry.update((name, getattr(peer, name)) for name in _STATS_COUNTERS)
+    return entry
+
+
+def _run_stats(options: argparse.Namespace) -> int:
+    stats = fetch_stats(options.target, options.timeout)
+    peers = [_peer_as_dict(peer) for peer in stats.peers]
+    if options.json:
+        summary = {"authority": stats.authority, "topics": stats.topic_count, "peers": peers}
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"authority {stats.authority or '(none)'}  topics {stats.topic_count}  peers {len(peers)}")
+    for peer in peers:
+        route = "  (default route)" if peer["default_route"] else ""
+        print(f"peer {peer['authority']} at {peer['address']}{route}  breaker {peer['breaker']}")
+        print("    " + "  ".join(f"{name} {peer[name]}" for name in _STATS_COUNTERS))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
-    commands = {"serve": _run_serve, "get": _run_get, "set": _run_set, "things": run_things}
+    commands = {
+        "serve": _run_serve,
+        "get": _run_get,
+        "set": _run_set,
+        "stats": _run_stats,
+        "things": run_things,
+    }
     try:
         return commands[options.command](options)
     except UTwinError as error:

@@ -11,6 +11,7 @@ import enum
 import math
 import os
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,17 @@ class Config:
     digitwin_max_loaded: int = 10_000
     # DigiTwin: changes waiting for one Watch subscriber before its stream ends.
     watch_buffer: int = 1_000
+    # Federation: this instance's authority, and where other authorities' uTwins are.
+    authority: str = ""
+    peers: Mapping[str, str] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+    default_peer: str = ""
+    stale_after_s: float = 60.0
+    hop_limit: int = 2
+    peer_timeout_s: float = 2.0
+    peer_deadline_margin_s: float = 0.05
+    not_found_ttl_s: float = 5.0
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 10.0
 
     @property
     def limits(self) -> Limits:
@@ -85,6 +97,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         # A TOML file gives typed values; the environment and flags give text (or a Path).
         if field_type in ("bool", bool):
             return _to_bool(raw)
+        if field_type == "Mapping[str, str]":
+            return _peer_table(raw)
         if field_type in ("int", int):
             if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ValueError("not a whole number")
@@ -123,6 +137,61 @@ def _to_bool(raw: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+# Authorities travel in forwarding metadata as a comma-separated list.
+_AUTHORITY_FORBIDDEN = frozenset(",=*") | frozenset(" \t\r\n")
+
+
+def _check_authority_name(name: str) -> str:
+    """Raise ValueError unless name can name an instance (ASCII, no separators, <= 128 characters)."""
+    if not name:
+        raise ValueError("an authority name must not be empty")
+    if len(name) > 128:
+        raise ValueError(f"authority {name[:20]!r}...: more than 128 characters")
+    if not name.isascii() or not name.isprintable() or _AUTHORITY_FORBIDDEN & set(name):
+        raise ValueError(f"authority {name!r}: printable ASCII without spaces, ',', '=' or '*' only")
+    return name
+
+
+def _check_address(address: str) -> str:
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address {address!r}: expected HOST:PORT")
+    return address
+
+
+def _peer_table(raw: Any) -> types.MappingProxyType[str, str]:
+    """AUTHORITY -> HOST:PORT from a TOML table, "A=H:P,B=H:P" text, or a list of "A=H:P"."""
+    if isinstance(raw, Mapping):
+        pairs = [(str(name), str(address)) for name, address in raw.items()]
+    else:
+        entries = raw.split(",") if isinstance(raw, str) else [str(entry) for entry in raw]
+        pairs = []
+        for entry in (entry.strip() for entry in entries):
+            if not entry:
+                continue
+            name, equals, address = entry.partition("=")
+            if not equals:
+                raise ValueError(f"peer {entry!r}: expected AUTHORITY=HOST:PORT")
+            pairs.append((name.strip(), address.strip()))
+    return types.MappingProxyType(
+        {_check_authority_name(name): _check_address(address) for name, address in pairs}
+    )
+
+
+def _check_federation(config: Config) -> None:
+    if config.authority:
+        try:
+            _check_authority_name(config.authority)
+        except ValueError as exc:
+            raise InvalidArgument(f"authority: {exc}") from None
+    if config.peers and not config.authority:
+        raise InvalidArgument("peers: set authority too; it names this instance to its peers")
+    if config.authority in config.peers:
+        raise InvalidArgument(f"peers: {config.authority!r} is this instance's own authority")
+    if config.default_peer and config.default_peer not in config.peers:
+        raise InvalidArgument(f"default_peer: {config.default_peer!r} is not one of peers")
+
+
 def _layer(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for name, raw in values.items():
@@ -156,4 +225,6 @@ def load_config(
         merged.update(_layer(from_env, "environment"))
     if flags is not None:
         merged.update(_layer(flags, "command line"))
-    return Config(**merged)
+    config = Config(**merged)
+    _check_federation(config)
+    return config

@@ -48,7 +48,7 @@ class UTwinClient:
 
     def __init__(self, target: str, timeout_s: float = 10.0) -> None:
         self._channel = grpc.insecure_channel(target)
-        self._stub = utwin_pb2_grpc.uTwinStub(self._channel)
+        self._stub = utwin_pb2_grpc.uTwinStub(self._channel)  # generated, untyped
         self._timeout_s = timeout_s
 
     def get_last_messages(self, topics: Sequence[Topic]) -> list[utwin_pb2.MessageResponse]:

@@ -18,6 +18,10 @@ from utwin import uuid
 from utwin.config import Config, Durability
 from utwin.digitwin import DigiTwin, Settings
 from utwin.errors import Unavailable
+from utwin.federation import Federation, build_federation
+from utwin.federation.peer_client import PeerClient
+from utwin.service.admin_servicer import SERVICE_NAME as ADMIN_SERVICE
+from utwin.service.admin_servicer import AdminServicer
 from utwin.service.digitwin_servicer import SERVICE_NAME as DIGITWIN_SERVICE
 from utwin.service.digitwin_servicer import DigiTwinServicer
 from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
@@ -38,7 +42,7 @@ class HealthStatus(Protocol):
     async def enter_graceful_shutdown(self) -> None: ...
 
 
-SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE)
+SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE)
 _SWEEP_STEP_TOPICS = 5_000
 
 
@@ -54,6 +58,7 @@ class RunningServer:
     health: HealthStatus
     background: list[asyncio.Task[None]]
     digitwin: DigiTwin
+    federation: Federation | None = None
 
     @property
     def address(self) -> str:
@@ -70,6 +75,8 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop(grace)
+        if self.federation is not None:
+            await self.federation.close()  # before the store: peer calls in flight write to it
         self.store.close()
 
 
@@ -97,6 +104,7 @@ def digitwin_settings(config: Config) -> Settings:
 async def start_server(config: Config) -> RunningServer:
     """Open the store and start serving on config.listen (port 0 picks a free port)."""
     store = RocksStore(config.data_dir, block_cache_mb=config.block_cache_mb)
+    federation: Federation | None = None
     try:
         twin = UTwin(store, config.limits)
         digitwin = DigiTwin(store, digitwin_settings(config))
@@ -109,13 +117,16 @@ async def start_server(config: Config) -> RunningServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        utwin_servicer = UTwinServicer(twin, group_sync)
+        federation = build_federation(config, twin, lambda _name, address: PeerClient(address))
+        utwin_servicer = UTwinServicer(twin, group_sync, federation)
         ingest_servicer = IngestServicer(twin, group_sync, config.ingest_queue_frames)
         digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
+        admin_servicer = AdminServicer(twin, config.authority, federation)
         for name, handlers in (
             (UTWIN_SERVICE, utwin_servicer.handlers()),
             (INGEST_SERVICE, ingest_servicer.handlers()),
             (DIGITWIN_SERVICE, digitwin_servicer.handlers()),
+            (ADMIN_SERVICE, admin_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
             # Registered methods skip the generic lookup per call (the stubs predate them).
@@ -134,6 +145,8 @@ async def start_server(config: Config) -> RunningServer:
             raise Unavailable(f"listen: cannot bind {config.listen}")
         await server.start()
     except BaseException:
+        if federation is not None:
+            await federation.close()
         store.close()
         raise
     for name in ("", *SERVED_SERVICES):
@@ -141,7 +154,7 @@ async def start_server(config: Config) -> RunningServer:
     background = []
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
-    return RunningServer(config, server, port, store, twin, health_servicer, background, digitwin)
+    return RunningServer(config, server, port, store, twin, health_servicer, background, digitwin, federation)
 
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:

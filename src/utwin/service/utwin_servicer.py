@@ -9,6 +9,7 @@ from google.protobuf.message import DecodeError
 
 from utwin import uuid
 from utwin.errors import Code, InvalidArgument, UTwinError
+from utwin.federation import Federation, forwarding_from
 from utwin.service import wire
 from utwin.service.status import unary_errors, ustatus_bytes
 from utwin.store import GroupSync
@@ -34,14 +35,26 @@ def _parse_request(raw_request: bytes) -> utwin_pb2.GetLastMessagesRequest:
 
 
 class UTwinServicer:
-    def __init__(self, twin: UTwin, group_sync: GroupSync | None) -> None:
+    def __init__(
+        self, twin: UTwin, group_sync: GroupSync | None, federation: Federation | None = None
+    ) -> None:
         self._twin = twin
         self._group_sync = group_sync
+        self._federation = federation
 
     async def get_last_messages(self, raw_request: bytes, context: Context) -> bytes:
         request = _parse_request(raw_request)
-        topics = [uri.SerializeToString() for uri in request.topics.uris]
-        answers = self._twin.get_last_serialized(topics, uuid.now_ms())
+        uris = request.topics.uris
+        topics = [uri.SerializeToString() for uri in uris]
+        now_ms = uuid.now_ms()
+        answers = self._twin.get_last_serialized(topics, now_ms)
+        if self._federation is not None:
+            pending = self._federation.pending(uris, answers, now_ms)
+            if pending:
+                forwarding = forwarding_from(context.invocation_metadata() or ())
+                answers = await self._federation.resolve(
+                    uris, answers, pending, forwarding, context.time_remaining()
+                )
         return wire.get_last_messages_response(topics, answers)
 
     async def set_last_message(self, raw_message: bytes, context: Context) -> bytes:

@@ -1,0 +1,63 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class BreakerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BREAKER_STATE_UNSPECIFIED: _ClassVar[BreakerState]
+    BREAKER_STATE_CLOSED: _ClassVar[BreakerState]
+    BREAKER_STATE_OPEN: _ClassVar[BreakerState]
+    BREAKER_STATE_HALF_OPEN: _ClassVar[BreakerState]
+BREAKER_STATE_UNSPECIFIED: BreakerState
+BREAKER_STATE_CLOSED: BreakerState
+BREAKER_STATE_OPEN: BreakerState
+BREAKER_STATE_HALF_OPEN: BreakerState
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("authority", "topic_count", "peers")
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    authority: str
+    topic_count: int
+    peers: _containers.RepeatedCompositeFieldContainer[PeerStats]
+    def __init__(self, authority: _Optional[str] = ..., topic_count: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerStats, _Mapping]]] = ...) -> None: ...
+
+class PeerStats(_message.Message):
+    __slots__ = ("authority", "address", "default_route", "calls", "topics_asked", "hits", "not_found", "failures", "breaker", "consecutive_failures", "rejected", "joined", "remembered_not_found")
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ROUTE_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_ASKED_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    authority: str
+    address: str
+    default_route: bool
+    calls: int
+    topics_asked: int
+    hits: int
+    not_found: int
+    failures: int
+    breaker: BreakerState
+    consecutive_failures: int
+    rejected: int
+    joined: int
+    remembered_not_found: int
+    def __init__(self, authority: _Optional[str] = ..., address: _Optional[str] = ..., default_route: _Optional[bool] = ..., calls: _Optional[int] = ..., topics_asked: _Optional[int] = ..., hits: _Optional[int] = ..., not_found: _Optional[int] = ..., failures: _Optional[int] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., consecutive_failures: _Optional[int] = ..., rejected: _Optional[int] = ..., joined: _Optional[int] = ..., remembered_not_found: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,85 @@
+"""The gRPC client that asks a peer uTwin: plain upstream GetLastMessages, one channel per peer.
+
+This is the only federation module that imports grpc, and the one place
+where a peer call's gRPC errors become the project's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from utwin.errors import Code, DeadlineExceeded, Unavailable, UTwinError
+from utwin.federation.forwarding import Forwarding
+from utwin.federation.peer import PeerAnswer
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
+from utwin_proto.uprotocol.v1 import uri_pb2
+from utwin_proto.utwin.v1 import peer_pb2
+
+GET_LAST_MESSAGES_PATH = "/uprotocol.core.utwin.v2.uTwin/GetLastMessages"
+_KNOWN_CODES = frozenset(code.value for code in Code)
+
+# Keepalive pings only every 5 minutes: servers with gRPC's default policy
+# refuse more frequent pings on idle connections (GOAWAY "too_many_pings").
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect quickly after a peer comes back, but back off to 10 s while it stays away.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 10_000),
+    ("grpc.max_receive_message_length", 64 << 20),
+)
+
+
+def _serialize_request(uris: Sequence[uri_pb2.UUri]) -> bytes:
+    request = utwin_pb2.GetLastMessagesRequest()
+    request.topics.uris.extend(uris)
+    return request.SerializeToString()
+
+
+def _peer_answer(response: peer_pb2.MessageResponseView) -> PeerAnswer:
+    topic = response.topic
+    code = response.status.code
+    return PeerAnswer(
+        (topic.authority_name, topic.ue_id, topic.ue_version_major, topic.resource_id),
+        Code(code) if code in _KNOWN_CODES else Code.UNKNOWN,
+        response.status.message,
+        response.message or None,
+    )
+
+
+def _translate(error: grpc.aio.AioRpcError) -> UTwinError:
+    code = error.code()
+    text = f"{code.name}: {error.details() or 'no details'}"
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(text)
+    return Unavailable(text)
+
+
+class PeerClient:
+    """A `PeerTransport` over one long-lived grpc.aio channel to the peer at `address`."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._get_last_messages = self._channel.unary_unary(
+            GET_LAST_MESSAGES_PATH,
+            request_serializer=None,
+            response_deserializer=peer_pb2.GetLastMessagesResponseView.FromString,
+        )
+
+    async def get_last_messages(
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
+    ) -> list[PeerAnswer]:
+        try:
+            response = await self._get_last_messages(
+                _serialize_request(uris), timeout=timeout_s, metadata=forwarding.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error) from error
+        return [_peer_answer(entry) for entry in response.responses]
+
+    async def close(self) -> None:
+        await self._channel.close(None)
