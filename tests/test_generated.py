@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +13,32 @@ import grpc
 import pytest
 from google.protobuf import descriptor
 
+import utwin_proto
 from tests.servers import ServerThread
 from utwin_proto.uprotocol import uoptions_pb2
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
-from utwin_proto.utwin.v1 import ingest_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE_FILES = (utwin_pb2.DESCRIPTOR, ingest_pb2.DESCRIPTOR)
 TIMEOUT_S = 10.0
+# A server stream that stays open (Watch) is implemented: it only has to answer something else.
+STREAM_TIMEOUT_S = 1.0
+
+
+def _service_files() -> list[descriptor.FileDescriptor]:
+    """Every generated proto file that declares a service, found by walking utwin_proto."""
+    files = []
+    for module_info in pkgutil.walk_packages(utwin_proto.__path__, "utwin_proto."):
+        if module_info.name.endswith("_pb2"):
+            file = importlib.import_module(module_info.name).DESCRIPTOR
+            if file.services_by_name:
+                files.append(file)
+    return files
 
 
 def _methods() -> list[descriptor.MethodDescriptor]:
     return [
         method
-        for file in SERVICE_FILES
+        for file in _service_files()
         for service in file.services_by_name.values()
         for method in service.methods
     ]
@@ -63,11 +77,13 @@ def test_generated_modules_live_under_the_project_name() -> None:
 
 
 def test_descriptors_declare_the_known_methods() -> None:
-    """The descriptors walked below hold at least uTwin's two methods and the ingest stream."""
+    """The descriptors walked below hold every service: uTwin, Ingest, Admin and DigiTwin."""
     expected = {
         "/uprotocol.core.utwin.v2.uTwin/GetLastMessages",
         "/uprotocol.core.utwin.v2.uTwin/SetLastMessage",
         "/utwin.v1.Ingest/Publish",
+        "/utwin.v1.Admin/GetStats",
+        "/utwin.digitwin.v1.DigiTwin/Watch",
     }
     assert expected <= {_path(method) for method in _methods()}
 
@@ -117,7 +133,8 @@ def _call(channel: grpc.Channel, method: descriptor.MethodDescriptor) -> grpc.St
     callable_ = make(path, request_serializer=_identity, response_deserializer=_identity)
     request: object = iter([b""]) if method.client_streaming else b""
     try:
-        answer = callable_(request, timeout=TIMEOUT_S)  # type: ignore[operator]
+        timeout = STREAM_TIMEOUT_S if method.server_streaming else TIMEOUT_S
+        answer = callable_(request, timeout=timeout)  # type: ignore[operator]
         if method.server_streaming:
             list(answer)
     except grpc.RpcError as error:
