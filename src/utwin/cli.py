@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from utwin import uuid
+from utwin import __version__, uuid
 from utwin.cli_things import add_things_command, run_things
 from utwin.config import Config, load_config
 from utwin.errors import Code, StoreLocked, UTwinError
@@ -38,6 +38,7 @@ _FORMATS = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="utwin", description="Last known state of every device.")
+    parser.add_argument("--version", action="version", version=f"utwin {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run the service")
