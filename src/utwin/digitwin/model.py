@@ -6,8 +6,11 @@ import enum
 from typing import NamedTuple
 
 
-class ValueKind(enum.Enum):
+class ValueKind(bytes, enum.Enum):
     """What a stored value is; the enum value is its key byte in the store.
+
+    A bytes enum: its members hash in C (a plain Enum hashes by name in Python,
+    which shows up in profiles of updates keyed by kind).
 
     Queued actions (b"a") and device configuration (b"c") are reserved for
     the issue that adds them: they become more kinds of per-twin records.

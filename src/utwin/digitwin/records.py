@@ -19,6 +19,7 @@ under the same prefix; the layout byte lets a record's format evolve.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from typing import NamedTuple
@@ -54,7 +55,9 @@ def decode_part(data: bytes, offset: int) -> tuple[str, int]:
     return data[offset:end].replace(b"\x00\xff", b"\x00").decode(), end + len(_END)
 
 
+@functools.lru_cache(maxsize=4096)
 def twin_key(twin: TwinId) -> bytes:
+    # Memoized: every value key of a twin starts with it, and an update writes many values.
     return encode_part(twin.agent) + encode_part(twin.thing_id)
 
 

@@ -18,7 +18,8 @@ from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Value
 
 
-class ChangeKind(enum.Enum):
+class ChangeKind(enum.IntEnum):
+    # An IntEnum hashes in C; changes are hashed for every subscriber they reach.
     PROPERTY = 1
     EVENT = 2
     TD_UPDATED = 3
@@ -129,6 +130,10 @@ class WatchHub:
         self._subscriptions.discard(subscription)
 
     def publish(self, changes: Sequence[Change]) -> None:
+        if not self._subscriptions:
+            self._sequence += len(changes)
+            self.published += len(changes)
+            return
         for change in changes:
             self._sequence += 1
             self.published += 1
