@@ -91,8 +91,8 @@ def _update(message: pb.Value) -> Update:
 
 
 @functools.lru_cache(maxsize=4096)
-def serialized_change(change: Change) -> bytes:
-    """A Change message's bytes; cached, since fan-out sends one change to many subscribers."""
+def framed_change(change: Change) -> bytes:
+    """A Change as a WatchResponse.changes field; cached, since fan-out sends it to many subscribers."""
     message = pb.Change(
         kind=_KIND_TO_PB[change.kind],
         twin_id=change.twin_text,
@@ -105,7 +105,7 @@ def serialized_change(change: Change) -> bytes:
     if change.value is not None:
         message.value.json = change.value.json
         message.value.timestamp_ms = change.value.timestamp_ms
-    return message.SerializeToString()
+    return wire.length_delimited(_CHANGES_TAG, message.SerializeToString())
 
 
 def watch_responses(changes: Sequence[Change]) -> Iterator[bytes]:
@@ -113,7 +113,7 @@ def watch_responses(changes: Sequence[Change]) -> Iterator[bytes]:
     parts: list[bytes] = []
     size = 0
     for change in changes:
-        part = wire.length_delimited(_CHANGES_TAG, serialized_change(change))
+        part = framed_change(change)
         if parts and size + len(part) > _RESPONSE_BYTES:
             yield b"".join(parts)
             parts, size = [], 0
