@@ -1,11 +1,16 @@
-"""The gRPC client that asks a peer uTwin: plain upstream GetLastMessages, one channel per peer.
+"""The gRPC client that asks a peer uTwin, over one long-lived channel per peer.
 
-This is the only federation module that imports grpc, and the one place
-where a peer call's gRPC errors become the project's errors.
+A peer is asked over the project's PeerLookup stream (`peer_stream`), one
+message each way per lookup. A peer without it (any upstream uTwin) answers
+UNIMPLEMENTED; from then on it is asked with plain upstream GetLastMessages.
+This module and `peer_stream` are the only federation modules that import
+grpc, and the places where a peer call's gRPC errors become the project's errors.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -13,12 +18,14 @@ import grpc
 from utwin.errors import Code, DeadlineExceeded, Unavailable, UTwinError
 from utwin.federation.forwarding import Forwarding
 from utwin.federation.peer import PeerAnswer
+from utwin.federation.peer_stream import LookupStream, StreamUnsupported, lookup_failure
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import uri_pb2
 from utwin_proto.utwin.v1 import peer_pb2
 
 GET_LAST_MESSAGES_PATH = "/uprotocol.core.utwin.v2.uTwin/GetLastMessages"
 _KNOWN_CODES = frozenset(code.value for code in Code)
+log = logging.getLogger("utwin.federation")
 
 # Keepalive pings only every 5 minutes: servers with gRPC's default policy
 # refuse more frequent pings on idle connections (GOAWAY "too_many_pings").
@@ -62,15 +69,48 @@ def _translate(error: grpc.aio.AioRpcError) -> UTwinError:
 class PeerClient:
     """A `PeerTransport` over one long-lived grpc.aio channel to the peer at `address`."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, authority: str = "") -> None:
+        self._address = address
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._get_last_messages = self._channel.unary_unary(
             GET_LAST_MESSAGES_PATH,
             request_serializer=None,
             response_deserializer=peer_pb2.GetLastMessagesResponseView.FromString,
         )
+        # None once the peer turned out not to implement the stream.
+        self._stream: LookupStream | None = LookupStream(self._channel, authority or address)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether lookups go over the PeerLookup stream (False: plain GetLastMessages)."""
+        return self._stream is not None
 
     async def get_last_messages(
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
+    ) -> list[PeerAnswer]:
+        stream = self._stream
+        if stream is not None:
+            started = time.monotonic()
+            try:
+                response = await stream.lookup(uris, timeout_s, forwarding)
+            except StreamUnsupported:
+                await self._fall_back(stream)
+                timeout_s -= time.monotonic() - started
+                if timeout_s <= 0:
+                    raise DeadlineExceeded("no time left after the peer refused the lookup stream") from None
+            else:
+                if response.HasField("status") and response.status.code != 0:
+                    raise lookup_failure(response.status)
+                return [_peer_answer(entry) for entry in response.responses]
+        return await self._ask_unary(uris, timeout_s, forwarding)
+
+    async def _fall_back(self, stream: LookupStream) -> None:
+        if self._stream is stream:
+            self._stream = None
+            log.info("peer at %s has no PeerLookup stream; asking it with GetLastMessages", self._address)
+            await stream.close()
+
+    async def _ask_unary(
         self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
     ) -> list[PeerAnswer]:
         try:
@@ -82,4 +122,6 @@ class PeerClient:
         return [_peer_answer(entry) for entry in response.responses]
 
     async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
         await self._channel.close(None)

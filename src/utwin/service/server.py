@@ -1,4 +1,4 @@
-"""Builds and runs the gRPC server: uTwin, the ingest extension, DigiTwin, health and reflection."""
+"""Builds and runs the gRPC server: uTwin, DigiTwin, the project extensions, health and reflection."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from utwin.service.digitwin_servicer import SERVICE_NAME as DIGITWIN_SERVICE
 from utwin.service.digitwin_servicer import DigiTwinServicer
 from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
 from utwin.service.ingest_servicer import IngestServicer
+from utwin.service.peer_lookup_servicer import SERVICE_NAME as PEER_LOOKUP_SERVICE
+from utwin.service.peer_lookup_servicer import PeerLookupServicer
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
 from utwin.store import GroupSync, RocksStore
@@ -42,7 +44,7 @@ class HealthStatus(Protocol):
     async def enter_graceful_shutdown(self) -> None: ...
 
 
-SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE)
+SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE, PEER_LOOKUP_SERVICE)
 _SWEEP_STEP_TOPICS = 5_000
 
 
@@ -117,16 +119,18 @@ async def start_server(config: Config) -> RunningServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        federation = build_federation(config, twin, lambda _name, address: PeerClient(address))
+        federation = build_federation(config, twin, lambda name, address: PeerClient(address, name))
         utwin_servicer = UTwinServicer(twin, group_sync, federation)
         ingest_servicer = IngestServicer(twin, group_sync, config.ingest_queue_frames)
         digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
         admin_servicer = AdminServicer(twin, config.authority, federation)
+        peer_lookup_servicer = PeerLookupServicer(twin, federation)
         for name, handlers in (
             (UTWIN_SERVICE, utwin_servicer.handlers()),
             (INGEST_SERVICE, ingest_servicer.handlers()),
             (DIGITWIN_SERVICE, digitwin_servicer.handlers()),
             (ADMIN_SERVICE, admin_servicer.handlers()),
+            (PEER_LOOKUP_SERVICE, peer_lookup_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
             # Registered methods skip the generic lookup per call (the stubs predate them).

@@ -1,0 +1,217 @@
+"""Lookups on one long-lived PeerLookup stream to a peer: one message each way per lookup.
+
+A stream carries many lookups at once, each with its own id and deadline.
+When the stream breaks, every lookup waiting on it fails at once with
+UNAVAILABLE, and the next lookup opens a new stream; opening again after a
+failure waits a backoff that doubles while the peer stays away. A peer that
+answers UNIMPLEMENTED does not have the extension: `StreamUnsupported` tells
+the caller to ask it with plain GetLastMessages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from utwin.errors import Code, DeadlineExceeded, Unavailable, UTwinError
+from utwin.federation.forwarding import Forwarding
+from utwin_proto.uprotocol.v1 import uri_pb2, ustatus_pb2
+from utwin_proto.utwin.v1 import peer_pb2
+
+LOOKUP_PATH = "/utwin.v1.PeerLookup/Lookup"
+log = logging.getLogger("utwin.federation")
+
+# Lookups waiting for their answer on one stream; beyond it a lookup is refused at once.
+MAX_OUTSTANDING = 64
+FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 10.0
+# The largest timeout_ms the request field holds.
+_MAX_TIMEOUT_MS = 0xFFFF_FFFF
+
+
+class StreamUnsupported(Exception):
+    """The peer does not implement PeerLookup (it answered UNIMPLEMENTED)."""
+
+
+class _Connection:
+    """One open stream: the call, the requests waiting to be written, its reader and writer."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall[bytes, bytes]) -> None:
+        self.call = call
+        self.outbox: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.answered = False
+
+
+class LookupStream:
+    """The PeerLookup stream to one peer, opened on first use and again after it breaks."""
+
+    def __init__(self, channel: grpc.aio.Channel, authority: str) -> None:
+        self._open_call = channel.stream_stream(
+            LOOKUP_PATH, request_serializer=None, response_deserializer=None
+        )
+        self._authority = authority
+        self._connection: _Connection | None = None
+        self._waiting: dict[int, asyncio.Future[peer_pb2.LookupResponseView]] = {}
+        self._next_id = 0
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self._closed = False
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._waiting)
+
+    async def lookup(
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
+    ) -> peer_pb2.LookupResponseView:
+        """The peer's answer; raise Unavailable, DeadlineExceeded or StreamUnsupported."""
+        if len(self._waiting) >= MAX_OUTSTANDING:
+            raise Unavailable(f"{MAX_OUTSTANDING} lookups already outstanding on the stream")
+        connection = self._connected()
+        self._next_id += 1
+        lookup_id = self._next_id
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[peer_pb2.LookupResponseView] = loop.create_future()
+        self._waiting[lookup_id] = answer
+        # The writer sends it: a write stuck behind a peer that stopped reading
+        # then cannot hold this lookup past its deadline.
+        connection.outbox.append((lookup_id, _request(lookup_id, uris, timeout_s, forwarding)))
+        connection.wakeup.set()
+        expiry = loop.call_later(timeout_s, self._expire, lookup_id, timeout_s)
+        try:
+            return await answer
+        finally:
+            expiry.cancel()
+            self._waiting.pop(lookup_id, None)
+
+    def _connected(self) -> _Connection:
+        if self._closed:
+            raise Unavailable("the server is shutting down")
+        if self._connection is not None:
+            return self._connection
+        retry_in_s = self._retry_at - time.monotonic()
+        if retry_in_s > 0:
+            raise Unavailable(f"lookup stream down; next try in {retry_in_s:.1f} s")
+        connection = _Connection(self._open_call(None))
+        name = f"peer-lookup-{self._authority}"
+        connection.tasks = [
+            asyncio.create_task(self._read(connection), name=f"{name}-read"),
+            asyncio.create_task(self._write(connection), name=f"{name}-write"),
+        ]
+        self._connection = connection
+        return connection
+
+    async def _write(self, connection: _Connection) -> None:
+        call, outbox = connection.call, connection.outbox
+        try:
+            # Nothing is written before the peer accepted the stream: a write racing
+            # with its refusal would turn UNIMPLEMENTED into gRPC's INTERNAL.
+            await call.initial_metadata()
+            if call.done():
+                return
+            while True:
+                while outbox:
+                    lookup_id, request = outbox.popleft()
+                    if lookup_id in self._waiting:  # expired ones are not sent
+                        await call.write(request)
+                connection.wakeup.clear()
+                await connection.wakeup.wait()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the stream ended: the reader says why and fails the lookups
+
+    async def _read(self, connection: _Connection) -> None:
+        failure: BaseException = Unavailable("the peer closed the lookup stream")
+        try:
+            async for raw in connection.call:
+                self._deliver(connection, raw)
+        except grpc.aio.AioRpcError as error:
+            failure = _stream_error(error)
+        except asyncio.CancelledError:
+            failure = Unavailable("the server is shutting down")
+            raise
+        finally:
+            self._broken(connection, failure)
+
+    def _deliver(self, connection: _Connection, raw: bytes) -> None:
+        try:
+            response = peer_pb2.LookupResponseView.FromString(raw)
+        except DecodeError:
+            log.warning("peer %s: a lookup response does not decode; dropped", self._authority)
+            return
+        connection.answered = True
+        self._backoff_s = 0.0
+        answer = self._waiting.pop(response.id, None)
+        if answer is not None and not answer.done():
+            answer.set_result(response)
+
+    def _broken(self, connection: _Connection, failure: BaseException) -> None:
+        """Forget the stream and fail every lookup waiting on it."""
+        if self._connection is not connection:
+            return
+        self._connection = None
+        if not connection.answered:
+            # Opening failed, or the stream broke before any answer: wait longer each time.
+            self._backoff_s = min(MAX_BACKOFF_S, max(FIRST_BACKOFF_S, self._backoff_s * 2))
+            self._retry_at = time.monotonic() + self._backoff_s
+        connection.call.cancel()
+        current = asyncio.current_task()
+        for task in connection.tasks:
+            if task is not current:
+                task.cancel()
+        waiting, self._waiting = self._waiting, {}
+        for answer in waiting.values():
+            if not answer.done():
+                answer.set_exception(failure)
+        if waiting:
+            log.debug("peer %s: lookup stream broke; %d lookups failed", self._authority, len(waiting))
+
+    def _expire(self, lookup_id: int, timeout_s: float) -> None:
+        answer = self._waiting.pop(lookup_id, None)
+        if answer is not None and not answer.done():
+            answer.set_exception(DeadlineExceeded(f"no answer within {timeout_s * 1000:.0f} ms"))
+
+    async def close(self) -> None:
+        """Fail what waits and end the stream, its reader and its writer."""
+        self._closed = True
+        connection = self._connection
+        if connection is not None:
+            self._broken(connection, Unavailable("the server is shutting down"))
+            await asyncio.gather(*connection.tasks, return_exceptions=True)
+
+
+def _request(lookup_id: int, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding) -> bytes:
+    request = peer_pb2.LookupRequest(
+        id=lookup_id,
+        timeout_ms=min(_MAX_TIMEOUT_MS, max(1, int(timeout_s * 1000))),
+        hops=forwarding.hops,
+        visited=sorted(forwarding.visited),
+    )
+    request.topics.uris.extend(uris)
+    return request.SerializeToString()
+
+
+def _stream_error(error: grpc.aio.AioRpcError) -> BaseException:
+    code = error.code()
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return StreamUnsupported(error.details() or "UNIMPLEMENTED")
+    return Unavailable(f"lookup stream: {code.name}: {error.details() or 'no details'}")
+
+
+def lookup_failure(status: ustatus_pb2.UStatus) -> UTwinError:
+    """The error of a lookup the peer refused as a whole, as the same unary call's status gives."""
+    code = int(status.code)
+    text = f"{Code(code).name if code in _CODES else code}: {status.message}"
+    if code == Code.DEADLINE_EXCEEDED.value:
+        return DeadlineExceeded(text)
+    return Unavailable(text)
+
+
+_CODES = frozenset(code.value for code in Code)
