@@ -9,6 +9,7 @@ grpc, and the places where a peer call's gRPC errors become the project's errors
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -17,10 +18,10 @@ import grpc
 
 from utwin.errors import Code, DeadlineExceeded, Unavailable, UTwinError
 from utwin.federation.forwarding import Forwarding
-from utwin.federation.peer import PeerAnswer
-from utwin.federation.peer_stream import LookupStream, StreamUnsupported, lookup_failure
+from utwin.federation.peer import CallDone, PeerAnswer
+from utwin.federation.peer_stream import LookupOutcome, LookupStream, StreamUnsupported
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
-from utwin_proto.uprotocol.v1 import uri_pb2
+from utwin_proto.uprotocol.v1 import uri_pb2, ustatus_pb2
 from utwin_proto.utwin.v1 import peer_pb2
 
 GET_LAST_MESSAGES_PATH = "/uprotocol.core.utwin.v2.uTwin/GetLastMessages"
@@ -79,49 +80,82 @@ class PeerClient:
         )
         # None once the peer turned out not to implement the stream.
         self._stream: LookupStream | None = LookupStream(self._channel, authority or address)
+        self._unary_calls: set[asyncio.Task[None]] = set()
 
     @property
     def streaming(self) -> bool:
-        """Whether lookups go over the PeerLookup stream (False: plain GetLastMessages)."""
         return self._stream is not None
 
-    async def get_last_messages(
-        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
-    ) -> list[PeerAnswer]:
+    def start(
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
+    ) -> None:
+        if self._stream is None:
+            self._start_unary(uris, timeout_s, forwarding, done)
+            return
+        deadline = time.monotonic() + timeout_s
         stream = self._stream
-        if stream is not None:
-            started = time.monotonic()
-            try:
-                response = await stream.lookup(uris, timeout_s, forwarding)
-            except StreamUnsupported:
-                await self._fall_back(stream)
-                timeout_s -= time.monotonic() - started
-                if timeout_s <= 0:
-                    raise DeadlineExceeded("no time left after the peer refused the lookup stream") from None
-            else:
-                if response.HasField("status") and response.status.code != 0:
-                    raise lookup_failure(response.status)
-                return [_peer_answer(entry) for entry in response.responses]
-        return await self._ask_unary(uris, timeout_s, forwarding)
 
-    async def _fall_back(self, stream: LookupStream) -> None:
+        def stream_done(outcome: LookupOutcome) -> None:
+            if isinstance(outcome, StreamUnsupported):
+                self._fall_back(stream)
+                remaining_s = deadline - time.monotonic()
+                if remaining_s > 0:
+                    self._start_unary(uris, remaining_s, forwarding, done)
+                else:
+                    done(DeadlineExceeded("no time left after the peer refused the lookup stream"))
+            elif isinstance(outcome, UTwinError):
+                done(outcome)
+            elif isinstance(outcome, Exception):
+                done(Unavailable(f"lookup failed: {outcome}"))
+            elif outcome.HasField("status") and outcome.status.code != 0:
+                done(lookup_failure(outcome.status))
+            else:
+                done([_peer_answer(entry) for entry in outcome.responses])
+
+        stream.start(uris, timeout_s, forwarding, stream_done)
+
+    def _fall_back(self, stream: LookupStream) -> None:
         if self._stream is stream:
             self._stream = None
+            stream.retire()
             log.info("peer at %s has no PeerLookup stream; asking it with GetLastMessages", self._address)
-            await stream.close()
+
+    def _start_unary(
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
+    ) -> None:
+        call = asyncio.create_task(self._ask_unary(uris, timeout_s, forwarding, done))
+        self._unary_calls.add(call)
+        call.add_done_callback(self._unary_calls.discard)
 
     async def _ask_unary(
-        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
-    ) -> list[PeerAnswer]:
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
+    ) -> None:
         try:
             response = await self._get_last_messages(
                 _serialize_request(uris), timeout=timeout_s, metadata=forwarding.metadata()
             )
         except grpc.aio.AioRpcError as error:
-            raise _translate(error) from error
-        return [_peer_answer(entry) for entry in response.responses]
+            done(_translate(error))
+        except asyncio.CancelledError:
+            done(Unavailable("the server is shutting down"))
+            raise
+        else:
+            done([_peer_answer(entry) for entry in response.responses])
 
     async def close(self) -> None:
         if self._stream is not None:
             await self._stream.close()
+        calls = list(self._unary_calls)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
         await self._channel.close(None)
+
+
+def lookup_failure(status: ustatus_pb2.UStatus) -> UTwinError:
+    """The error of a lookup the peer refused as a whole, as the same unary call's status gives."""
+    code = int(status.code)
+    text = f"{Code(code).name if code in _KNOWN_CODES else code}: {status.message}"
+    if code == Code.DEADLINE_EXCEEDED.value:
+        return DeadlineExceeded(text)
+    return Unavailable(text)

@@ -4,8 +4,8 @@ A stream carries many lookups at once, each with its own id and deadline.
 When the stream breaks, every lookup waiting on it fails at once with
 UNAVAILABLE, and the next lookup opens a new stream; opening again after a
 failure waits a backoff that doubles while the peer stays away. A peer that
-answers UNIMPLEMENTED does not have the extension: `StreamUnsupported` tells
-the caller to ask it with plain GetLastMessages.
+answers UNIMPLEMENTED does not have the extension: its lookups end with
+`StreamUnsupported`, and the caller asks it with plain GetLastMessages.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from utwin.errors import Code, DeadlineExceeded, Unavailable, UTwinError
+from utwin.errors import DeadlineExceeded, Unavailable
 from utwin.federation.forwarding import Forwarding
-from utwin_proto.uprotocol.v1 import uri_pb2, ustatus_pb2
+from utwin_proto.uprotocol.v1 import uri_pb2
 from utwin_proto.utwin.v1 import peer_pb2
 
 LOOKUP_PATH = "/utwin.v1.PeerLookup/Lookup"
@@ -37,6 +37,12 @@ _MAX_TIMEOUT_MS = 0xFFFF_FFFF
 
 class StreamUnsupported(Exception):
     """The peer does not implement PeerLookup (it answered UNIMPLEMENTED)."""
+
+
+# A lookup ends with the peer's response or an exception: Unavailable,
+# DeadlineExceeded or StreamUnsupported.
+LookupOutcome = peer_pb2.LookupResponseView | Exception
+LookupDone = Callable[[LookupOutcome], None]
 
 
 class _Connection:
@@ -59,7 +65,7 @@ class LookupStream:
         )
         self._authority = authority
         self._connection: _Connection | None = None
-        self._waiting: dict[int, asyncio.Future[peer_pb2.LookupResponseView]] = {}
+        self._waiting: dict[int, tuple[LookupDone, asyncio.TimerHandle]] = {}
         self._next_id = 0
         self._backoff_s = 0.0
         self._retry_at = 0.0
@@ -69,37 +75,36 @@ class LookupStream:
     def outstanding(self) -> int:
         return len(self._waiting)
 
-    async def lookup(
-        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
-    ) -> peer_pb2.LookupResponseView:
-        """The peer's answer; raise Unavailable, DeadlineExceeded or StreamUnsupported."""
-        if len(self._waiting) >= MAX_OUTSTANDING:
-            raise Unavailable(f"{MAX_OUTSTANDING} lookups already outstanding on the stream")
-        connection = self._connected()
+    def start(
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: LookupDone
+    ) -> None:
+        """Send a lookup; `done` gets its outcome once, within timeout_s (at once if refused)."""
+        refusal = self._refusal()
+        if refusal is not None:
+            done(refusal)
+            return
+        connection = self._connection or self._connect()
         self._next_id += 1
         lookup_id = self._next_id
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[peer_pb2.LookupResponseView] = loop.create_future()
-        self._waiting[lookup_id] = answer
-        # The writer sends it: a write stuck behind a peer that stopped reading
-        # then cannot hold this lookup past its deadline.
+        expiry = asyncio.get_running_loop().call_later(timeout_s, self._expire, lookup_id, timeout_s)
+        self._waiting[lookup_id] = (done, expiry)
+        # The writer task sends it: a write stuck behind a peer that stopped
+        # reading then cannot hold this lookup past its deadline.
         connection.outbox.append((lookup_id, _request(lookup_id, uris, timeout_s, forwarding)))
         connection.wakeup.set()
-        expiry = loop.call_later(timeout_s, self._expire, lookup_id, timeout_s)
-        try:
-            return await answer
-        finally:
-            expiry.cancel()
-            self._waiting.pop(lookup_id, None)
 
-    def _connected(self) -> _Connection:
+    def _refusal(self) -> Exception | None:
         if self._closed:
-            raise Unavailable("the server is shutting down")
-        if self._connection is not None:
-            return self._connection
-        retry_in_s = self._retry_at - time.monotonic()
-        if retry_in_s > 0:
-            raise Unavailable(f"lookup stream down; next try in {retry_in_s:.1f} s")
+            return Unavailable("the server is shutting down")
+        if len(self._waiting) >= MAX_OUTSTANDING:
+            return Unavailable(f"{MAX_OUTSTANDING} lookups already outstanding on the stream")
+        if self._connection is None:
+            retry_in_s = self._retry_at - time.monotonic()
+            if retry_in_s > 0:
+                return Unavailable(f"lookup stream down; next try in {retry_in_s:.1f} s")
+        return None
+
+    def _connect(self) -> _Connection:
         connection = _Connection(self._open_call(None))
         name = f"peer-lookup-{self._authority}"
         connection.tasks = [
@@ -128,7 +133,7 @@ class LookupStream:
             pass  # the stream ended: the reader says why and fails the lookups
 
     async def _read(self, connection: _Connection) -> None:
-        failure: BaseException = Unavailable("the peer closed the lookup stream")
+        failure: Exception = Unavailable("the peer closed the lookup stream")
         try:
             async for raw in connection.call:
                 self._deliver(connection, raw)
@@ -148,11 +153,13 @@ class LookupStream:
             return
         connection.answered = True
         self._backoff_s = 0.0
-        answer = self._waiting.pop(response.id, None)
-        if answer is not None and not answer.done():
-            answer.set_result(response)
+        waiting = self._waiting.pop(response.id, None)
+        if waiting is not None:  # else it expired already
+            done, expiry = waiting
+            expiry.cancel()
+            _finish(done, response)
 
-    def _broken(self, connection: _Connection, failure: BaseException) -> None:
+    def _broken(self, connection: _Connection, failure: Exception) -> None:
         """Forget the stream and fail every lookup waiting on it."""
         if self._connection is not connection:
             return
@@ -167,16 +174,20 @@ class LookupStream:
             if task is not current:
                 task.cancel()
         waiting, self._waiting = self._waiting, {}
-        for answer in waiting.values():
-            if not answer.done():
-                answer.set_exception(failure)
+        for done, expiry in waiting.values():
+            expiry.cancel()
+            _finish(done, failure)
         if waiting:
             log.debug("peer %s: lookup stream broke; %d lookups failed", self._authority, len(waiting))
 
     def _expire(self, lookup_id: int, timeout_s: float) -> None:
-        answer = self._waiting.pop(lookup_id, None)
-        if answer is not None and not answer.done():
-            answer.set_exception(DeadlineExceeded(f"no answer within {timeout_s * 1000:.0f} ms"))
+        waiting = self._waiting.pop(lookup_id, None)
+        if waiting is not None:
+            _finish(waiting[0], DeadlineExceeded(f"no answer within {timeout_s * 1000:.0f} ms"))
+
+    def retire(self) -> None:
+        """Refuse every further lookup (the peer is asked another way from now on)."""
+        self._closed = True
 
     async def close(self) -> None:
         """Fail what waits and end the stream, its reader and its writer."""
@@ -185,6 +196,14 @@ class LookupStream:
         if connection is not None:
             self._broken(connection, Unavailable("the server is shutting down"))
             await asyncio.gather(*connection.tasks, return_exceptions=True)
+
+
+def _finish(done: LookupDone, outcome: LookupOutcome) -> None:
+    # One failing callback must not take the stream's reader down with it.
+    try:
+        done(outcome)
+    except Exception:
+        log.exception("a peer lookup's callback failed")
 
 
 def _request(lookup_id: int, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding) -> bytes:
@@ -198,20 +217,8 @@ def _request(lookup_id: int, uris: Sequence[uri_pb2.UUri], timeout_s: float, for
     return request.SerializeToString()
 
 
-def _stream_error(error: grpc.aio.AioRpcError) -> BaseException:
+def _stream_error(error: grpc.aio.AioRpcError) -> Exception:
     code = error.code()
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return StreamUnsupported(error.details() or "UNIMPLEMENTED")
     return Unavailable(f"lookup stream: {code.name}: {error.details() or 'no details'}")
-
-
-def lookup_failure(status: ustatus_pb2.UStatus) -> UTwinError:
-    """The error of a lookup the peer refused as a whole, as the same unary call's status gives."""
-    code = int(status.code)
-    text = f"{Code(code).name if code in _CODES else code}: {status.message}"
-    if code == Code.DEADLINE_EXCEEDED.value:
-        return DeadlineExceeded(text)
-    return Unavailable(text)
-
-
-_CODES = frozenset(code.value for code in Code)
