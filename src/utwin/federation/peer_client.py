@@ -2,7 +2,8 @@
 
 A peer is asked over the project's PeerLookup stream (`peer_stream`), one
 message each way per lookup. A peer without it (any upstream uTwin) answers
-UNIMPLEMENTED; from then on it is asked with plain upstream GetLastMessages.
+UNIMPLEMENTED; from then on it is asked with plain upstream GetLastMessages,
+as is any peer while its stream waits out a reconnect backoff.
 This module and `peer_stream` are the only federation modules that import
 grpc, and the places where a peer call's gRPC errors become the project's errors.
 """
@@ -89,11 +90,12 @@ class PeerClient:
     def start(
         self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
     ) -> None:
-        if self._stream is None:
+        stream = self._stream
+        if stream is None or not stream.available:
+            # GetLastMessages also while the stream waits to be opened again.
             self._start_unary(uris, timeout_s, forwarding, done)
             return
         deadline = time.monotonic() + timeout_s
-        stream = self._stream
 
         def stream_done(outcome: LookupOutcome) -> None:
             if isinstance(outcome, StreamUnsupported):

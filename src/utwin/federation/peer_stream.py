@@ -2,10 +2,14 @@
 
 A stream carries many lookups at once, each with its own id and deadline.
 When the stream breaks, every lookup waiting on it fails at once with
-UNAVAILABLE, and the next lookup opens a new stream; opening again after a
-failure waits a backoff that doubles while the peer stays away. A peer that
-answers UNIMPLEMENTED does not have the extension: its lookups end with
-`StreamUnsupported`, and the caller asks it with plain GetLastMessages.
+UNAVAILABLE, and the next lookup opens a new stream; after a stream that
+failed before answering anything, the next one waits a backoff that doubles
+while the peer stays away (`available` says when a stream may be used).
+
+Requests are written only once the peer sent the stream's headers, which a
+PeerLookup server does at once: a peer without the service answers
+UNIMPLEMENTED instead, and its lookups end with `StreamUnsupported`. (A
+write racing with that answer would turn it into gRPC's INTERNAL.)
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class _Connection:
         self.outbox: collections.deque[tuple[int, bytes]] = collections.deque()
         self.wakeup = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.accepted = False
         self.answered = False
 
 
@@ -74,6 +79,13 @@ class LookupStream:
     @property
     def outstanding(self) -> int:
         return len(self._waiting)
+
+    @property
+    def available(self) -> bool:
+        """Open, or may be opened now (not shut down, no backoff running)."""
+        if self._closed:
+            return False
+        return self._connection is not None or time.monotonic() >= self._retry_at
 
     def start(
         self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: LookupDone
@@ -122,6 +134,7 @@ class LookupStream:
             await call.initial_metadata()
             if call.done():
                 return
+            connection.accepted = True
             while True:
                 while outbox:
                     lookup_id, request = outbox.popleft()
@@ -184,6 +197,11 @@ class LookupStream:
         waiting = self._waiting.pop(lookup_id, None)
         if waiting is not None:
             _finish(waiting[0], DeadlineExceeded(f"no answer within {timeout_s * 1000:.0f} ms"))
+        connection = self._connection
+        if connection is not None and not connection.accepted:
+            # Unreachable, or not a PeerLookup server that sends its headers at once:
+            # give up this stream rather than wait on it forever.
+            self._broken(connection, Unavailable("the peer did not accept the lookup stream in time"))
 
     def retire(self) -> None:
         """Refuse every further lookup (the peer is asked another way from now on)."""

@@ -46,7 +46,9 @@ class PeerLookupServicer:
 
     def Lookup(self, request_iterator, context):
         """One long-lived stream per peer: each request is a lookup, answered by one
-        response with the same id; answers may come in any order.
+        response with the same id; answers may come in any order. The server sends
+        its initial metadata as soon as the stream opens: callers write only after
+        it, so a server without this service is told apart by its UNIMPLEMENTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
