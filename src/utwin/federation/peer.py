@@ -137,6 +137,7 @@ class Peer:
         the store even if this caller stops waiting.
         """
         waiting: dict[bytes, asyncio.Future[Fetched]] = {}
+        joined = False
         to_ask: list[Wanted] = []
         for item in wanted:
             in_flight = self._in_flight.get(item.key)
@@ -144,17 +145,25 @@ class Peer:
                 to_ask.append(item)
             else:
                 waiting[item.key] = in_flight
+                joined = True
                 self.counters.joined += 1
         results: dict[bytes, Fetched] = {}
+        finished: asyncio.Future[None] | None = None
         if to_ask:
             refusal = self._refusal()
             if refusal is not None:
                 self.counters.rejected += len(to_ask)
                 results.update((item.key, Fetched(Code.UNAVAILABLE, refusal)) for item in to_ask)
             else:
-                waiting.update(self._start_call(to_ask, forwarding, timeout_s, settle))
-        if waiting:
+                futures, finished = self._start_call(to_ask, forwarding, timeout_s, settle)
+                waiting.update(futures)
+        if joined:
+            # Calls of other callers may have later deadlines than this one.
             await asyncio.wait(waiting.values(), timeout=timeout_s)
+        elif finished is not None:
+            # Only this caller's own call, which the transport ends within timeout_s.
+            # A future of its own: a cancelled caller must not cancel the shared ones.
+            await finished
         for key, future in waiting.items():
             if future.done():
                 results[key] = future.result()
@@ -177,25 +186,28 @@ class Peer:
 
     def _start_call(
         self, to_ask: Sequence[Wanted], forwarding: Forwarding, timeout_s: float, settle: Settle
-    ) -> dict[bytes, asyncio.Future[Fetched]]:
+    ) -> tuple[dict[bytes, asyncio.Future[Fetched]], asyncio.Future[None]]:
+        """The futures of the asked topics, and one that is done when the call is over."""
         loop = asyncio.get_running_loop()
         futures = {item.key: loop.create_future() for item in to_ask}
+        finished: asyncio.Future[None] = loop.create_future()
         self._in_flight.update(futures)
         self._calls_in_flight += 1
         self.counters.calls += 1
         self.counters.topics_asked += len(to_ask)
-        done = functools.partial(self._finish, to_ask, futures, settle, time.perf_counter())
+        done = functools.partial(self._finish, to_ask, futures, finished, settle, time.perf_counter())
         try:
             self._transport.start([item.uri for item in to_ask], timeout_s, forwarding, done)
         except Exception:
             log.exception("peer %s: call failed unexpectedly", self.authority)
             done(Unavailable("unexpected error; see the server log"))
-        return futures
+        return futures, finished
 
     def _finish(
         self,
         asked: Sequence[Wanted],
         futures: Mapping[bytes, asyncio.Future[Fetched]],
+        finished: asyncio.Future[None],
         settle: Settle,
         started: float,
         outcome: CallOutcome,
@@ -221,6 +233,8 @@ class Peer:
                 if not future.done():
                     fallback = Fetched(Code.UNAVAILABLE, f"peer {self.authority} gave no answer")
                     future.set_result(results.get(item.key, fallback))
+            if not finished.done():
+                finished.set_result(None)
 
     def _log_call(self, asked: Sequence[Wanted], results: Mapping[bytes, Fetched], started: float) -> None:
         codes = [results[item.key].code for item in asked if item.key in results]
