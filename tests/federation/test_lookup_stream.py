@@ -301,3 +301,15 @@ def test_peer_answers_carry_the_peer_messages(lookup_peer: LookupPeer) -> None:
     assert not isinstance(outcome, UTwinError)
     expected = PeerAnswer(topic_tuple(P_TOPIC), Code.OK, "", message.SerializeToString())
     assert [expected] == list(outcome)
+
+
+def test_stopping_a_server_ends_the_lookup_streams_it_serves(servers: Servers) -> None:
+    """A peer's open lookup stream does not hold a graceful stop for the whole grace period."""
+    b = servers.start("B", authority="B")
+    a = servers.start("A", authority="A", peers={"B": b.target})
+    ask_one(a.target, B_TOPIC)
+    started = time.monotonic()
+
+    b.stop(grace_s=5.0)
+
+    assert time.monotonic() - started < 2.5

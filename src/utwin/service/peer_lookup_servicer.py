@@ -9,6 +9,7 @@ task, so it does not hold up the lookups behind it on the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -61,28 +62,53 @@ class _StreamWriter:
         async with self._lock:
             await self._context.write(response)
 
-    async def abort(self, message: str) -> None:
-        await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+    async def abort(self, code: grpc.StatusCode, message: str) -> None:
+        await self._context.abort(code, message)
+
+    async def end(self, message: str) -> None:
+        """End the stream UNAVAILABLE from outside its handler (whose reads then end)."""
+        with contextlib.suppress(grpc.aio.AbortError, grpc.aio.UsageError):
+            await self._context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
 
 class PeerLookupServicer:
     def __init__(self, twin: UTwin, federation: Federation | None = None) -> None:
         self._twin = twin
         self._federation = federation
+        # The lookups waiting for peers of each open stream.
+        self._streams: dict[_StreamWriter, set[asyncio.Task[None]]] = {}
+        self._closing = False
 
     async def lookup(self, requests: AsyncIterator[bytes], context: Context) -> None:
         writer = _StreamWriter(context)
+        if self._closing:
+            await writer.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         in_flight: set[asyncio.Task[None]] = set()
-        # Headers at once tell the caller this peer serves the stream (see peer_stream).
-        await context.send_initial_metadata(())
+        self._streams[writer] = in_flight
         try:
+            # Headers at once tell the caller this peer serves the stream (see peer_stream).
+            await context.send_initial_metadata(())
             async for raw in requests:
                 await self._one_lookup(raw, writer, in_flight)
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
         finally:
+            del self._streams[writer]
             for task in in_flight:
                 task.cancel()
+
+    async def close(self, grace_s: float) -> None:
+        """End the streams served: lookups waiting for peers get up to grace_s to finish.
+
+        A stream stays open as long as its caller wants, so without this a
+        server's graceful stop would always wait out the whole grace period.
+        """
+        self._closing = True
+        waiting = [task for in_flight in self._streams.values() for task in in_flight]
+        if waiting:
+            await asyncio.wait(waiting, timeout=grace_s)
+        for writer in list(self._streams):
+            await writer.end("the server is shutting down")
 
     async def _one_lookup(
         self, raw: bytes, writer: _StreamWriter, in_flight: set[asyncio.Task[None]]
@@ -92,7 +118,8 @@ class PeerLookupServicer:
             request = peer_pb2.LookupRequest.FromString(raw)
         except DecodeError:
             # Without an id nothing can be answered: end the stream, as a unary call would end.
-            await writer.abort("request: not a valid LookupRequest encoding")
+            message = "request: not a valid LookupRequest encoding"
+            await writer.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
             return
         try:
             uris = request.topics.uris

@@ -60,6 +60,7 @@ class RunningServer:
     health: HealthStatus
     background: list[asyncio.Task[None]]
     digitwin: DigiTwin
+    peer_lookup: PeerLookupServicer
     federation: Federation | None = None
 
     @property
@@ -76,6 +77,7 @@ class RunningServer:
         for task in self.background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.peer_lookup.close(grace)
         await self.server.stop(grace)
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it
@@ -158,7 +160,18 @@ async def start_server(config: Config) -> RunningServer:
     background = []
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
-    return RunningServer(config, server, port, store, twin, health_servicer, background, digitwin, federation)
+    return RunningServer(
+        config,
+        server,
+        port,
+        store,
+        twin,
+        health_servicer,
+        background,
+        digitwin,
+        peer_lookup_servicer,
+        federation,
+    )
 
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:
