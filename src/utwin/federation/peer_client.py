@@ -82,6 +82,7 @@ class PeerClient:
         # None once the peer turned out not to implement the stream.
         self._stream: LookupStream | None = LookupStream(self._channel, authority or address)
         self._unary_calls: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def streaming(self) -> bool:
@@ -90,6 +91,9 @@ class PeerClient:
     def start(
         self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
     ) -> None:
+        if self._closed:
+            done(Unavailable("the server is shutting down"))
+            return
         stream = self._stream
         if stream is None or not stream.available:
             # GetLastMessages also while the stream waits to be opened again.
@@ -141,10 +145,14 @@ class PeerClient:
         except asyncio.CancelledError:
             done(Unavailable("the server is shutting down"))
             raise
+        except Exception:
+            log.exception("peer at %s: GetLastMessages failed unexpectedly", self._address)
+            done(Unavailable("unexpected error; see the server log"))
         else:
             done([_peer_answer(entry) for entry in response.responses])
 
     async def close(self) -> None:
+        self._closed = True
         if self._stream is not None:
             await self._stream.close()
         calls = list(self._unary_calls)
