@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.federation.fake_peer import FakePeer, topic_tuple
 from tests.federation.helpers import ask_one, peer_stats, poll, publish_on
 from tests.federation.lookup_peer import LookupPeer
 from tests.messages import publish, uuri
-from tests.servers import Servers
+from tests.servers import Servers, ServerThread
 from utwin.errors import Code, UTwinError
 from utwin.federation.forwarding import CLIENT_REQUEST, Forwarding
 from utwin.federation.peer import CallOutcome, PeerAnswer
@@ -32,7 +33,7 @@ LIMIT_S = 10.0
 
 
 @pytest.fixture
-def lookup_peer() -> LookupPeer:
+def lookup_peer() -> Iterator[LookupPeer]:
     peer = LookupPeer().start()
     yield peer
     peer.close()
@@ -313,3 +314,13 @@ def test_stopping_a_server_ends_the_lookup_streams_it_serves(servers: Servers) -
     b.stop(grace_s=5.0)
 
     assert time.monotonic() - started < 2.5
+
+
+def test_lookup_service_is_listed_by_reflection(server: ServerThread) -> None:
+    """Server reflection lists utwin.v1.PeerLookup with the other served services."""
+    with server.channel() as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (answer,) = list(stub.ServerReflectionInfo(iter([request]), timeout=LIMIT_S))
+
+    assert "utwin.v1.PeerLookup" in {service.name for service in answer.list_services_response.service}

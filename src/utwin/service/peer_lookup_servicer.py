@@ -67,8 +67,10 @@ class _StreamWriter:
 
     async def end(self, message: str) -> None:
         """End the stream UNAVAILABLE from outside its handler (whose reads then end)."""
-        with contextlib.suppress(grpc.aio.AbortError, grpc.aio.UsageError):
-            await self._context.abort(grpc.StatusCode.UNAVAILABLE, message)
+        async with self._lock:
+            # Abort raises by design; the stream may also have ended on its own meanwhile.
+            with contextlib.suppress(grpc.aio.AbortError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                await self._context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
 
 class PeerLookupServicer:
