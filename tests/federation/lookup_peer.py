@@ -86,7 +86,7 @@ class LookupPeer:
 
     async def _lookup(
         self, requests: AsyncIterator[peer_pb2.LookupRequest], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[peer_pb2.LookupResponse]:
+    ) -> None:
         self.open_streams += 1
         # A PeerLookup server sends its headers at once: callers write only after them.
         await context.send_initial_metadata(())
@@ -98,7 +98,7 @@ class LookupPeer:
                 )
                 if self.held.intersection(topics):
                     continue
-                yield self._answer(request)
+                await context.write(self._answer(request))
         finally:
             self.open_streams -= 1
 

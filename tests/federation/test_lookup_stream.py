@@ -324,3 +324,29 @@ def test_lookup_service_is_listed_by_reflection(server: ServerThread) -> None:
         (answer,) = list(stub.ServerReflectionInfo(iter([request]), timeout=LIMIT_S))
 
     assert "utwin.v1.PeerLookup" in {service.name for service in answer.list_services_response.service}
+
+
+def test_held_lookup_gives_deadline_exceeded_within_the_callers_deadline(
+    servers: Servers, lookup_peer: LookupPeer
+) -> None:
+    """A lookup the peer holds ends DEADLINE_EXCEEDED for its topic before the caller's deadline."""
+    lookup_peer.held.add(topic_tuple(P_TOPIC))
+    a = servers.start("A", authority="A", peers={"P": lookup_peer.target}, peer_deadline_margin_s=0.2)
+    started = time.monotonic()
+
+    response = ask_one(a.target, P_TOPIC, timeout_s=1.0)
+
+    assert (ucode_pb2.DEADLINE_EXCEEDED, True) == (response.status.code, time.monotonic() - started < 1.0)
+
+
+def test_lookup_deadline_is_the_callers_remaining_time_minus_the_margin(
+    servers: Servers, lookup_peer: LookupPeer
+) -> None:
+    """The peer is told the caller's remaining time less peer_deadline_margin_s."""
+    a = servers.start("A", authority="A", peers={"P": lookup_peer.target}, peer_deadline_margin_s=0.2)
+
+    ask_one(a.target, P_TOPIC, timeout_s=1.0)
+
+    (received,) = lookup_peer.received
+    # gRPC sends the caller's deadline rounded up, so a little more than 1 s may remain.
+    assert 600 < received.timeout_ms <= 850
