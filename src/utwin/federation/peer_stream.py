@@ -77,10 +77,6 @@ class LookupStream:
         self._closed = False
 
     @property
-    def outstanding(self) -> int:
-        return len(self._waiting)
-
-    @property
     def available(self) -> bool:
         """Open, or may be opened now (not shut down, no backoff running)."""
         if self._closed:
@@ -110,6 +106,9 @@ class LookupStream:
             return Unavailable("the server is shutting down")
         if len(self._waiting) >= MAX_OUTSTANDING:
             return Unavailable(f"{MAX_OUTSTANDING} lookups already outstanding on the stream")
+        if self._connection is not None and len(self._connection.outbox) >= MAX_OUTSTANDING:
+            # Expired lookups stay queued while a write is stuck: the queue has a bound of its own.
+            return Unavailable(f"{MAX_OUTSTANDING} lookups wait to be written on the stream")
         if self._connection is None:
             retry_in_s = self._retry_at - time.monotonic()
             if retry_in_s > 0:
