@@ -77,12 +77,13 @@ def test_generated_modules_live_under_the_project_name() -> None:
 
 
 def test_descriptors_declare_the_known_methods() -> None:
-    """The descriptors walked below hold every service: uTwin, Ingest, Admin and DigiTwin."""
+    """The descriptors walked below hold every service: uTwin, Ingest, Admin, PeerLookup, DigiTwin."""
     expected = {
         "/uprotocol.core.utwin.v2.uTwin/GetLastMessages",
         "/uprotocol.core.utwin.v2.uTwin/SetLastMessage",
         "/utwin.v1.Ingest/Publish",
         "/utwin.v1.Admin/GetStats",
+        "/utwin.v1.PeerLookup/Lookup",
         "/utwin.digitwin.v1.DigiTwin/Watch",
     }
     assert expected <= {_path(method) for method in _methods()}

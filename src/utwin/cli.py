@@ -206,6 +206,7 @@ _STATS_COUNTERS = (
 def _peer_as_dict(peer: admin_pb2.PeerStats) -> dict[str, Any]:
     entry: dict[str, Any] = {"authority": peer.authority, "address": peer.address}
     entry["default_route"] = peer.default_route
+    entry["lookup_stream"] = peer.lookup_stream
     entry["breaker"] = admin_pb2.BreakerState.Name(peer.breaker).removeprefix("BREAKER_STATE_").lower()
     entry["consecutive_failures"] = peer.consecutive_failures
     entry.update((name, getattr(peer, name)) for name in _STATS_COUNTERS)
@@ -222,7 +223,8 @@ def _run_stats(options: argparse.Namespace) -> int:
     print(f"authority {stats.authority or '(none)'}  topics {stats.topic_count}  peers {len(peers)}")
     for peer in peers:
         route = "  (default route)" if peer["default_route"] else ""
-        print(f"peer {peer['authority']} at {peer['address']}{route}  breaker {peer['breaker']}")
+        via = "lookup stream" if peer["lookup_stream"] else "GetLastMessages"
+        print(f"peer {peer['authority']} at {peer['address']}{route}  via {via}  breaker {peer['breaker']}")
         print("    " + "  ".join(f"{name} {peer[name]}" for name in _STATS_COUNTERS))
     return 0
 

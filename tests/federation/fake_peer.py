@@ -1,4 +1,4 @@
-"""A peer uTwin for tests: upstream GetLastMessages only, from a dict, optionally slow.
+"""A peer uTwin for tests: upstream GetLastMessages only (no PeerLookup), from a dict, optionally slow.
 
 It runs a real grpc.aio server on 127.0.0.1 in its own thread and counts the
 calls it gets, so tests can check how often an instance asked it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +25,21 @@ def topic_tuple(uri: uri_pb2.UUri) -> tuple[str, int, int, int]:
     return (uri.authority_name, uri.ue_id, uri.ue_version_major, uri.resource_id)
 
 
+class _MethodLog(grpc.aio.ServerInterceptor):
+    """Records the method of every call, implemented or not."""
+
+    def __init__(self, methods: list[str]) -> None:
+        self._methods = methods
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        self._methods.append(handler_call_details.method)
+        return await continuation(handler_call_details)
+
+
 class FakePeer:
     """Answers each topic with the message stored for it, or NOT_FOUND, after `delay_s`."""
 
@@ -33,6 +48,8 @@ class FakePeer:
         self.messages: dict[tuple[str, int, int, int], umessage_pb2.UMessage] = {}
         self.calls: list[list[tuple[str, int, int, int]]] = []
         self.metadata: list[dict[str, str]] = []
+        # Every call's method, also those it does not implement (such as the PeerLookup stream).
+        self.methods: list[str] = []
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._loop = asyncio.new_event_loop()
@@ -65,7 +82,7 @@ class FakePeer:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(TIMEOUT_S)
 
     async def _start(self, port: int) -> int:
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[_MethodLog(self.methods)])
         handler = grpc.unary_unary_rpc_method_handler(
             self._get_last_messages,
             request_deserializer=utwin_pb2.GetLastMessagesRequest.FromString,

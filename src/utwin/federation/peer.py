@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from utwin.errors import Code, UTwinError
+from utwin.errors import Code, Unavailable, UTwinError
 from utwin.federation.breaker import BreakerState, CircuitBreaker
 from utwin.federation.forwarding import Forwarding
 from utwin.uri import Topic
@@ -35,14 +36,31 @@ class PeerAnswer(NamedTuple):
     message: bytes | None
 
 
+# What a peer call ends with: the peer's answers, or why the call itself failed
+# (Unavailable or DeadlineExceeded).
+CallOutcome = Sequence[PeerAnswer] | UTwinError
+CallDone = Callable[[CallOutcome], None]
+
+
 class PeerTransport(Protocol):
-    async def get_last_messages(
-        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding
-    ) -> Sequence[PeerAnswer]:
-        """Ask the peer; raise Unavailable or DeadlineExceeded when the call itself fails."""
+    @property
+    def streaming(self) -> bool:
+        """Whether the peer is asked over the PeerLookup stream (else plain GetLastMessages)."""
         ...
 
-    async def close(self) -> None: ...
+    def start(
+        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
+    ) -> None:
+        """Ask the peer; `done` gets the outcome exactly once, within timeout_s, maybe before this returns.
+
+        A callback rather than a coroutine: the answer is settled where it
+        arrives, without a task per call and a task switch per answer.
+        """
+        ...
+
+    async def close(self) -> None:
+        """End every call in flight (their `done` gets Unavailable) and the connection."""
+        ...
 
 
 class Wanted(NamedTuple):
@@ -83,9 +101,15 @@ class PeerStats:
     authority: str
     address: str
     default_route: bool
+    lookup_stream: bool
     breaker: BreakerState
     consecutive_failures: int
     counters: PeerCounters
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Peer:
@@ -106,7 +130,7 @@ class Peer:
         self._transport = transport
         self._clock = clock
         self._in_flight: dict[bytes, asyncio.Future[Fetched]] = {}
-        self._calls: set[asyncio.Task[None]] = set()
+        self._calls_in_flight = 0
 
     async def fetch(
         self, wanted: Sequence[Wanted], forwarding: Forwarding, timeout_s: float, settle: Settle
@@ -114,10 +138,11 @@ class Peer:
         """Fetch each wanted topic (keys distinct), waiting at most timeout_s.
 
         A topic already being fetched joins that call. The rest go in one new
-        call, which runs as a task of its own: it finishes and fills the store
-        even if this caller stops waiting.
+        call, which is settled when its answer arrives: it finishes and fills
+        the store even if this caller stops waiting.
         """
         waiting: dict[bytes, asyncio.Future[Fetched]] = {}
+        joined = False
         to_ask: list[Wanted] = []
         for item in wanted:
             in_flight = self._in_flight.get(item.key)
@@ -125,17 +150,26 @@ class Peer:
                 to_ask.append(item)
             else:
                 waiting[item.key] = in_flight
+                joined = True
                 self.counters.joined += 1
         results: dict[bytes, Fetched] = {}
+        finished: asyncio.Future[None] | None = None
         if to_ask:
             refusal = self._refusal()
             if refusal is not None:
                 self.counters.rejected += len(to_ask)
                 results.update((item.key, Fetched(Code.UNAVAILABLE, refusal)) for item in to_ask)
             else:
-                waiting.update(self._start_call(to_ask, forwarding, timeout_s, settle))
-        if waiting:
+                futures, finished = self._start_call(to_ask, forwarding, timeout_s, settle)
+                waiting.update(futures)
+        if joined:
+            # Calls of other callers may have later deadlines than this one.
             await asyncio.wait(waiting.values(), timeout=timeout_s)
+        elif finished is not None:
+            # Only this caller's own call, over by timeout_s (saves asyncio.wait's extra
+            # task switch). A future of its own: a cancelled caller must not cancel
+            # the shared ones.
+            await finished
         for key, future in waiting.items():
             if future.done():
                 results[key] = future.result()
@@ -145,7 +179,7 @@ class Peer:
         return results
 
     def _refusal(self) -> str | None:
-        if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+        if self._calls_in_flight >= MAX_CALLS_IN_FLIGHT:
             return f"peer {self.authority}: {MAX_CALLS_IN_FLIGHT} calls already in flight"
         now = self._clock()
         if not self.breaker.allow(now):
@@ -158,44 +192,47 @@ class Peer:
 
     def _start_call(
         self, to_ask: Sequence[Wanted], forwarding: Forwarding, timeout_s: float, settle: Settle
-    ) -> dict[bytes, asyncio.Future[Fetched]]:
+    ) -> tuple[dict[bytes, asyncio.Future[Fetched]], asyncio.Future[None]]:
+        """The futures of the asked topics, and one that is done when the call is over."""
         loop = asyncio.get_running_loop()
         futures = {item.key: loop.create_future() for item in to_ask}
+        finished: asyncio.Future[None] = loop.create_future()
+        # The transport ends the call within timeout_s; this bounds the wait even if it did not.
+        bound = loop.call_later(timeout_s, _set_done, finished)
         self._in_flight.update(futures)
-        call = asyncio.create_task(self._call(to_ask, futures, forwarding, timeout_s, settle))
-        self._calls.add(call)
-        call.add_done_callback(self._calls.discard)
-        return futures
+        self._calls_in_flight += 1
+        self.counters.calls += 1
+        self.counters.topics_asked += len(to_ask)
+        started = time.perf_counter()
+        done = functools.partial(self._finish, to_ask, futures, (finished, bound), settle, started)
+        try:
+            self._transport.start([item.uri for item in to_ask], timeout_s, forwarding, done)
+        except Exception:
+            log.exception("peer %s: call failed unexpectedly", self.authority)
+            done(Unavailable("unexpected error; see the server log"))
+        return futures, finished
 
-    async def _call(
+    def _finish(
         self,
         asked: Sequence[Wanted],
         futures: Mapping[bytes, asyncio.Future[Fetched]],
-        forwarding: Forwarding,
-        timeout_s: float,
+        finished: tuple[asyncio.Future[None], asyncio.TimerHandle],
         settle: Settle,
+        started: float,
+        outcome: CallOutcome,
     ) -> None:
+        self._calls_in_flight -= 1
         results: Mapping[bytes, Fetched] = {}
-        started = time.perf_counter()
-        self.counters.calls += 1
-        self.counters.topics_asked += len(asked)
         try:
-            answers = await self._transport.get_last_messages(
-                [item.uri for item in asked], timeout_s, forwarding
-            )
-        except UTwinError as error:
-            results = self._failed(asked, error.code, error.message)
-        except asyncio.CancelledError:
-            results = {item.key: Fetched(Code.UNAVAILABLE, "the server is shutting down") for item in asked}
-            raise
+            if isinstance(outcome, UTwinError):
+                results = self._failed(asked, outcome.code, outcome.message)
+            else:
+                self.breaker.record_success()
+                results = settle(self, asked, outcome)
+                if log.isEnabledFor(logging.DEBUG):
+                    self._log_call(asked, results, started)
         except Exception:
-            log.exception("peer %s: call failed unexpectedly", self.authority)
-            results = self._failed(asked, Code.UNAVAILABLE, "unexpected error; see the server log")
-        else:
-            self.breaker.record_success()
-            results = settle(self, asked, answers)
-            if log.isEnabledFor(logging.DEBUG):
-                self._log_call(asked, results, started)
+            log.exception("peer %s: settling an answer failed", self.authority)
         finally:
             # Resolve every future on every path, and only now leave the in-flight
             # map: a caller arriving later finds either this call or the store filled.
@@ -205,6 +242,9 @@ class Peer:
                 if not future.done():
                     fallback = Fetched(Code.UNAVAILABLE, f"peer {self.authority} gave no answer")
                     future.set_result(results.get(item.key, fallback))
+            future_finished, bound = finished
+            bound.cancel()
+            _set_done(future_finished)
 
     def _log_call(self, asked: Sequence[Wanted], results: Mapping[bytes, Fetched], started: float) -> None:
         codes = [results[item.key].code for item in asked if item.key in results]
@@ -241,15 +281,12 @@ class Peer:
             self.authority,
             self.address,
             default_route,
+            self._transport.streaming,
             self.breaker.state(self._clock()),
             self.breaker.consecutive_failures,
             dataclasses.replace(self.counters),
         )
 
     async def close(self) -> None:
-        """Cancel calls in flight and close the transport."""
-        calls = list(self._calls)
-        for call in calls:
-            call.cancel()
-        await asyncio.gather(*calls, return_exceptions=True)
+        """End the calls in flight (their topics get UNAVAILABLE) and close the transport."""
         await self._transport.close()

@@ -38,6 +38,7 @@ def peer_stats_message(stats: PeerStats) -> admin_pb2.PeerStats:
         rejected=counters.rejected,
         joined=counters.joined,
         remembered_not_found=counters.remembered_not_found,
+        lookup_stream=stats.lookup_stream,
     )
 
 

@@ -1,4 +1,4 @@
-"""Builds and runs the gRPC server: uTwin, the ingest extension, DigiTwin, health and reflection."""
+"""Builds and runs the gRPC server: uTwin, DigiTwin, the project extensions, health and reflection."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from utwin.service.digitwin_servicer import SERVICE_NAME as DIGITWIN_SERVICE
 from utwin.service.digitwin_servicer import DigiTwinServicer
 from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
 from utwin.service.ingest_servicer import IngestServicer
+from utwin.service.peer_lookup_servicer import SERVICE_NAME as PEER_LOOKUP_SERVICE
+from utwin.service.peer_lookup_servicer import PeerLookupServicer
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
 from utwin.store import GroupSync, RocksStore
@@ -42,7 +44,7 @@ class HealthStatus(Protocol):
     async def enter_graceful_shutdown(self) -> None: ...
 
 
-SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE)
+SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE, PEER_LOOKUP_SERVICE)
 _SWEEP_STEP_TOPICS = 5_000
 
 
@@ -58,6 +60,7 @@ class RunningServer:
     health: HealthStatus
     background: list[asyncio.Task[None]]
     digitwin: DigiTwin
+    peer_lookup: PeerLookupServicer
     federation: Federation | None = None
 
     @property
@@ -74,6 +77,7 @@ class RunningServer:
         for task in self.background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.peer_lookup.close(grace)
         await self.server.stop(grace)
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it
@@ -117,16 +121,18 @@ async def start_server(config: Config) -> RunningServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        federation = build_federation(config, twin, lambda _name, address: PeerClient(address))
+        federation = build_federation(config, twin, lambda name, address: PeerClient(address, name))
         utwin_servicer = UTwinServicer(twin, group_sync, federation)
         ingest_servicer = IngestServicer(twin, group_sync, config.ingest_queue_frames)
         digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
         admin_servicer = AdminServicer(twin, config.authority, federation)
+        peer_lookup_servicer = PeerLookupServicer(twin, federation)
         for name, handlers in (
             (UTWIN_SERVICE, utwin_servicer.handlers()),
             (INGEST_SERVICE, ingest_servicer.handlers()),
             (DIGITWIN_SERVICE, digitwin_servicer.handlers()),
             (ADMIN_SERVICE, admin_servicer.handlers()),
+            (PEER_LOOKUP_SERVICE, peer_lookup_servicer.handlers()),
         ):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
             # Registered methods skip the generic lookup per call (the stubs predate them).
@@ -154,7 +160,18 @@ async def start_server(config: Config) -> RunningServer:
     background = []
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
-    return RunningServer(config, server, port, store, twin, health_servicer, background, digitwin, federation)
+    return RunningServer(
+        config,
+        server,
+        port,
+        store,
+        twin,
+        health_servicer,
+        background,
+        digitwin,
+        peer_lookup_servicer,
+        federation,
+    )
 
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:

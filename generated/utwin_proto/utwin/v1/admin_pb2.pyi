@@ -33,7 +33,7 @@ class GetStatsResponse(_message.Message):
     def __init__(self, authority: _Optional[str] = ..., topic_count: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerStats, _Mapping]]] = ...) -> None: ...
 
 class PeerStats(_message.Message):
-    __slots__ = ("authority", "address", "default_route", "calls", "topics_asked", "hits", "not_found", "failures", "breaker", "consecutive_failures", "rejected", "joined", "remembered_not_found")
+    __slots__ = ("authority", "address", "default_route", "calls", "topics_asked", "hits", "not_found", "failures", "breaker", "consecutive_failures", "rejected", "joined", "remembered_not_found", "lookup_stream")
     AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class PeerStats(_message.Message):
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
     REMEMBERED_NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_STREAM_FIELD_NUMBER: _ClassVar[int]
     authority: str
     address: str
     default_route: bool
@@ -60,4 +61,5 @@ class PeerStats(_message.Message):
     rejected: int
     joined: int
     remembered_not_found: int
-    def __init__(self, authority: _Optional[str] = ..., address: _Optional[str] = ..., default_route: _Optional[bool] = ..., calls: _Optional[int] = ..., topics_asked: _Optional[int] = ..., hits: _Optional[int] = ..., not_found: _Optional[int] = ..., failures: _Optional[int] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., consecutive_failures: _Optional[int] = ..., rejected: _Optional[int] = ..., joined: _Optional[int] = ..., remembered_not_found: _Optional[int] = ...) -> None: ...
+    lookup_stream: bool
+    def __init__(self, authority: _Optional[str] = ..., address: _Optional[str] = ..., default_route: _Optional[bool] = ..., calls: _Optional[int] = ..., topics_asked: _Optional[int] = ..., hits: _Optional[int] = ..., not_found: _Optional[int] = ..., failures: _Optional[int] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., consecutive_failures: _Optional[int] = ..., rejected: _Optional[int] = ..., joined: _Optional[int] = ..., remembered_not_found: _Optional[int] = ..., lookup_stream: _Optional[bool] = ...) -> None: ...

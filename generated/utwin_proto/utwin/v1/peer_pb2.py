@@ -22,19 +22,28 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2 as uprotocol_dot_core_dot_utwin_dot_v2_dot_utwin__pb2
 from utwin_proto.uprotocol.v1 import uri_pb2 as uprotocol_dot_v1_dot_uri__pb2
 from utwin_proto.uprotocol.v1 import ustatus_pb2 as uprotocol_dot_v1_dot_ustatus__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13utwin/v1/peer.proto\x12\x08utwin.v1\x1a\x16uprotocol/v1/uri.proto\x1a\x1auprotocol/v1/ustatus.proto\"O\n\x1bGetLastMessagesResponseView\x12\x30\n\tresponses\x18\x02 \x03(\x0b\x32\x1d.utwin.v1.MessageResponseView\"p\n\x13MessageResponseView\x12!\n\x05topic\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.uprotocol.v1.UStatus\x12\x0f\n\x07message\x18\x03 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13utwin/v1/peer.proto\x12\x08utwin.v1\x1a#uprotocol/core/utwin/v2/utwin.proto\x1a\x16uprotocol/v1/uri.proto\x1a\x1auprotocol/v1/ustatus.proto\"w\n\rLookupRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x06topics\x18\x02 \x01(\x0b\x32\x17.uprotocol.v1.UUriBatch\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\x0c\n\x04hops\x18\x04 \x01(\r\x12\x0f\n\x07visited\x18\x05 \x03(\t\"\x80\x01\n\x0eLookupResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12;\n\tresponses\x18\x02 \x03(\x0b\x32(.uprotocol.core.utwin.v2.MessageResponse\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.uprotocol.v1.UStatus\"O\n\x1bGetLastMessagesResponseView\x12\x30\n\tresponses\x18\x02 \x03(\x0b\x32\x1d.utwin.v1.MessageResponseView\"y\n\x12LookupResponseView\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\tresponses\x18\x02 \x03(\x0b\x32\x1d.utwin.v1.MessageResponseView\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.uprotocol.v1.UStatus\"p\n\x13MessageResponseView\x12!\n\x05topic\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.uprotocol.v1.UStatus\x12\x0f\n\x07message\x18\x03 \x01(\x0c\x32M\n\nPeerLookup\x12?\n\x06Lookup\x12\x17.utwin.v1.LookupRequest\x1a\x18.utwin.v1.LookupResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'utwin.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETLASTMESSAGESRESPONSEVIEW']._serialized_start=85
-  _globals['_GETLASTMESSAGESRESPONSEVIEW']._serialized_end=164
-  _globals['_MESSAGERESPONSEVIEW']._serialized_start=166
-  _globals['_MESSAGERESPONSEVIEW']._serialized_end=278
+  _globals['_LOOKUPREQUEST']._serialized_start=122
+  _globals['_LOOKUPREQUEST']._serialized_end=241
+  _globals['_LOOKUPRESPONSE']._serialized_start=244
+  _globals['_LOOKUPRESPONSE']._serialized_end=372
+  _globals['_GETLASTMESSAGESRESPONSEVIEW']._serialized_start=374
+  _globals['_GETLASTMESSAGESRESPONSEVIEW']._serialized_end=453
+  _globals['_LOOKUPRESPONSEVIEW']._serialized_start=455
+  _globals['_LOOKUPRESPONSEVIEW']._serialized_end=576
+  _globals['_MESSAGERESPONSEVIEW']._serialized_start=578
+  _globals['_MESSAGERESPONSEVIEW']._serialized_end=690
+  _globals['_PEERLOOKUP']._serialized_start=692
+  _globals['_PEERLOOKUP']._serialized_end=769
 # @@protoc_insertion_point(module_scope)

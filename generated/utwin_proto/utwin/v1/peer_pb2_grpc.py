@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from utwin_proto.utwin.v1 import peer_pb2 as utwin_dot_v1_dot_peer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,79 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class PeerLookupStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Lookup = channel.stream_stream(
+                '/utwin.v1.PeerLookup/Lookup',
+                request_serializer=utwin_dot_v1_dot_peer__pb2.LookupRequest.SerializeToString,
+                response_deserializer=utwin_dot_v1_dot_peer__pb2.LookupResponse.FromString,
+                _registered_method=True)
+
+
+class PeerLookupServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Lookup(self, request_iterator, context):
+        """One long-lived stream per peer: each request is a lookup, answered by one
+        response with the same id; answers may come in any order. The server sends
+        its initial metadata as soon as the stream opens: callers write only after
+        it, so a server without this service is told apart by its UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PeerLookupServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Lookup': grpc.stream_stream_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=utwin_dot_v1_dot_peer__pb2.LookupRequest.FromString,
+                    response_serializer=utwin_dot_v1_dot_peer__pb2.LookupResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'utwin.v1.PeerLookup', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('utwin.v1.PeerLookup', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PeerLookup:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Lookup(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/utwin.v1.PeerLookup/Lookup',
+            utwin_dot_v1_dot_peer__pb2.LookupRequest.SerializeToString,
+            utwin_dot_v1_dot_peer__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
