@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
@@ -18,6 +18,16 @@ def _translate(exc: Exception, path: Path) -> Exception:
     if "lock" in text.lower():
         return StoreLocked(f"data folder {path} is in use by another utwin process ({text.strip()})")
     return StoreError(f"RocksDB at {path}: {text.strip()}")
+
+
+def _batch(ops: WriteBatchOps) -> WriteBatch:
+    batch = WriteBatch(raw_mode=True)
+    for key, value in ops:
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    return batch
 
 
 class RocksStore:
@@ -51,14 +61,15 @@ class RocksStore:
         return values
 
     def write(self, ops: WriteBatchOps) -> None:
-        batch = WriteBatch(raw_mode=True)
-        for key, value in ops:
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
+        if len(ops) == 1 and isinstance(ops[0][0], bytes) and isinstance(value := ops[0][1], bytes):
+            # One put is atomic and logged like a batch of one, without building the batch.
+            self._apply(self._db.put, ops[0][0], value, self._write_options)
+        else:
+            self._apply(self._db.write, _batch(ops), self._write_options)
+
+    def _apply(self, operation: Callable[..., None], *arguments: object) -> None:
         try:
-            self._db.write(batch, self._write_options)
+            operation(*arguments)
         except Exception as exc:
             raise _translate(exc, self.path) from exc
 
