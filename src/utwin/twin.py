@@ -162,12 +162,13 @@ class UTwin:
             except UTwinError as error:
                 return Outcome(error.code, error.message)
             known = self._remember_source(topic)
-        ttl = attributes.ttl
-        expires_at = uuid.expires_at_ms(msb, ttl)
-        if uuid.is_expired(expires_at, now_ms):
-            return Outcome(
-                Code.OK, f"not stored: expired on arrival (ttl {ttl} ms, {now_ms - expires_at} ms ago)"
-            )
+        expires_at = 0
+        if ttl := attributes.ttl:  # most messages never expire: skip the arithmetic for them
+            expires_at = uuid.expires_at_ms(msb, ttl)
+            if uuid.is_expired(expires_at, now_ms):
+                return Outcome(
+                    Code.OK, f"not stored: expired on arrival (ttl {ttl} ms, {now_ms - expires_at} ms ago)"
+                )
         topic, key = known
         value = store_keys.encode_topic_value(msb, lsb, expires_at, raw)
         return _Candidate(position, key, (msb, lsb), value, topic, raw)

@@ -82,27 +82,26 @@ class RocksStore:
         return values
 
     def write(self, ops: WriteBatchOps) -> None:
-        try:
-            if len(ops) == 1 and isinstance(ops[0][0], bytes) and isinstance(value := ops[0][1], bytes):
-                # One put is atomic and logged like a batch of one, without building the batch.
-                self._apply(self._db.put, ops[0][0], value, self._write_options)
-            else:
-                self._apply(self._db.write, _batch(ops), self._write_options)
-        except BaseException:
-            for key, _ in ops:  # applied or not: read them from RocksDB again
-                self._memory.forget(key)
-            raise
+        if len(ops) == 1 and isinstance(key := ops[0][0], bytes) and isinstance(value := ops[0][1], bytes):
+            # One put is atomic and logged like a batch of one, without building the batch.
+            self._apply(ops, self._db.put, key, value, self._write_options)
+        else:
+            self._apply(ops, self._db.write, _batch(ops), self._write_options)
         for key, value in ops:
             if value is None:
                 self._memory.forget(key)
             else:
                 self._memory.remember(key, value)
 
-    def _apply(self, operation: Callable[..., None], *arguments: object) -> None:
+    def _apply(self, ops: WriteBatchOps, operation: Callable[..., None], *arguments: object) -> None:
         try:
             operation(*arguments)
-        except Exception as exc:
-            raise _translate(exc, self.path) from exc
+        except BaseException as exc:
+            for key, _ in ops:  # applied or not: read them from RocksDB again
+                self._memory.forget(key)
+            if isinstance(exc, Exception):
+                raise _translate(exc, self.path) from exc
+            raise
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         first = prefix if start is None or start < prefix else start
