@@ -100,6 +100,25 @@ def test_failed_write_changes_nothing(filled: RocksStore) -> None:
     assert scan_oracle(INITIAL, b"") == list(filled.scan(b""))
 
 
+def test_failed_write_leaves_reads_as_they_were(filled: RocksStore) -> None:
+    """Values read before a failed write read the same after it, one by one and together."""
+    before = (filled.get(b"a"), filled.get_many([b"a", b"x", b"b"]))
+    with pytest.raises(ValueError, match="bytes"):
+        filled.write([(b"a", b"replaced"), (b"x", "not bytes")])  # type: ignore[list-item]
+    assert before == (filled.get(b"a"), filled.get_many([b"a", b"x", b"b"]))
+
+
+def test_reads_see_each_write_and_delete(filled: RocksStore) -> None:
+    """A read after a write gives the new value, after a delete None, however the key was read before."""
+    assert [b"1", b"2"] == filled.get_many([b"a", b"ab"])
+    filled.write([(b"a", b"new"), (b"ab", None)])
+    assert (b"new", None, [b"new", None]) == (
+        filled.get(b"a"),
+        filled.get(b"ab"),
+        filled.get_many([b"a", b"ab"]),
+    )
+
+
 @pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b"abc", b"b", b"c", b"\x00", b"\xff", b"\xff\xff"])
 def test_scan_returns_keys_with_the_prefix_in_order(filled: RocksStore, prefix: bytes) -> None:
     """scan(prefix) yields exactly the pairs whose key starts with prefix, in key order."""

@@ -121,10 +121,13 @@ def test_topic_value_round_trips(msb: int, lsb: int, expires_at: int, message: b
 
 @settings(max_examples=50, derandomize=True, deadline=None)
 @given(u64, u64, u64)
-def test_topic_time_agrees_with_the_header(msb: int, lsb: int, expires_at: int) -> None:
-    """The fast (msb, expires_at_ms) read gives the header's values."""
+def test_read_of_a_topic_value_agrees_with_the_header(msb: int, lsb: int, expires_at: int) -> None:
+    """The reads' (msb, expires_at_ms, message) and newest-wins' (msb, lsb) give the header's values."""
     value = keys.encode_topic_value(msb, lsb, expires_at, b"m")
-    assert (msb, expires_at) == keys.decode_topic_time(value)
+    assert ((msb, expires_at, b"m"), (msb, lsb)) == (
+        keys.read_topic_value(value),
+        keys.decode_topic_id(value),
+    )
 
 
 def test_topic_value_header_has_a_fixed_size() -> None:

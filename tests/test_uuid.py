@@ -62,6 +62,21 @@ def test_check_v7_rejects_other_versions_naming_the_field(version: int) -> None:
     assert f"attributes.id: version {version} is not a UUID v7" == raised.value.message
 
 
+@settings(max_examples=300, derandomize=True)
+@given(st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 64) - 1), st.integers(0, 15), st.integers(0, 3))
+def test_is_v7_agrees_with_check_v7(msb: int, lsb: int, version: int, variant: int) -> None:
+    """is_v7 holds exactly when check_v7 raises nothing, whatever the version and variant bits."""
+    msb = (msb & ~(0xF << 12)) | (version << 12)
+    lsb = (lsb & ((1 << 62) - 1)) | (variant << 62)
+    try:
+        uuid.check_v7(msb, lsb, "id")
+    except InvalidArgument:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == uuid.is_v7(msb, lsb)
+
+
 @pytest.mark.parametrize("variant", [0b00, 0b01, 0b11])
 def test_check_v7_rejects_other_variants_naming_the_field(variant: int) -> None:
     """Variant bits other than 0b10 are rejected with the field and the bits found."""

@@ -64,10 +64,13 @@ SUPERSEDED = Outcome(Code.OK, "not stored: older than the topic's stored message
 Listener = Callable[[Sequence[StoredMessage]], None]
 
 
+IdPair = tuple[int, int]  # a message id as (msb, lsb): ordered as newest-wins orders ids
+
+
 class _Candidate(NamedTuple):
     position: int
     key: bytes
-    id_pair: tuple[int, int]
+    id_pair: IdPair
     value: bytes
     topic: Topic
     message: bytes
@@ -119,6 +122,8 @@ class UTwin:
         self._topic_count = store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
         self._listeners: list[Listener] = []
         self._key_cache: dict[bytes, bytes] = {}
+        # Sources seen in valid messages, by their four fields: the topic and its key (bounded).
+        self._sources: dict[tuple[str, int, int, int], tuple[Topic, bytes]] = {}
 
     @property
     def topic_count(self) -> int:
@@ -140,18 +145,56 @@ class UTwin:
             )
         try:
             message = umessage_pb2.UMessage.FromString(raw)
-            topic, msb, lsb, ttl = validate_publish(message)
         except DecodeError:
             return Outcome(Code.INVALID_ARGUMENT, "message: not a valid UMessage encoding")
-        except UTwinError as error:
-            return Outcome(error.code, error.message)
-        expires_at = uuid.expires_at_ms(msb, ttl)
-        if uuid.is_expired(expires_at, now_ms):
-            return Outcome(
-                Code.OK, f"not stored: expired on arrival (ttl {ttl} ms, {now_ms - expires_at} ms ago)"
-            )
+        attributes = message.attributes
+        msb, lsb = attributes.id.msb, attributes.id.lsb
+        source = attributes.source
+        known = self._sources.get(
+            (source.authority_name, source.ue_id, source.ue_version_major, source.resource_id)
+        )
+        # Unset fields read as zero, so a PUBLISH type implies attributes, a v7 id implies an
+        # id, and a known source (a valid topic: its resource is not zero) implies a source.
+        # These checks pass exactly when validate_publish does, which names the problem if not.
+        if known is None or attributes.type != _PUBLISH or not uuid.is_v7(msb, lsb):
+            try:
+                topic, msb, lsb, _ = validate_publish(message)
+            except UTwinError as error:
+                return Outcome(error.code, error.message)
+            known = self._remember_source(topic)
+        expires_at = 0
+        if ttl := attributes.ttl:  # most messages never expire: skip the arithmetic for them
+            expires_at = uuid.expires_at_ms(msb, ttl)
+            if uuid.is_expired(expires_at, now_ms):
+                return Outcome(
+                    Code.OK, f"not stored: expired on arrival (ttl {ttl} ms, {now_ms - expires_at} ms ago)"
+                )
+        topic, key = known
         value = store_keys.encode_topic_value(msb, lsb, expires_at, raw)
-        return _Candidate(position, key_of(topic), (msb, lsb), value, topic, raw)
+        return _Candidate(position, key, (msb, lsb), value, topic, raw)
+
+    def _remember_source(self, topic: Topic) -> tuple[Topic, bytes]:
+        known = (topic, key_of(topic))
+        if len(self._sources) >= _KEY_CACHE_LIMIT:
+            self._sources.clear()
+        self._sources[topic] = known  # found by the plain field tuple: a Topic is equal to it
+        return known
+
+    def _refusal(self, candidate: _Candidate, current: IdPair | None, new_topics: int) -> Outcome | None:
+        """Why candidate does not replace the stored id `current` (None: no entry); None to store it."""
+        if current is None:
+            if self._topic_count + new_topics >= self._limits.max_topics:
+                return Outcome(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"attributes.source: {candidate.topic} would be a new topic beyond "
+                    f"max_topics ({self._limits.max_topics}); stored topics are kept",
+                )
+            return None
+        if candidate.id_pair == current:
+            return DUPLICATE
+        if candidate.id_pair < current:
+            return SUPERSEDED
+        return None
 
     def store_messages(self, raw_messages: Sequence[bytes], now_ms: int) -> list[Outcome]:
         """Store each serialized UMessage as its topic's last message if it is the newest.
@@ -160,6 +203,8 @@ class UTwin:
         the store in one atomic write, which is in the write-ahead log when
         this returns. Raises only if the store itself fails.
         """
+        if len(raw_messages) == 1:
+            return [self._store_one(raw_messages[0], now_ms)]
         outcomes: list[Outcome] = [STORED] * len(raw_messages)
         candidates: list[_Candidate] = []
         for position, raw in enumerate(raw_messages):
@@ -172,49 +217,54 @@ class UTwin:
             return outcomes
 
         unique_keys = list(dict.fromkeys(candidate.key for candidate in candidates))
-        newest: dict[bytes, tuple[int, int] | None] = {}
+        newest: dict[bytes, IdPair | None] = {}
         for key, value in zip(unique_keys, self._store.get_many(unique_keys), strict=True):
-            newest[key] = None if value is None else store_keys.decode_topic_header(value)[:2]
+            newest[key] = None if value is None else store_keys.decode_topic_id(value)
 
         puts: dict[bytes, _Candidate] = {}
         new_topics = 0
         for candidate in candidates:
             current = newest[candidate.key]
+            refusal = self._refusal(candidate, current, new_topics)
+            if refusal is not None:
+                outcomes[candidate.position] = refusal
+                continue
             if current is None:
-                if self._topic_count + new_topics >= self._limits.max_topics:
-                    outcomes[candidate.position] = Outcome(
-                        Code.RESOURCE_EXHAUSTED,
-                        f"attributes.source: {candidate.topic} would be a new topic beyond "
-                        f"max_topics ({self._limits.max_topics}); stored topics are kept",
-                    )
-                    continue
                 new_topics += 1
-            elif candidate.id_pair == current:
-                outcomes[candidate.position] = DUPLICATE
-                continue
-            elif candidate.id_pair < current:
-                outcomes[candidate.position] = SUPERSEDED
-                continue
             newest[candidate.key] = candidate.id_pair
             puts[candidate.key] = candidate
-
         if puts:
-            ops: list[tuple[bytes, bytes | None]] = [(key, c.value) for key, c in puts.items()]
-            if new_topics:
-                ops.append(
-                    (store_keys.TOPIC_COUNT_KEY, store_keys.encode_count(self._topic_count + new_topics))
-                )
-            self._store.write(ops)
-            self._topic_count += new_topics
-            if self._listeners:
-                stored = [StoredMessage(c.topic, c.message) for c in puts.values()]
-                for listener in self._listeners:
-                    try:
-                        listener(stored)
-                    except Exception:
-                        # The write is done and acknowledged; a listener's failure must not undo that.
-                        log.exception("listener %r failed", listener)
+            self._write(list(puts.values()), new_topics)
         return outcomes
+
+    def _store_one(self, raw: bytes, now_ms: int) -> Outcome:
+        """store_messages of one message: the same rules without a batch's bookkeeping."""
+        candidate = self._parse(raw, now_ms, 0)
+        if isinstance(candidate, Outcome):
+            return candidate
+        value = self._store.get(candidate.key)
+        current = None if value is None else store_keys.decode_topic_id(value)
+        refusal = self._refusal(candidate, current, 0)
+        if refusal is not None:
+            return refusal
+        self._write([candidate], 1 if current is None else 0)
+        return STORED
+
+    def _write(self, winners: Sequence[_Candidate], new_topics: int) -> None:
+        """Write the winners (one per topic) in one atomic write, then tell the listeners."""
+        ops: list[tuple[bytes, bytes | None]] = [(winner.key, winner.value) for winner in winners]
+        if new_topics:
+            ops.append((store_keys.TOPIC_COUNT_KEY, store_keys.encode_count(self._topic_count + new_topics)))
+        self._store.write(ops)
+        self._topic_count += new_topics
+        if self._listeners:
+            stored = [StoredMessage(winner.topic, winner.message) for winner in winners]
+            for listener in self._listeners:
+                try:
+                    listener(stored)
+                except Exception:
+                    # The write is done and acknowledged; a listener's failure must not undo that.
+                    log.exception("listener %r failed", listener)
 
     def check_batch(self, size: int) -> None:
         if size == 0:
@@ -231,41 +281,45 @@ class UTwin:
     def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
         """As get_last, for serialized UUris (what the service receives and sends back)."""
         self.check_batch(len(topics))
-        keys = self._keys_of(topics)
-        values = iter(self._store.get_many([key for key in keys if isinstance(key, bytes)]))
+        keys, refused = self._keys_of(topics)
         answers: list[Answer] = []
         expired: list[bytes] = []
-        for key in keys:
-            if not isinstance(key, bytes):
-                answers.append(key)
-                continue
-            value = next(values)
+        for key, value in zip(keys, self._store.get_many(keys), strict=True):
             if value is None:
                 answers.append(_NOT_FOUND)
                 continue
-            msb, expires_at = store_keys.decode_topic_time(value)
+            msb, expires_at, message = store_keys.read_topic_value(value)
             if expires_at and now_ms > expires_at:
                 answers.append(_EXPIRED)
                 expired.append(key)
                 continue
-            answers.append(Answer(Code.OK, "", store_keys.topic_message(value), uuid.timestamp_ms(msb)))
+            answers.append(Answer(Code.OK, "", message, uuid.timestamp_ms(msb)))
+        for position, answer in refused.items():  # in ascending position order
+            answers.insert(position, answer)
         if expired:
             self._remove(sorted(set(expired)))
         return answers
 
-    def _keys_of(self, topics: Sequence[bytes]) -> list[bytes | Answer]:
-        """Store key of each serialized topic, or the Answer saying why it is not a topic.
+    def _keys_of(self, topics: Sequence[bytes]) -> tuple[list[bytes], dict[int, Answer]]:
+        """Store keys of the valid topics in order, and the Answer of each invalid one by position.
 
         Valid topics are memoized by their bytes (bounded), so a hot read costs a
         dict lookup instead of a decode and a validation per topic.
         """
         cache = self._key_cache
-        keys: list[bytes | Answer | None] = [cache.get(topic) for topic in topics]
+        keys: list[bytes | None] = [cache.get(topic) for topic in topics]
+        refused: dict[int, Answer] = {}
         if None in keys:
             for position, key in enumerate(keys):
                 if key is None:
-                    keys[position] = self._key_or_answer(topics[position], position)
-        return keys  # type: ignore[return-value]  # no None is left
+                    found = self._key_or_answer(topics[position], position)
+                    if isinstance(found, Answer):
+                        refused[position] = found
+                    else:
+                        keys[position] = found
+        if refused:
+            return [key for key in keys if key is not None], refused
+        return keys, refused  # type: ignore[return-value]  # every topic has its key
 
     def _key_or_answer(self, topic: bytes, position: int) -> bytes | Answer:
         field = f"topics.uris[{position}]"

@@ -18,6 +18,11 @@ def timestamp_ms(msb: int) -> int:
     return msb >> 16
 
 
+def is_v7(msb: int, lsb: int) -> bool:
+    """Whether (msb, lsb) is a UUID of version 7 and RFC variant (`check_v7` says why not)."""
+    return (msb >> 12) & 0xF == _VERSION_7 and lsb >> 62 == _VARIANT_RFC
+
+
 def check_v7(msb: int, lsb: int, field: str) -> None:
     """Raise InvalidArgument unless (msb, lsb) is a UUID of version 7 and RFC variant."""
     version = (msb >> 12) & 0xF

@@ -220,6 +220,8 @@ class DigiTwin:
 
     def on_utwin_stored(self, stored: Sequence[StoredMessage]) -> None:
         """uTwin listener: messages on bound topics update the affordances they feed."""
+        if not self._bridge.topic_count:
+            return  # no twin reads any topic: nothing to look up per message
         try:
             self._bridge_messages(stored)
         except Exception:

@@ -63,12 +63,11 @@ class IngestServicer:
                     log.error("ingest stream failed: %s", error.message)
                     await context.abort(GRPC_STATUS[error.code], error.message)
                 ack = ingest_pb2.PublishAck()
-                for offset, outcome in enumerate(outcomes):
-                    if outcome.ok:
-                        accepted += 1
-                    else:
-                        rejection = ack.rejections.add(position=acknowledged + offset)
-                        rejection.status.CopyFrom(ustatus(outcome.code, outcome.detail))
+                rejected = [(offset, outcome) for offset, outcome in enumerate(outcomes) if not outcome.ok]
+                for offset, outcome in rejected:
+                    rejection = ack.rejections.add(position=acknowledged + offset)
+                    rejection.status.CopyFrom(ustatus(outcome.code, outcome.detail))
+                accepted += len(outcomes) - len(rejected)
                 acknowledged += len(outcomes)
                 ack.acknowledged = acknowledged
                 ack.accepted = accepted

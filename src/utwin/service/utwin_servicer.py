@@ -41,11 +41,12 @@ class UTwinServicer:
         self._twin = twin
         self._group_sync = group_sync
         self._federation = federation
+        self._request_topics = wire.RequestTopics()
 
     async def get_last_messages(self, raw_request: bytes, context: Context) -> bytes:
         request = _parse_request(raw_request)
         uris = request.topics.uris
-        topics = [uri.SerializeToString() for uri in uris]
+        topics = self._request_topics.of(raw_request, uris)
         now_ms = uuid.now_ms()
         answers = self._twin.get_last_serialized(topics, now_ms)
         if self._federation is not None:

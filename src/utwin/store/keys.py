@@ -34,6 +34,7 @@ TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
 _TAIL = struct.Struct(">IBH")
 _LENGTH = struct.Struct(">H")
 _HEADER = struct.Struct(">BQQQ")
+_ID = struct.Struct(">BQQ")  # layout, msb, lsb
 _TIME = struct.Struct(">Q8xQ")  # msb, skip lsb, expires_at_ms
 _VALUE_LAYOUT = 1
 HEADER_SIZE = _HEADER.size
@@ -78,10 +79,18 @@ def decode_topic_header(value: bytes) -> StoredHeader:
     return StoredHeader(msb, lsb, expires_at_ms)
 
 
-def decode_topic_time(value: bytes) -> tuple[int, int]:
-    """(id msb, expires_at_ms) of a stored topic value: what reads need to decide."""
+def decode_topic_id(value: bytes) -> tuple[int, int]:
+    """(id msb, id lsb) of a stored topic value: what newest-wins compares."""
+    layout, msb, lsb = _ID.unpack_from(value)
+    if layout != _VALUE_LAYOUT:
+        raise ValueError(f"unknown topic value layout {layout}")
+    return msb, lsb
+
+
+def read_topic_value(value: bytes) -> tuple[int, int, bytes]:
+    """(id msb, expires_at_ms, UMessage bytes) of a stored topic value: what reads need."""
     msb, expires_at_ms = _TIME.unpack_from(value, 1)
-    return int(msb), int(expires_at_ms)
+    return msb, expires_at_ms, value[HEADER_SIZE:]
 
 
 def topic_message(value: bytes) -> bytes:
