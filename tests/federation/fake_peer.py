@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -40,20 +40,17 @@ class _MethodLog(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
 
-class FakePeer:
-    """Answers each topic with the message stored for it, or NOT_FOUND, after `delay_s`."""
+class LoopbackPeer:
+    """A grpc.aio server on 127.0.0.1 in its own thread and loop; subclasses add their handlers."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
+    thread_name = "loopback-peer"
+
+    def __init__(self) -> None:
         self.messages: dict[tuple[str, int, int, int], umessage_pb2.UMessage] = {}
-        self.calls: list[list[tuple[str, int, int, int]]] = []
-        self.metadata: list[dict[str, str]] = []
-        # Every call's method, also those it does not implement (such as the PeerLookup stream).
-        self.methods: list[str] = []
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-peer", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=self.thread_name, daemon=True)
         self._thread.start()
 
     @property
@@ -63,7 +60,7 @@ class FakePeer:
     def put(self, message: umessage_pb2.UMessage) -> None:
         self.messages[topic_tuple(message.attributes.source)] = message
 
-    def start(self, port: int = 0) -> FakePeer:
+    def start(self, port: int = 0) -> Self:
         self.port = self._call(self._start(port))
         return self
 
@@ -81,7 +78,32 @@ class FakePeer:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(TIMEOUT_S)
 
+    def _make_server(self) -> grpc.aio.Server:
+        """A server with this peer's handlers added (called on the peer's loop)."""
+        raise NotImplementedError
+
     async def _start(self, port: int) -> int:
+        server = self._make_server()
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        self._server = server
+        return bound
+
+
+class FakePeer(LoopbackPeer):
+    """Answers each topic with the message stored for it, or NOT_FOUND, after `delay_s`."""
+
+    thread_name = "fake-peer"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.calls: list[list[tuple[str, int, int, int]]] = []
+        self.metadata: list[dict[str, str]] = []
+        # Every call's method, also those it does not implement (such as the PeerLookup stream).
+        self.methods: list[str] = []
+
+    def _make_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=[_MethodLog(self.methods)])
         handler = grpc.unary_unary_rpc_method_handler(
             self._get_last_messages,
@@ -91,10 +113,7 @@ class FakePeer:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"GetLastMessages": handler}),)
         )
-        bound = server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        self._server = server
-        return bound
+        return server
 
     async def _get_last_messages(
         self, request: utwin_pb2.GetLastMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]

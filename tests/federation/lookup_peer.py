@@ -7,16 +7,14 @@ the stream (stop the server) while lookups wait on it.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
-from tests.federation.fake_peer import topic_tuple
+from tests.federation.fake_peer import LoopbackPeer, topic_tuple
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
-from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2
+from utwin_proto.uprotocol.v1 import ucode_pb2
 from utwin_proto.utwin.v1 import peer_pb2
 
 T = TypeVar("T")
@@ -32,46 +30,18 @@ class Received(NamedTuple):
     topics: list[tuple[str, int, int, int]]
 
 
-class LookupPeer:
+class LookupPeer(LoopbackPeer):
     """Answers each lookup from `messages` (NOT_FOUND if absent); never answers one asking a held topic."""
 
+    thread_name = "lookup-peer"
+
     def __init__(self) -> None:
-        self.messages: dict[tuple[str, int, int, int], umessage_pb2.UMessage] = {}
+        super().__init__()
         self.held: set[tuple[str, int, int, int]] = set()
         self.received: list[Received] = []
         self.open_streams = 0
-        self.port = 0
-        self._server: grpc.aio.Server | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="lookup-peer", daemon=True)
-        self._thread.start()
 
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def put(self, message: umessage_pb2.UMessage) -> None:
-        self.messages[topic_tuple(message.attributes.source)] = message
-
-    def start(self, port: int = 0) -> LookupPeer:
-        self.port = self._call(self._start(port))
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            server, self._server = self._server, None
-            self._call(server.stop(0))
-
-    def close(self) -> None:
-        self.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(TIMEOUT_S)
-        self._loop.close()
-
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(TIMEOUT_S)
-
-    async def _start(self, port: int) -> int:
+    def _make_server(self) -> grpc.aio.Server:
         server = grpc.aio.server()
         handler = grpc.stream_stream_rpc_method_handler(
             self._lookup,
@@ -79,10 +49,7 @@ class LookupPeer:
             response_serializer=peer_pb2.LookupResponse.SerializeToString,
         )
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Lookup": handler}),))
-        bound = server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        self._server = server
-        return bound
+        return server
 
     async def _lookup(
         self, requests: AsyncIterator[peer_pb2.LookupRequest], context: grpc.aio.ServicerContext[Any, Any]
