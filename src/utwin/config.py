@@ -60,6 +60,8 @@ class Config:
     shutdown_grace_s: float = 5.0
     expiry_sweep_interval_s: float = 60.0
     block_cache_mb: int = 64
+    # Recently read or written values kept in memory in front of RocksDB (0 turns it off).
+    value_memory_mb: int = 32
     log_level: str = "info"
     # DigiTwin: accept property and event names the TD does not declare.
     digitwin_lenient: bool = False

@@ -107,7 +107,11 @@ def digitwin_settings(config: Config) -> Settings:
 
 async def start_server(config: Config) -> RunningServer:
     """Open the store and start serving on config.listen (port 0 picks a free port)."""
-    store = RocksStore(config.data_dir, block_cache_mb=config.block_cache_mb)
+    store = RocksStore(
+        config.data_dir,
+        block_cache_mb=config.block_cache_mb,
+        value_memory_bytes=config.value_memory_mb << 20,
+    )
     federation: Federation | None = None
     try:
         twin = UTwin(store, config.limits)

@@ -112,6 +112,11 @@ class RocksStore:
                 return
             yield key, value
 
+    @property
+    def remembered_bytes(self) -> int:
+        """Bytes of values held in memory in front of RocksDB."""
+        return self._memory.size_bytes
+
     def sync(self) -> None:
         self._db.flush_wal(True)
 
