@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 
 from utwin import uuid
 from utwin.errors import InvalidArgument, UTwinError
+from utwin.service import wire
 from utwin.service.status import GRPC_STATUS, ustatus
 from utwin.store import GroupSync
 from utwin.twin import UTwin
@@ -21,10 +22,6 @@ log = logging.getLogger("utwin.service")
 
 Context = grpc.aio.ServicerContext[object, object]
 _END = None
-
-
-def _identity(data: bytes) -> bytes:
-    return data
 
 
 class IngestServicer:
@@ -106,7 +103,7 @@ class IngestServicer:
         return {
             "Publish": grpc.stream_stream_rpc_method_handler(
                 self.publish,
-                request_deserializer=_identity,  # decoded by the reader, which names a bad frame
+                request_deserializer=wire.passthrough,  # decoded by the reader, which names a bad frame
                 response_serializer=ingest_pb2.PublishAck.SerializeToString,
             ),
         }

@@ -38,10 +38,6 @@ _STATUS_TAG = b"\x1a"  # LookupResponse.status = 3
 Context = grpc.aio.ServicerContext[bytes, bytes]
 
 
-def _identity(data: bytes) -> bytes:
-    return data
-
-
 def _answered(lookup_id: int, topics: Sequence[bytes], answers: Sequence[Answer]) -> bytes:
     # The id field followed by GetLastMessagesResponse's fields, which LookupResponse shares.
     return _ID_TAG + wire.varint(lookup_id) + wire.get_last_messages_response(topics, answers)
@@ -176,8 +172,8 @@ class PeerLookupServicer:
         return {
             "Lookup": grpc.stream_stream_rpc_method_handler(
                 self.lookup,
-                request_deserializer=_identity,
-                response_serializer=_identity,
+                request_deserializer=wire.passthrough,
+                response_serializer=wire.passthrough,
             ),
         }
 

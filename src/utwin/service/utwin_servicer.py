@@ -22,10 +22,6 @@ log = logging.getLogger("utwin.service")
 Context = grpc.aio.ServicerContext[object, object]
 
 
-def _identity(data: bytes) -> bytes:
-    return data
-
-
 def _parse_request(raw_request: bytes) -> utwin_pb2.GetLastMessagesRequest:
     # Parsed here, not by gRPC's deserializer, whose failure would reach the client as UNKNOWN.
     try:
@@ -75,14 +71,14 @@ class UTwinServicer:
         return {
             "GetLastMessages": grpc.unary_unary_rpc_method_handler(
                 unary_errors(self.get_last_messages),
-                request_deserializer=_identity,
-                response_serializer=_identity,
+                request_deserializer=wire.passthrough,
+                response_serializer=wire.passthrough,
             ),
             # The request stays serialized: it is validated by parsing and stored byte for byte.
             # The answer is a cached serialized UStatus.
             "SetLastMessage": grpc.unary_unary_rpc_method_handler(
                 self.set_last_message,
-                request_deserializer=_identity,
-                response_serializer=_identity,
+                request_deserializer=wire.passthrough,
+                response_serializer=wire.passthrough,
             ),
         }

@@ -24,6 +24,11 @@ _STATUS_TAG = b"\x12"  # MessageResponse.status = 2
 _MESSAGE_TAG = b"\x1a"  # MessageResponse.message = 3
 
 
+def passthrough(data: bytes) -> bytes:
+    """The (de)serializer of a method whose messages the servicer handles as bytes."""
+    return data
+
+
 def varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
