@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -22,12 +21,11 @@ from utwin.errors import Code, UTwinError
 from utwin.federation import Federation, Forwarding
 from utwin.federation.forwarding import CLIENT_REQUEST
 from utwin.service import wire
-from utwin.service.status import ustatus_bytes
+from utwin.service.status import log_unexpected, ustatus_bytes
 from utwin.twin import Answer, UTwin
 from utwin_proto.utwin.v1 import peer_pb2
 
 SERVICE_NAME = "utwin.v1.PeerLookup"
-log = logging.getLogger("utwin.service")
 
 # Lookups of one stream waiting for a peer at once; beyond it a lookup is refused.
 MAX_LOOKUPS_IN_FLIGHT = 64
@@ -129,8 +127,7 @@ class PeerLookupServicer:
             await writer.write(_failed(request.id, error.code, error.message))
             return
         except Exception:
-            log.exception("unexpected error in a peer lookup")
-            await writer.write(_failed(request.id, Code.INTERNAL, "internal error; see the server log"))
+            await writer.write(_failed(request.id, Code.INTERNAL, log_unexpected("a peer lookup")))
             return
         if not pending:
             await writer.write(_answered(request.id, topics, answers))
@@ -164,8 +161,7 @@ class PeerLookupServicer:
         except UTwinError as error:
             response = _failed(request.id, error.code, error.message)
         except Exception:
-            log.exception("unexpected error in a peer lookup")
-            response = _failed(request.id, Code.INTERNAL, "internal error; see the server log")
+            response = _failed(request.id, Code.INTERNAL, log_unexpected("a peer lookup"))
         await writer.write(response)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:

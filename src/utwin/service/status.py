@@ -15,6 +15,8 @@ from utwin_proto.uprotocol.v1 import ustatus_pb2
 log = logging.getLogger("utwin.service")
 
 GRPC_STATUS: dict[Code, grpc.StatusCode] = {code: grpc.StatusCode[code.name] for code in Code}
+# What a caller is told of an unexpected error; the server log has its traceback.
+INTERNAL_DETAIL = "internal error; see the server log"
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -38,11 +40,16 @@ def unary_errors(handler: Handler[Request, Response]) -> Handler[Request, Respon
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:
-            log.exception("unexpected error in %s", handler.__qualname__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+            await context.abort(grpc.StatusCode.INTERNAL, log_unexpected(handler.__qualname__))
         raise AssertionError("context.abort returned")  # pragma: no cover
 
     return wrapper
+
+
+def log_unexpected(where: str) -> str:
+    """Log the exception being handled, with its traceback; the detail to send in its place."""
+    log.exception("unexpected error in %s", where)
+    return INTERNAL_DETAIL
 
 
 @functools.lru_cache(maxsize=1024)

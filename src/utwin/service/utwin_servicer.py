@@ -11,7 +11,7 @@ from utwin import uuid
 from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.federation import Federation, forwarding_from
 from utwin.service import wire
-from utwin.service.status import unary_errors, ustatus_bytes
+from utwin.service.status import log_unexpected, unary_errors, ustatus_bytes
 from utwin.store import GroupSync
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
@@ -63,8 +63,7 @@ class UTwinServicer:
             log.error("SetLastMessage failed: %s", error.message)
             return ustatus_bytes(error.code, error.message)
         except Exception:
-            log.exception("SetLastMessage failed")
-            return ustatus_bytes(Code.INTERNAL, "internal error; see the server log")
+            return ustatus_bytes(Code.INTERNAL, log_unexpected("SetLastMessage"))
         return ustatus_bytes(outcome.code, outcome.detail)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
