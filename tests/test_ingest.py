@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import grpc
+import pytest
 
 from tests.messages import publish, uuri
 from tests.servers import Servers, ServerThread
 from utwin import uuid
+from utwin.service.status import INTERNAL_DETAIL
+from utwin.twin import Outcome
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, ucode_pb2, umessage_pb2, uri_pb2
 from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
@@ -216,3 +219,24 @@ def test_undecodable_frame_ends_the_stream_with_invalid_argument(server: ServerT
     assert grpc.StatusCode.INVALID_ARGUMENT == failure[0]
     assert failure[1].startswith("frame 1: not a valid PublishRequest encoding")
     assert [good.SerializeToString()] == served
+
+
+def test_unexpected_failure_ends_the_stream_internal(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure that is no domain error ends the stream INTERNAL, its text kept in the server log."""
+
+    def fail(raw_messages: Sequence[bytes], now_ms: int) -> list[Outcome]:
+        raise RuntimeError("secret engine detail")
+
+    assert server.running is not None
+    monkeypatch.setattr(server.running.twin, "store_messages", fail)
+    request = ingest_pb2.PublishRequest(messages=[publish(uuri())])
+    with server.channel() as channel:
+        try:
+            list(ingest_pb2_grpc.IngestStub(channel).Publish(iter([request]), timeout=TIMEOUT_S))
+        except grpc.RpcError as error:
+            failure = (error.code(), error.details())
+        else:
+            raise AssertionError("the stream ended without an error")
+    assert (grpc.StatusCode.INTERNAL, INTERNAL_DETAIL) == failure

@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError
 from utwin import uuid
 from utwin.errors import InvalidArgument, UTwinError
 from utwin.service import wire
-from utwin.service.status import GRPC_STATUS, ustatus
+from utwin.service.status import abort, log_unexpected, ustatus
 from utwin.store import GroupSync
 from utwin.twin import UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
@@ -58,7 +58,9 @@ class IngestServicer:
                         await self._group_sync.sync()
                 except UTwinError as error:
                     log.error("ingest stream failed: %s", error.message)
-                    await context.abort(GRPC_STATUS[error.code], error.message)
+                    await abort(context, error)
+                except Exception:
+                    await context.abort(grpc.StatusCode.INTERNAL, log_unexpected("an ingest stream"))
                 ack = ingest_pb2.PublishAck()
                 rejected = [(offset, outcome) for offset, outcome in enumerate(outcomes) if not outcome.ok]
                 for offset, outcome in rejected:
@@ -72,7 +74,7 @@ class IngestServicer:
             try:
                 await reader  # re-raises a failure of the request stream
             except UTwinError as error:
-                await context.abort(GRPC_STATUS[error.code], error.message)
+                await abort(context, error)
         finally:
             reader.cancel()
 
