@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from utwin.errors import StoreLocked, Unavailable
+from utwin.errors import StoreError, StoreLocked, Unavailable
 from utwin.store import RocksStore, Store
 
 INITIAL = {
@@ -155,6 +155,14 @@ def test_sync_keeps_data(filled: RocksStore) -> None:
     """sync (an fsync of the log) may be called at any time and changes nothing."""
     filled.sync()
     assert scan_oracle(INITIAL, b"") == list(filled.scan(b""))
+
+
+def test_refused_sync_raises_store_error(tmp_path: Path) -> None:
+    """A sync the engine refuses (here: after close) raises StoreError, as a refused write does."""
+    closed = RocksStore(tmp_path / "db")
+    closed.close()
+    with pytest.raises(StoreError, match="closed"):
+        closed.sync()
 
 
 def test_close_then_reopen_keeps_data(tmp_path: Path) -> None:

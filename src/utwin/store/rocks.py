@@ -118,7 +118,10 @@ class RocksStore:
         return self._memory.size_bytes
 
     def sync(self) -> None:
-        self._db.flush_wal(True)
+        try:
+            self._db.flush_wal(True)
+        except Exception as exc:
+            raise _translate(exc, self.path) from exc
 
     def close(self) -> None:
         if not self._closed:
