@@ -115,7 +115,7 @@ def test_topic_value_round_trips(msb: int, lsb: int, expires_at: int, message: b
     value = keys.encode_topic_value(msb, lsb, expires_at, message)
     assert (keys.StoredHeader(msb, lsb, expires_at), message) == (
         keys.decode_topic_header(value),
-        keys.topic_message(value),
+        keys.read_topic_value(value)[2],
     )
 
 

@@ -107,12 +107,6 @@ def decode_value(record: bytes) -> Value:
     return Value(record[_VALUE_HEADER.size :].decode(), timestamp_ms)
 
 
-class TdRecord(NamedTuple):
-    summary: ThingSummary
-    original_json: str
-    twin_json: str
-
-
 def _summary_json(summary: ThingSummary) -> bytes:
     return json.dumps(
         {

@@ -245,10 +245,6 @@ class DigiTwin:
         if offered:
             self._apply(offered)
 
-    @property
-    def bound_topic_count(self) -> int:
-        return self._bridge.topic_count
-
     # -- current state for watchers ----------------------------------------
 
     def current_state_step(

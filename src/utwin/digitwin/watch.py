@@ -110,7 +110,6 @@ class WatchHub:
         self._buffer_changes = buffer_changes
         self._subscriptions: set[Subscription] = set()
         self._sequence = 0
-        self.published = 0
 
     @property
     def sequence(self) -> int:
@@ -132,11 +131,9 @@ class WatchHub:
     def publish(self, changes: Sequence[Change]) -> None:
         if not self._subscriptions:
             self._sequence += len(changes)
-            self.published += len(changes)
             return
         for change in changes:
             self._sequence += 1
-            self.published += 1
             overflowed: Iterable[Subscription] = [
                 subscription
                 for subscription in self._subscriptions

@@ -93,11 +93,6 @@ def read_topic_value(value: bytes) -> tuple[int, int, bytes]:
     return msb, expires_at_ms, value[HEADER_SIZE:]
 
 
-def topic_message(value: bytes) -> bytes:
-    """The stored UMessage bytes, exactly as received."""
-    return value[HEADER_SIZE:]
-
-
 def encode_count(count: int) -> bytes:
     return struct.pack(">Q", count)
 
