@@ -13,14 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from utwin import __version__, uuid
 from utwin.cli_things import add_things_command, run_things
 from utwin.config import Config, load_config
 from utwin.errors import Code, StoreLocked, UTwinError
 from utwin.service.admin_client import fetch_stats
-from utwin.service.client import UTwinClient, publish_message
+from utwin.service.client import CallFailed, UTwinClient, call_failure, publish_message
 from utwin.service.server import RunningServer, serve
 from utwin.uri import parse_uri
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
@@ -246,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"utwin: {error}", file=sys.stderr)
         return 2
-    except grpc.RpcError as error:
-        print(f"utwin: {error.code().name}: {error.details()}", file=sys.stderr)
+    except CallFailed as error:
+        print(f"utwin: {call_failure(error)}", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         return 130

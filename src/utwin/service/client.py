@@ -1,4 +1,8 @@
-"""A small synchronous uTwin client for people (the CLI) and scripts."""
+"""A small synchronous uTwin client for people (the CLI) and scripts.
+
+Also what a failed call of any of the blocking clients (this one, the admin and
+the DigiTwin client) raises, so that the CLI handles it without importing grpc.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,14 @@ from utwin import uuid
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2, ustatus_pb2
+
+# What the blocking clients of this package raise when a call fails.
+CallFailed = grpc.RpcError
+
+
+def call_failure(error: grpc.RpcError) -> str:
+    """A failed call as people read it: its status code and the server's detail."""
+    return f"{error.code().name}: {error.details()}"
 
 
 def to_uuri(topic: Topic) -> uri_pb2.UUri:
