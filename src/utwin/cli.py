@@ -16,7 +16,7 @@ from typing import Any
 from utwin import __version__, uuid
 from utwin.cli_things import add_things_command, run_things
 from utwin.config import Config, load_config
-from utwin.errors import Code, StoreLocked, UTwinError
+from utwin.errors import StoreLocked, UTwinError, code_of
 from utwin.service.admin_client import fetch_stats
 from utwin.service.client import CallFailed, UTwinClient, call_failure, publish_message
 from utwin.service.server import RunningServer, serve
@@ -125,7 +125,7 @@ def _run_serve(options: argparse.Namespace) -> int:
 def _answer_as_dict(response: utwin_pb2.MessageResponse) -> dict[str, Any]:
     topic = response.topic
     uri = f"up://{topic.authority_name}/{topic.ue_id:X}/{topic.ue_version_major:X}/{topic.resource_id:X}"
-    entry: dict[str, Any] = {"topic": uri, "status": Code(response.status.code).name}
+    entry: dict[str, Any] = {"topic": uri, "status": code_of(response.status.code).name}
     if response.status.message:
         entry["detail"] = response.status.message
     if response.HasField("message"):
@@ -177,7 +177,7 @@ def _run_set(options: argparse.Namespace) -> int:
     result = {
         "topic": str(topic),
         "id": uuid.to_text(message.attributes.id.msb, message.attributes.id.lsb),
-        "status": Code(status.code).name,
+        "status": code_of(status.code).name,
     }
     if status.message:
         result["detail"] = status.message

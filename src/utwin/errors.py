@@ -38,6 +38,14 @@ class Code(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
+_CODES = {code.value: code for code in Code}
+
+
+def code_of(number: int) -> Code:
+    """The Code a status number names; UNKNOWN for a number outside the table (as from a newer peer)."""
+    return _CODES.get(number, Code.UNKNOWN)
+
+
 class UTwinError(Exception):
     """Root of the project's errors: a status code and a message for people."""
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from utwin.errors import Code, DeadlineExceeded, Unavailable, UTwinError
+from utwin.errors import Code, DeadlineExceeded, Unavailable, UTwinError, code_of
 from utwin.federation.forwarding import Forwarding
 from utwin.federation.peer import CallDone, PeerAnswer
 from utwin.federation.peer_stream import LookupOutcome, LookupStream, StreamUnsupported
@@ -26,7 +26,6 @@ from utwin_proto.uprotocol.v1 import uri_pb2, ustatus_pb2
 from utwin_proto.utwin.v1 import peer_pb2
 
 GET_LAST_MESSAGES_PATH = "/uprotocol.core.utwin.v2.uTwin/GetLastMessages"
-_KNOWN_CODES = frozenset(code.value for code in Code)
 log = logging.getLogger("utwin.federation")
 
 # Keepalive pings only every 5 minutes: servers with gRPC's default policy
@@ -51,10 +50,9 @@ def _serialize_request(uris: Sequence[uri_pb2.UUri]) -> bytes:
 
 def _peer_answer(response: peer_pb2.MessageResponseView) -> PeerAnswer:
     topic = response.topic
-    code = response.status.code
     return PeerAnswer(
         (topic.authority_name, topic.ue_id, topic.ue_version_major, topic.resource_id),
-        Code(code) if code in _KNOWN_CODES else Code.UNKNOWN,
+        code_of(response.status.code),
         response.status.message,
         response.message or None,
     )
@@ -164,8 +162,8 @@ class PeerClient:
 
 def lookup_failure(status: ustatus_pb2.UStatus) -> UTwinError:
     """The error of a lookup the peer refused as a whole, as the same unary call's status gives."""
-    code = int(status.code)
-    text = f"{Code(code).name if code in _KNOWN_CODES else code}: {status.message}"
-    if code == Code.DEADLINE_EXCEEDED.value:
+    code = code_of(status.code)
+    text = f"{code.name}: {status.message}"
+    if code is Code.DEADLINE_EXCEEDED:
         return DeadlineExceeded(text)
     return Unavailable(text)
