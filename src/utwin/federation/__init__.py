@@ -1,8 +1,8 @@
 """Federation: misses and stale entries fetched from the uTwin of the topic's authority.
 
 Routing, hop and loop protection, single flight, the NOT_FOUND memory and the
-circuit breaker live here without gRPC; `peer_client` is the one module that
-talks gRPC to peers.
+circuit breaker live here without gRPC; `peer_client` and the PeerLookup stream
+it uses (`peer_stream`) are the only modules that talk gRPC to peers.
 """
 
 from utwin.federation.breaker import BreakerState, CircuitBreaker

@@ -1,9 +1,12 @@
-"""Hand assembly of GetLastMessagesResponse bytes.
+"""Protobuf wire format by hand: GetLastMessagesResponse bytes and the pieces they are made of.
 
 A repeated field on the wire is its tag repeated, and a submessage is its
 tag, its length and its bytes. So the response can be built by concatenating
 already-serialized parts, and stored messages are sent exactly as stored,
-without decoding and re-encoding each one.
+without decoding and re-encoding each one. The field helpers (`varint`,
+`length_delimited`) also serve the PeerLookup and Watch responses;
+`RequestTopics` cuts a request's topics out of its bytes; `passthrough` is the
+(de)serializer of methods handled as bytes.
 """
 
 from __future__ import annotations
