@@ -20,7 +20,7 @@ from utwin.errors import StoreLocked, UTwinError, code_of
 from utwin.service.admin_client import fetch_stats
 from utwin.service.client import CallFailed, UTwinClient, call_failure, publish_message
 from utwin.service.server import RunningServer, serve
-from utwin.uri import parse_uri
+from utwin.uri import Topic, format_uri, parse_uri
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import uattributes_pb2
 from utwin_proto.utwin.v1 import admin_pb2
@@ -124,7 +124,7 @@ def _run_serve(options: argparse.Namespace) -> int:
 
 def _answer_as_dict(response: utwin_pb2.MessageResponse) -> dict[str, Any]:
     topic = response.topic
-    uri = f"up://{topic.authority_name}/{topic.ue_id:X}/{topic.ue_version_major:X}/{topic.resource_id:X}"
+    uri = format_uri(Topic(topic.authority_name, topic.ue_id, topic.ue_version_major, topic.resource_id))
     entry: dict[str, Any] = {"topic": uri, "status": code_of(response.status.code).name}
     if response.status.message:
         entry["detail"] = response.status.message
