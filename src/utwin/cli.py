@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from utwin import __version__, uuid
-from utwin.cli_things import add_things_command, run_things
+from utwin.cli_things import DEFAULT_TARGET, add_things_command, run_things
 from utwin.config import Config, load_config
 from utwin.errors import StoreLocked, UTwinError, code_of
 from utwin.service.admin_client import fetch_stats
@@ -25,7 +25,6 @@ from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import uattributes_pb2
 from utwin_proto.utwin.v1 import admin_pb2
 
-DEFAULT_TARGET = "127.0.0.1:50051"
 _FORMATS = {
     "text": uattributes_pb2.UPAYLOAD_FORMAT_TEXT,
     "json": uattributes_pb2.UPAYLOAD_FORMAT_JSON,
