@@ -35,10 +35,13 @@ class IngestServicer:
     ) -> AsyncIterator[ingest_pb2.PublishAck]:
         # A reader task keeps up to `queue_frames` frames ready; the store side
         # takes every frame waiting at once, so acks coalesce when it falls
-        # behind. A full queue stops the reader, and HTTP/2 flow control then
-        # stops the dispatcher: memory per stream stays bounded.
-        queue: asyncio.Queue[ingest_pb2.PublishRequestView | None] = asyncio.Queue(self._queue_frames)
-        reader = asyncio.create_task(self._read(frames, queue))
+        # behind. With no free slot the reader stops reading, and HTTP/2 flow
+        # control then stops the dispatcher: memory per stream stays bounded.
+        # The slots bound the frames, not the queue, so the end marker can
+        # always be queued without waiting, also by a reader being cancelled.
+        queue: asyncio.Queue[ingest_pb2.PublishRequestView | None] = asyncio.Queue()
+        free_slots = asyncio.Semaphore(self._queue_frames)
+        reader = asyncio.create_task(self._read(frames, queue, free_slots))
         acknowledged = 0
         accepted = 0
         try:
@@ -49,6 +52,9 @@ class IngestServicer:
                     batch.append(queue.get_nowait())
                 if batch[-1] is _END:
                     finished = True
+                for frame in batch:
+                    if frame is not _END:
+                        free_slots.release()
                 raw_messages = [raw for frame in batch if frame is not None for raw in frame.messages]
                 if not raw_messages:
                     continue
@@ -82,6 +88,7 @@ class IngestServicer:
         self,
         frames: AsyncIterator[bytes],
         queue: asyncio.Queue[ingest_pb2.PublishRequestView | None],
+        free_slots: asyncio.Semaphore,
     ) -> None:
         try:
             frame_number = 0
@@ -92,14 +99,11 @@ class IngestServicer:
                     raise InvalidArgument(
                         f"frame {frame_number}: not a valid PublishRequest encoding; stream ended"
                     ) from None
-                await queue.put(frame)
+                await free_slots.acquire()
+                queue.put_nowait(frame)
                 frame_number += 1
         finally:
-            # Always wake the writer side, also when the stream fails.
-            if queue.full():
-                await queue.put(_END)
-            else:
-                queue.put_nowait(_END)
+            queue.put_nowait(_END)  # always wake the store side, also when the stream fails
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {
