@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from utwin.errors import InvalidArgument
+from utwin.uri import MAX_AUTHORITY_CHARS
 
 ENV_PREFIX = "UTWIN_"
 # Variables of the prefix that are not settings: where the file is, and the CLI clients' server and agent.
@@ -147,8 +148,8 @@ def _check_authority_name(name: str) -> str:
     """Raise ValueError unless name can name an instance (ASCII, no separators, <= 128 characters)."""
     if not name:
         raise ValueError("an authority name must not be empty")
-    if len(name) > 128:
-        raise ValueError(f"authority {name[:20]!r}...: more than 128 characters")
+    if len(name) > MAX_AUTHORITY_CHARS:
+        raise ValueError(f"authority {name[:20]!r}...: more than {MAX_AUTHORITY_CHARS} characters")
     if not name.isascii() or not name.isprintable() or _AUTHORITY_FORBIDDEN & set(name):
         raise ValueError(f"authority {name!r}: printable ASCII without spaces, ',', '=' or '*' only")
     return name

@@ -29,6 +29,7 @@ from utwin.digitwin import (
     ValueKind,
     WatchFilter,
     parse_twin_id,
+    td,
 )
 from utwin.errors import InvalidArgument, PermissionDenied, ResourceExhausted, UTwinError
 from utwin.service import wire
@@ -36,7 +37,7 @@ from utwin.service.status import abort, unary_errors
 from utwin.store import GroupSync
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
-SERVICE_NAME = "utwin.digitwin.v1.DigiTwin"
+SERVICE_NAME = td.SERVICE  # the twin TD's forms name the same service
 AGENT_METADATA_KEY = "utwin-agent"
 log = logging.getLogger("utwin.service")
 
