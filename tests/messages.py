@@ -37,3 +37,13 @@ def publish(
         attributes.payload_format = uattributes_pb2.UPAYLOAD_FORMAT_TEXT
         message.payload = payload
     return message
+
+
+def encode_varint(value: int) -> bytes:
+    """A protobuf varint, written here independently of the code under test (an oracle for wire tests)."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

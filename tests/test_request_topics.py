@@ -5,32 +5,25 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.messages import uuri
+from tests.messages import encode_varint, uuri
 from utwin.service.wire import RequestTopics
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import uri_pb2
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _length_delimited(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+    return encode_varint(field << 3 | 2) + encode_varint(len(payload)) + payload
 
 
 def encode_uuri(uri: uri_pb2.UUri, order: list[int], defaults: bool) -> bytes:
     """A UUri encoded by hand: fields in the given order, zero values written out if asked."""
     fields = {
         1: _length_delimited(1, uri.authority_name.encode()) if uri.authority_name or defaults else b"",
-        2: _varint(2 << 3) + _varint(uri.ue_id) if uri.ue_id or defaults else b"",
-        3: _varint(3 << 3) + _varint(uri.ue_version_major) if uri.ue_version_major or defaults else b"",
-        4: _varint(4 << 3) + _varint(uri.resource_id) if uri.resource_id or defaults else b"",
+        2: encode_varint(2 << 3) + encode_varint(uri.ue_id) if uri.ue_id or defaults else b"",
+        3: encode_varint(3 << 3) + encode_varint(uri.ue_version_major)
+        if uri.ue_version_major or defaults
+        else b"",
+        4: encode_varint(4 << 3) + encode_varint(uri.resource_id) if uri.resource_id or defaults else b"",
     }
     return b"".join(fields[number] for number in order)
 

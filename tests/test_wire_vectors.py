@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from tests.messages import publish, uuri
+from tests.messages import encode_varint, publish, uuri
 from tests.servers import ServerThread
 from utwin import uuid
 from utwin.errors import Code
@@ -27,17 +27,8 @@ GET_LAST_MESSAGES = "/uprotocol.core.utwin.v2.uTwin/GetLastMessages"
 SET_LAST_MESSAGE = "/uprotocol.core.utwin.v2.uTwin/SetLastMessage"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    return bytes((tag,)) + encode_varint(len(payload)) + payload
 
 
 def _not_found_response(topic: bytes, detail: str) -> bytes:
