@@ -8,6 +8,7 @@ UTwinError                 code: Code (gRPC / uProtocol numbering)
 ├── Unavailable            a peer or the store cannot answer now
 │   └── StoreLocked        another process holds the data folder
 ├── DeadlineExceeded       an answer did not come in time
+├── Unauthenticated        credentials missing, expired, forged or not for this service
 └── StoreError             the storage engine failed (INTERNAL)
 """
 
@@ -82,6 +83,12 @@ class StoreLocked(Unavailable):
 
 class DeadlineExceeded(UTwinError):
     code = Code.DEADLINE_EXCEEDED
+
+
+class Unauthenticated(UTwinError):
+    """The caller's credentials could not be verified; the message never repeats a credential."""
+
+    code = Code.UNAUTHENTICATED
 
 
 class StoreError(UTwinError):

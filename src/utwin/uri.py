@@ -73,6 +73,12 @@ def parse_uri(text: str) -> Topic:
     The `up:` scheme is optional; `//authority` may be omitted for a local topic
     (`/ue_id/version/resource`), which leaves the authority empty.
     """
+    authority, ue_id, version, resource = split_uri(text)
+    return topic_from_fields(authority, ue_id, version, resource, field="uri")
+
+
+def split_uri(text: str) -> tuple[str, int, int, int]:
+    """The four fields of a URI's text form, each a 32-bit number at most; no topic rules applied."""
     rest = text.strip()
     if rest.startswith("up:"):
         rest = rest[3:]
@@ -96,4 +102,4 @@ def parse_uri(text: str) -> Topic:
         if value > 0xFFFFFFFF:
             raise InvalidArgument(f"uri {text!r}: {name} {part!r} is out of range")
         numbers.append(value)
-    return topic_from_fields(authority, numbers[0], numbers[1], numbers[2], field="uri")
+    return authority, numbers[0], numbers[1], numbers[2]

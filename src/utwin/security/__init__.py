@@ -1,0 +1,1 @@
+"""Security building blocks with no gRPC: identities, the authorization policy, denial logging."""
