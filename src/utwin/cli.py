@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from utwin import __version__, uuid
+from utwin.cli_security import add_security_commands, run_certs, run_token
 from utwin.cli_things import DEFAULT_TARGET, add_things_command, run_things
 from utwin.config import Config, load_config
 from utwin.errors import StoreLocked, UTwinError, code_of
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--format", choices=sorted(_FORMATS), default="text")
             command.add_argument("--ttl", type=int, metavar="MS", help="time to live in milliseconds")
     add_things_command(commands)
+    add_security_commands(commands)
     return parser
 
 
@@ -234,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "set": _run_set,
         "stats": _run_stats,
         "things": run_things,
+        "certs": run_certs,
+        "token": run_token,
     }
     try:
         return commands[options.command](options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 import math
 import os
 import tomllib
@@ -35,6 +36,18 @@ class Durability(enum.StrEnum):
 
     PROCESS = "process"
     POWER = "power"
+
+
+class AuthMode(enum.StrEnum):
+    """Whether callers must prove who they are.
+
+    NONE: no credentials asked, every caller may do everything (loopback only,
+    unless allow_insecure). REQUIRED: every call but health and reflection needs
+    a client certificate or a bearer token, and the policy decides what it may do.
+    """
+
+    NONE = "none"
+    REQUIRED = "required"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +94,19 @@ class Config:
     not_found_ttl_s: float = 5.0
     breaker_failures: int = 5
     breaker_cooldown_s: float = 10.0
+    # Security: server TLS (mTLS with tls_client_ca), peer links, tokens, the policy.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    peer_tls_ca: Path | None = None
+    peer_tls_cert: Path | None = None
+    peer_tls_key: Path | None = None
+    jwt_keys: Path | None = None
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    policy: Path | None = None
+    auth: AuthMode = AuthMode.NONE
+    allow_insecure: bool = False
 
     @property
     def limits(self) -> Limits:
@@ -116,6 +142,10 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             if not math.isfinite(value) or value < 0:
                 raise ValueError("must be a finite number, not negative")
             return value
+        if field_type == "Path | None":
+            if not isinstance(raw, str | os.PathLike):
+                raise ValueError("not a file path")
+            return Path(raw).expanduser() if str(raw) else None
         if field_type in ("Path", Path):
             if not isinstance(raw, str | os.PathLike):
                 raise ValueError("not a folder path")
@@ -124,6 +154,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             raise ValueError("not text")
         if field_type in ("Durability", Durability):
             return Durability(raw.lower())
+        if field_type in ("AuthMode", AuthMode):
+            return AuthMode(raw.lower())
         return raw
     except ValueError as exc:
         raise InvalidArgument(f"{source}: {name}: {raw!r} is not valid ({exc})") from None
@@ -230,4 +262,63 @@ def load_config(
         merged.update(_layer(flags, "command line"))
     config = Config(**merged)
     _check_federation(config)
+    _check_security(config)
     return config
+
+
+_FILE_PAIRS = (("tls_cert", "tls_key"), ("peer_tls_cert", "peer_tls_key"))
+_SECURITY_FILES = (
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "peer_tls_ca",
+    "peer_tls_cert",
+    "peer_tls_key",
+    "jwt_keys",
+    "policy",
+)
+
+
+def _check_security(config: Config) -> None:
+    for first, second in _FILE_PAIRS:
+        if (getattr(config, first) is None) != (getattr(config, second) is None):
+            raise InvalidArgument(f"{first}, {second}: set both or neither")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise InvalidArgument("tls_client_ca: needs tls_cert and tls_key (client certificates need TLS)")
+    if config.peer_tls_cert is not None and config.peer_tls_ca is None:
+        raise InvalidArgument("peer_tls_cert: needs peer_tls_ca to verify the peers it is shown to")
+    if (config.jwt_issuer or config.jwt_audience) and config.jwt_keys is None:
+        raise InvalidArgument("jwt_issuer, jwt_audience: need jwt_keys to verify tokens")
+    for name in _SECURITY_FILES:
+        path = getattr(config, name)
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+            raise InvalidArgument(f"{name}: {path} is not a readable file")
+    if config.auth is AuthMode.REQUIRED:
+        if config.jwt_keys is None and config.tls_client_ca is None:
+            raise InvalidArgument("auth: 'required' needs jwt_keys or tls_client_ca to check credentials")
+        if config.policy is None:
+            raise InvalidArgument("auth: 'required' needs a policy saying what each principal may do")
+
+
+def is_loopback_listen(listen: str) -> bool:
+    """Whether HOST:PORT binds only the loopback interface."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_secure_start(config: Config) -> None:
+    """Refuse, in one line naming the setting, to serve beyond loopback without TLS and a policy."""
+    if config.allow_insecure or is_loopback_listen(config.listen):
+        return
+    beyond = f"listen {config.listen} is not loopback"
+    if config.tls_cert is None:
+        raise InvalidArgument(f"{beyond}: set tls_cert and tls_key (or allow_insecure = true)")
+    if config.policy is None:
+        raise InvalidArgument(f"{beyond}: set policy (or allow_insecure = true)")
+    if config.auth is not AuthMode.REQUIRED:
+        raise InvalidArgument(f'{beyond}: set auth = "required" (or allow_insecure = true)')

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from utwin.errors import InvalidArgument
-from utwin.security.identity import Principal
+from utwin.security.identity import AuthMethod, Principal
 from utwin.security.patterns import Access, TopicPattern, parse_pattern, parse_scope_entry
 from utwin.uri import Topic
 
@@ -100,10 +100,11 @@ class Grant:
     write: tuple[TopicPattern, ...] = ()
     roles: tuple[RoleGrant, ...] = ()
 
-    def applies_to(self, name: str, groups: frozenset[str]) -> bool:
+    def applies_to(self, principal: Principal, groups: frozenset[str]) -> bool:
+        """Whether the grant names the principal, one of its groups, or everyone authenticated."""
         return (
-            EVERYONE in self.principals
-            or name in self.principals
+            (EVERYONE in self.principals and principal.method is not AuthMethod.NONE)
+            or principal.name in self.principals
             or any(GROUP_PREFIX + group in self.principals for group in groups)
         )
 
@@ -179,7 +180,7 @@ class Policy:
         groups = principal.groups | {
             group for group, members in self.groups.items() if principal.name in members
         }
-        applying = [grant for grant in self.grants if grant.applies_to(principal.name, groups)]
+        applying = [grant for grant in self.grants if grant.applies_to(principal, groups)]
         scope: dict[Access, tuple[TopicPattern, ...]] | None = None
         if principal.scopes is not None:
             entries = [parse_scope_entry(entry) for entry in principal.scopes]
