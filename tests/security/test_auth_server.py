@@ -15,9 +15,12 @@ import pytest
 
 from tests.security.conftest import AUDIENCE, CLIENT, ISSUER, Pki
 from utwin.cli_security import client_file_stem, init_certificates
+from utwin.config import load_config
+from utwin.errors import Code, Unauthenticated
 from utwin.security.identity import Authenticator, TokenRules, TokenVerifier, load_verification_keys
-from utwin.service.auth import AuthInterceptor, current_principal
-from utwin.service.tls import ServerTls, channel_credentials
+from utwin.service.auth import AuthInterceptor, authenticator_for, current_principal
+from utwin.service.status import GRPC_STATUS
+from utwin.service.tls import ServerTls, channel_credentials, peer_channel_credentials
 
 SERVICE = "test.Echo"
 WHO_AM_I = f"/{SERVICE}/WhoAmI"
@@ -273,4 +276,45 @@ def test_reload_of_mismatched_files_keeps_the_old_ones(tmp_path: Path, pki: Pki,
     assert ("tls_key: does not belong to the certificate in tls_cert", (grpc.StatusCode.OK, "frank")) == (
         reason,
         answer,
+    )
+
+
+def test_peer_credentials_from_settings_speak_mtls(tmp_path: Path, pki: Pki) -> None:
+    """peer_tls_ca/cert/key build a channel a mTLS server accepts, naming the peer by its certificate."""
+    stem = f"client-{client_file_stem(CLIENT)}"
+    (tmp_path / "policy.toml").write_text("")
+    config = load_config(
+        flags={
+            "peer_tls_ca": str(pki.path("ca.pem")),
+            "peer_tls_cert": str(pki.path(f"{stem}.pem")),
+            "peer_tls_key": str(pki.path(f"{stem}.key")),
+            "tls_cert": str(pki.path("server.pem")),
+            "tls_key": str(pki.path("server.key")),
+            "tls_client_ca": str(pki.path("ca.pem")),
+            "jwt_keys": str(pki.path("jwt-public.pem")),
+            "policy": str(tmp_path / "policy.toml"),
+            "auth": "required",
+        }
+    )
+    credentials = peer_channel_credentials(config)
+    tls = ServerTls.from_config(config)
+    assert credentials is not None and tls is not None
+
+    async def scenario(target: str, handled: Handled) -> Any:
+        async with grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS) as channel:
+            return await _who_am_i(channel)
+
+    assert (grpc.StatusCode.OK, CLIENT) == asyncio.run(_serving(authenticator_for(config), scenario, tls))
+
+
+def test_no_peer_ca_means_plaintext_peers() -> None:
+    """Without peer_tls_ca, peers are reached without TLS (None credentials)."""
+    assert None is peer_channel_credentials(load_config(flags={}))
+
+
+def test_unauthenticated_maps_to_its_grpc_status() -> None:
+    """The new error carries UNAUTHENTICATED, and the one status table maps it to gRPC's."""
+    assert (Code.UNAUTHENTICATED, grpc.StatusCode.UNAUTHENTICATED) == (
+        Unauthenticated.code,
+        GRPC_STATUS[Unauthenticated.code],
     )
