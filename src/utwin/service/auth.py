@@ -72,10 +72,14 @@ else:  # the runtime class is not generic; only its stub is
 
 
 class AuthInterceptor(_ServerInterceptor):
-    """Authenticates every call but health and reflection before its handler runs."""
+    """Authenticates every call but health and reflection before its handler runs.
+
+    `authenticator` may be replaced (as when jwt_keys are reloaded); calls already
+    authenticated keep their principal.
+    """
 
     def __init__(self, authenticator: Authenticator) -> None:
-        self._authenticator = authenticator
+        self.authenticator = authenticator
 
     async def intercept_service(
         self,
@@ -91,7 +95,7 @@ class AuthInterceptor(_ServerInterceptor):
     async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         certificate, authorization = call_credentials(context)
         try:
-            return self._authenticator.authenticate(certificate, authorization)
+            return self.authenticator.authenticate(certificate, authorization)
         except Unauthenticated as error:
             await abort(context, error)
 
