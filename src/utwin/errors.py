@@ -5,8 +5,10 @@ UTwinError                 code: Code (gRPC / uProtocol numbering)
 ├── NotFound               nothing stored for the key asked
 ├── PermissionDenied       the caller may not touch this entity
 ├── ResourceExhausted      a configured limit would be exceeded
+│   └── StoreFull          the disk under the data folder is full (writes resume once freed)
 ├── Unavailable            a peer or the store cannot answer now
-│   └── StoreLocked        another process holds the data folder
+│   ├── StoreLocked        another process holds the data folder
+│   └── StoreStopped       the storage engine stopped accepting writes (they resume on their own)
 ├── DeadlineExceeded       an answer did not come in time
 ├── Unauthenticated        credentials missing, expired, forged or not for this service
 └── StoreError             the storage engine failed (INTERNAL)
@@ -79,6 +81,14 @@ class Unavailable(UTwinError):
 
 class StoreLocked(Unavailable):
     """The data folder is open in another process (RocksDB's LOCK file)."""
+
+
+class StoreFull(ResourceExhausted):
+    """The disk holding the data folder has no space left for a write."""
+
+
+class StoreStopped(Unavailable):
+    """The storage engine refuses writes after a failure, until the store resumes them."""
 
 
 class DeadlineExceeded(UTwinError):

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from utwin import uuid
 from utwin.config import Config, Durability
 from utwin.digitwin import DigiTwin, Settings
-from utwin.errors import Unavailable
+from utwin.errors import Unavailable, UTwinError
 from utwin.federation import Federation, build_federation
 from utwin.federation.peer_client import PeerClient
 from utwin.service.admin_servicer import SERVICE_NAME as ADMIN_SERVICE
@@ -46,6 +46,9 @@ class HealthStatus(Protocol):
 
 SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE, PEER_LOOKUP_SERVICE)
 _SWEEP_STEP_TOPICS = 5_000
+# How often a store that refuses writes is asked to resume: soon at first, then at most each second.
+_RESUME_FIRST_S = 0.05
+_RESUME_MAX_S = 1.0
 
 
 @dataclasses.dataclass
@@ -62,6 +65,7 @@ class RunningServer:
     digitwin: DigiTwin
     peer_lookup: PeerLookupServicer
     federation: Federation | None = None
+    group_sync: GroupSync | None = None
 
     @property
     def address(self) -> str:
@@ -81,6 +85,8 @@ class RunningServer:
         await self.server.stop(grace)
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it
+        if self.group_sync is not None:
+            await self.group_sync.close(grace)  # its fsync runs in a thread: never beside the close
         self.store.close()
 
 
@@ -89,11 +95,34 @@ async def _sweep_expired(twin: UTwin, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         start: bytes | None = None
-        while True:
-            start = twin.sweep_expired(uuid.now_ms(), start, _SWEEP_STEP_TOPICS)
-            if start is None:
-                break
-            await asyncio.sleep(0)
+        try:
+            while True:
+                start = twin.sweep_expired(uuid.now_ms(), start, _SWEEP_STEP_TOPICS)
+                if start is None:
+                    break
+                await asyncio.sleep(0)
+        except UTwinError as error:  # a full disk, say: the next round tries again
+            log.warning("expiry sweep stopped early: %s", error.message)
+
+
+async def _set_health(health: HealthStatus, status: int) -> None:
+    for name in ("", *SERVED_SERVICES):
+        await health.set(name, status)
+
+
+async def _keep_store_writable(store: RocksStore, health: HealthStatus, write_stopped: asyncio.Event) -> None:
+    """Health is NOT_SERVING while the store refuses writes, which it is asked to resume until it does."""
+    while True:
+        await write_stopped.wait()
+        write_stopped.clear()
+        if store.writable:
+            continue
+        await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        delay_s = _RESUME_FIRST_S
+        while not store.resume_writes():
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RESUME_MAX_S)
+        await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
 
 
 def digitwin_settings(config: Config) -> Settings:
@@ -159,9 +188,11 @@ async def start_server(config: Config) -> RunningServer:
             await federation.close()
         store.close()
         raise
-    for name in ("", *SERVED_SERVICES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    background = []
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+    write_stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    store.watch_writes(lambda: loop.call_soon_threadsafe(write_stopped.set))
+    background = [asyncio.create_task(_keep_store_writable(store, health_servicer, write_stopped))]
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
     return RunningServer(
@@ -175,6 +206,7 @@ async def start_server(config: Config) -> RunningServer:
         digitwin,
         peer_lookup_servicer,
         federation,
+        group_sync,
     )
 
 
