@@ -225,10 +225,7 @@ class RocksStore:
             if not self._room_to_reopen():
                 return False
             self._memory.clear()
-            try:
-                self._db.close()
-            except Exception as exc:  # "Writer has previous error": the log holds what was acknowledged
-                log.debug("closing RocksDB at %s to reopen it: %s", self.path, exc)
+            self._close_engine()
             try:
                 self._db = Rdict(str(self.path), self._options)
             except Exception as exc:
@@ -287,11 +284,18 @@ class RocksStore:
             self._closed = True
             self._memory.clear()
             with self._engine_lock:
-                try:
-                    self._db.close()
-                except DbClosedError:
-                    pass  # a reopen after a write failure had not succeeded
-                except Exception as exc:
-                    # "Writer has previous error" after a refused write: the lock is released all
-                    # the same, and what was acknowledged is in the log, replayed at the next open.
-                    log.warning("closing RocksDB at %s: %s", self.path, str(exc).strip())
+                self._close_engine()
+
+    def _close_engine(self) -> None:
+        try:
+            if self._write_failure is not None:
+                # Else close waits a second for RocksDB's own error recovery, which cannot help
+                # with a stopped log writer; there is nothing left to flush either.
+                self._db.cancel_all_background(False)
+            self._db.close()
+        except DbClosedError:
+            pass  # a reopen after a write failure had not succeeded
+        except Exception as exc:
+            # "Writer has previous error" after a refused write: the lock is released all the
+            # same, and what was acknowledged is in the log, replayed at the next open.
+            log.warning("closing RocksDB at %s: %s", self.path, str(exc).strip())
