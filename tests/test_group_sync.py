@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from utwin.errors import Unavailable
 from utwin.store import GroupSync
 
 WAIT_S = 5.0
@@ -218,3 +219,73 @@ def test_fsync_runs_off_the_event_loop_thread() -> None:
 
     run(scenario)
     assert False is (loop_thread[0] in fsync.thread_ids)
+
+
+def test_close_waits_for_the_round_in_flight() -> None:
+    """close() returns only after the fsync already running has finished, and its waiter succeeds."""
+    fsync = FakeFsync(held_calls=1)
+    observed: list[tuple[bool, int]] = []
+
+    async def scenario() -> None:
+        group = GroupSync(fsync)
+        waiter = asyncio.create_task(group.sync())
+        await fsync.wait_started(0)
+        closing = asyncio.create_task(group.close(WAIT_S))
+        await asyncio.sleep(0)  # one loop turn: close is now waiting
+        observed.append((closing.done(), fsync.completed))
+        fsync.release(0)
+        await closing
+        await waiter
+        observed.append((closing.done(), fsync.completed))
+
+    run(scenario)
+    assert [(False, 0), (True, 1)] == observed
+
+
+def test_close_fsyncs_the_round_waiting_behind_the_one_in_flight() -> None:
+    """A waiter that arrived during the fsync in flight still gets its own fsync before close returns."""
+    fsync = FakeFsync(held_calls=1)
+
+    async def scenario() -> None:
+        group = GroupSync(fsync)
+        first = asyncio.create_task(group.sync())
+        await fsync.wait_started(0)
+        second = asyncio.create_task(group.sync())
+        await asyncio.sleep(0)  # one loop turn: the second waiter registers while fsync 0 runs
+        closing = asyncio.create_task(group.close(WAIT_S))
+        fsync.release(0)
+        await asyncio.gather(first, second, closing)
+
+    run(scenario)
+    assert 2 == fsync.completed
+
+
+def test_sync_after_close_is_unavailable() -> None:
+    """A waiter arriving after close() gets Unavailable and causes no fsync."""
+    fsync = FakeFsync()
+
+    async def scenario() -> None:
+        group = GroupSync(fsync)
+        await group.close(WAIT_S)
+        with pytest.raises(Unavailable):
+            await group.sync()
+
+    run(scenario)
+    assert 0 == fsync.calls
+
+
+def test_close_fails_waiters_of_an_fsync_that_outlives_its_timeout() -> None:
+    """An fsync still running when close's time is up fails its waiters with Unavailable."""
+    fsync = FakeFsync(held_calls=1)
+    results: list[BaseException | None] = []
+
+    async def scenario() -> None:
+        group = GroupSync(fsync)
+        waiter = asyncio.create_task(group.sync())
+        await fsync.wait_started(0)
+        await group.close(0.05)
+        results.extend(await asyncio.gather(waiter, return_exceptions=True))
+        fsync.release(0)
+
+    run(scenario)
+    assert [Unavailable] == [type(result) for result in results]

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.messages import publish, uuri
 from tests.processes import ServeProcess, run_serve
 from tests.servers import Servers, ServerThread
-from utwin.errors import StoreLocked
+from utwin.errors import StoreLocked, Unavailable
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2, uri_pb2
 from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
@@ -277,3 +277,24 @@ def test_sigterm_ends_a_stream_left_open_after_the_grace_period(tmp_path: Path) 
         finally:
             pending.put(None)
     assert (0, grpc.StatusCode.UNAVAILABLE) == (code, _code(raised.value))
+
+
+def test_stop_closes_group_commit_before_the_store(servers: Servers) -> None:
+    """With durability power, stop() closes the group commit: a later fsync request is refused, not run."""
+    server = servers.start(durability="power")
+    running = server.running
+    assert running is not None and running.group_sync is not None
+    group_sync = running.group_sync
+    with server.channel() as channel:
+        assert ucode_pb2.OK == _set(channel, publish(uuri()))
+
+    async def sync_after_stop() -> str:
+        try:
+            await group_sync.sync()
+        except Unavailable as error:
+            return error.message
+        return "fsync ran after stop"
+
+    server.call(running.stop(1.0))
+    server.running = None
+    assert "shutting down" in server.call(sync_after_stop())
