@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.messages import publish, uuri
 from tests.processes import ServeProcess
+from utwin import uuid
 from utwin.errors import Code, StoreFull
 from utwin.service.server import SERVED_SERVICES
 from utwin.store import RocksStore
@@ -29,6 +30,8 @@ LEFT_FREE_BYTES = 384 << 10
 VALUE_BYTES = 32 << 10
 MAX_WRITES = (LEFT_FREE_BYTES // VALUE_BYTES) * 4 + 64  # well past the point the disk is full
 TIMEOUT_S = 10.0
+EXPIRY_MS = 1_500
+EXPIRY_S = EXPIRY_MS / 1000
 SERVE_SETTINGS = {"UTWIN_BLOCK_CACHE_MB": "1", "UTWIN_EXPIRY_SWEEP_INTERVAL_S": "0"}
 
 
@@ -270,3 +273,31 @@ def test_sigterm_on_a_full_disk_exits_zero_and_keeps_every_acknowledged_message(
         "Traceback" in log,
         [message.SerializeToString() for message in acknowledged] == served,
     )
+
+
+def _wait_for_log(process: ServeProcess, text: str) -> bool:
+    deadline = time.monotonic() + TIMEOUT_S
+    while text not in process.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_sigterm_exits_zero_after_the_expiry_sweep_met_a_full_disk(small_disk: Path, tmp_path: Path) -> None:
+    """An expiry sweep refused by a full disk is retried later, and does not turn SIGTERM into exit 1."""
+    settings = {**SERVE_SETTINGS, "UTWIN_EXPIRY_SWEEP_INTERVAL_S": "0.05"}
+    with ServeProcess(small_disk / "data", tmp_path / "serve.log", settings) as process:
+        fill(small_disk)
+        with process.channel() as channel:
+            # Expires EXPIRY_S from now: after the disk is full, so the sweep that removes it is refused.
+            expires_at = time.monotonic() + EXPIRY_S
+            expiring = publish(uuri(resource=0x9000), at_ms=uuid.now_ms() - 10_000, ttl_ms=10_000 + EXPIRY_MS)
+            stored_code, _ = _set(channel, expiring)
+            _set_until_refused(channel)
+        assert time.monotonic() < expires_at, "the disk filled too slowly to test a refused sweep"
+        swept = _wait_for_log(process, "expiry sweep")
+        process.send(signal.SIGTERM)
+        code = process.wait(TIMEOUT_S)
+        log = process.log()
+    assert (ucode_pb2.OK, True, 0, False) == (stored_code, swept, code, "Traceback" in log)
