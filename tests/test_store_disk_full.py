@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from utwin.service.server import SERVED_SERVICES
 from utwin.store import RocksStore
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2
+from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
 
 DISK_BYTES = 24 << 20
 LEFT_FREE_BYTES = 384 << 10
@@ -301,3 +303,19 @@ def test_sigterm_exits_zero_after_the_expiry_sweep_met_a_full_disk(small_disk: P
         code = process.wait(TIMEOUT_S)
         log = process.log()
     assert (ucode_pb2.OK, True, 0, False) == (stored_code, swept, code, "Traceback" in log)
+
+
+def test_ingest_stream_on_a_full_disk_ends_resource_exhausted_naming_no_path(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """An ingest stream whose write the disk refuses ends RESOURCE_EXHAUSTED, its details naming no path."""
+    frames = (ingest_pb2.PublishRequest(messages=[_big_message(number)]) for number in range(MAX_WRITES))
+    with ServeProcess(small_disk / "data", tmp_path / "serve.log", SERVE_SETTINGS) as process:
+        fill(small_disk)
+        with process.channel() as channel:
+            acks = ingest_pb2_grpc.IngestStub(channel).Publish(frames, timeout=TIMEOUT_S)
+            with pytest.raises(grpc.RpcError) as raised:
+                for _ in acks:
+                    pass
+    error = cast(grpc.Call, raised.value)
+    assert (grpc.StatusCode.RESOURCE_EXHAUSTED, False) == (error.code(), str(small_disk) in error.details())
