@@ -5,13 +5,18 @@ index (topic -> twin affordances) is persisted beside the TDs and kept whole
 in memory, so the check made for every message stored through uTwin is one
 dictionary lookup; it is small (one entry per bound affordance) and loading
 it at start does not load any twin.
+
+uTwin's stored message is the source of truth of a bound affordance: a twin
+that missed it (its TD came later, or the bridge's write failed) catches up by
+reading it again (`stored_values`), which is why catching up needs no record
+of what failed.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
@@ -21,6 +26,7 @@ from utwin.digitwin import records
 from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Binding, Value, ValueKind
 from utwin.store import Store
+from utwin.store import keys as store_keys
 from utwin.uri import Topic, parse_uri
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2
 
@@ -46,6 +52,12 @@ class BridgeIndex:
 
     def targets(self, topic: Topic) -> set[Target]:
         return self._targets.get(topic, set())
+
+    def bound(self) -> Iterator[tuple[Topic, Target]]:
+        """Every (topic, affordance) binding."""
+        for topic, targets in list(self._targets.items()):
+            for target in targets:
+                yield topic, target
 
     @property
     def topic_count(self) -> int:
@@ -97,7 +109,8 @@ def decode_message(raw: bytes) -> Value | None:
         return None
     payload = message.payload
     payload_format = message.attributes.payload_format
-    timestamp_ms = uuid.timestamp_ms(message.attributes.id.msb)
+    message_id = message.attributes.id
+    timestamp_ms = uuid.timestamp_ms(message_id.msb)
     if payload_format == uattributes_pb2.UPAYLOAD_FORMAT_JSON:
         json_text = _as_json_text(payload)
     elif payload_format == uattributes_pb2.UPAYLOAD_FORMAT_TEXT:
@@ -108,7 +121,28 @@ def decode_message(raw: bytes) -> Value | None:
         json_text = json.dumps(base64.b64encode(payload).decode())
     else:
         return None
-    return None if json_text is None else Value(json_text, timestamp_ms)
+    return (
+        None if json_text is None else Value(json_text, timestamp_ms, (message_id.msb << 64) | message_id.lsb)
+    )
+
+
+def stored_values(store: Store, topics: Sequence[Topic], now_ms: int) -> dict[Topic, Value]:
+    """The bridged value of each topic's message stored by uTwin, for those that have one.
+
+    Read as uTwin would serve it: an expired message is not a value.
+    """
+    unique = list(dict.fromkeys(topics))
+    found: dict[Topic, Value] = {}
+    for topic, stored in zip(unique, store.get_many([store_keys.topic_key(*t) for t in unique]), strict=True):
+        if stored is None:
+            continue
+        _, expires_at_ms, message = store_keys.read_topic_value(stored)
+        if uuid.is_expired(expires_at_ms, now_ms):
+            continue
+        value = decode_message(message)
+        if value is not None:
+            found[topic] = value
+    return found
 
 
 def _text_as_json(payload: bytes) -> str | None:

@@ -26,10 +26,25 @@ class ValueKind(bytes, enum.Enum):
 
 
 class Value(NamedTuple):
-    """A property value or the latest event: JSON text and its Unix-ms timestamp."""
+    """A property value or the latest event: JSON text, its Unix-ms timestamp and its id.
+
+    `tie_id` is a UUID v7 as a 128-bit integer: a bridged value's is its
+    uProtocol message id, a published value's is made by the service when it
+    arrives (from its clock, increasing). It orders values with equal
+    timestamps, as uTwin orders its messages by the whole id.
+    """
 
     json: str
     timestamp_ms: int
+    tie_id: int = 0
+
+    def replaces(self, held: Value | None) -> bool:
+        """Whether this value is newer than the held one: later timestamp, ties broken by id."""
+        if held is None:
+            return True
+        if self.timestamp_ms != held.timestamp_ms:
+            return self.timestamp_ms > held.timestamp_ms
+        return self.tie_id > held.tie_id
 
 
 class Binding(NamedTuple):

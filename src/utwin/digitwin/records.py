@@ -9,7 +9,8 @@ one agent (or one agent and a Thing id prefix), and any characters are safe.
     TD record     b"D" b"t" | twin key
                   -> u8 layout (1) | u32 n | summary JSON (n bytes) | u32 m | original TD (m) | twin TD
     value record  b"D" b"v" | twin key | kind byte (b"p" property, b"e" event) | name (UTF-8)
-                  -> u8 layout (1) | u64 timestamp_ms | JSON text
+                  -> u8 layout (2) | u64 timestamp_ms | u128 tie id | JSON text
+                     (layout 1, without the id, is still read: its id is 0)
     bridge index  b"D" b"b" | topic key (as in store.keys) | twin key | kind byte | name  -> b""
 
 All of one twin's values share one prefix, so a twin loads with one scan.
@@ -35,7 +36,9 @@ BRIDGE_PREFIX = store_keys.DIGITWIN_PREFIX + b"b"
 
 _LAYOUT = 1
 _LENGTH = struct.Struct(">I")
-_VALUE_HEADER = struct.Struct(">BQ")
+_VALUE_LAYOUT = 2
+_VALUE_HEADER = struct.Struct(">BQQQ")
+_VALUE_HEADER_V1 = struct.Struct(">BQ")
 _END = b"\x00\x01"
 _KINDS = {kind.value: kind for kind in ValueKind}
 
@@ -97,14 +100,19 @@ def split_value_key(key: bytes, twin_prefix_length: int) -> tuple[ValueKind, str
 
 
 def encode_value(value: Value) -> bytes:
-    return _VALUE_HEADER.pack(_LAYOUT, value.timestamp_ms) + value.json.encode()
+    tie_high, tie_low = divmod(value.tie_id, 1 << 64)
+    return _VALUE_HEADER.pack(_VALUE_LAYOUT, value.timestamp_ms, tie_high, tie_low) + value.json.encode()
 
 
 def decode_value(record: bytes) -> Value:
-    layout, timestamp_ms = _VALUE_HEADER.unpack_from(record)
-    if layout != _LAYOUT:
-        raise ValueError(f"unknown DigiTwin value layout {layout}")
-    return Value(record[_VALUE_HEADER.size :].decode(), timestamp_ms)
+    layout = record[0]
+    if layout == _VALUE_LAYOUT:
+        _, timestamp_ms, tie_high, tie_low = _VALUE_HEADER.unpack_from(record)
+        return Value(record[_VALUE_HEADER.size :].decode(), timestamp_ms, (tie_high << 64) | tie_low)
+    if layout == _LAYOUT:
+        _, timestamp_ms = _VALUE_HEADER_V1.unpack_from(record)
+        return Value(record[_VALUE_HEADER_V1.size :].decode(), timestamp_ms)
+    raise ValueError(f"unknown DigiTwin value layout {layout}")
 
 
 def _summary_json(summary: ThingSummary) -> bytes:

@@ -3,6 +3,11 @@
 The store always holds everything (writes go through to it before they are
 acknowledged), so unloading a twin loses nothing: the next access loads it
 again with one point read and one prefix scan.
+
+A twin is *used* when `get` returns it (its values are read or written), when
+it is created, and when the TD of a loaded twin is replaced. `peek` is not a
+use, so work that does not serve a caller (catching the bridge up) leaves the
+order as it is.
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ class TwinCache:
     def loaded_count(self) -> int:
         return len(self._loaded)
 
+    @property
+    def loaded_twins(self) -> list[TwinId]:
+        """The loaded twins, least recently used first."""
+        return list(self._loaded)
+
+    def peek(self, twin: TwinId) -> LoadedTwin | None:
+        """The twin if it is loaded, without loading it or counting a use."""
+        return self._loaded.get(twin)
+
     def get(self, twin: TwinId) -> LoadedTwin | None:
         """The twin, loaded from the store if needed; None if it does not exist."""
         loaded = self._loaded.get(twin)
@@ -57,14 +71,15 @@ class TwinCache:
         return loaded
 
     def replace_summary(self, twin: TwinId, summary: ThingSummary) -> None:
-        """A new TD for a twin: update it if loaded (values are kept either way)."""
+        """A new TD for a twin: update it if loaded, as a use (values are kept either way)."""
         loaded = self._loaded.get(twin)
         if loaded is not None:
             loaded.summary = summary
+            self._loaded.move_to_end(twin)
 
-    def add_new(self, twin: TwinId, summary: ThingSummary) -> None:
-        """A twin just created: it has no values, so it needs no load."""
-        self._remember(LoadedTwin(twin, summary))
+    def add_new(self, loaded: LoadedTwin) -> None:
+        """A twin just created: its values are all in `loaded`, so it needs no load."""
+        self._remember(loaded)
 
     def drop(self, twin: TwinId) -> None:
         self._loaded.pop(twin, None)

@@ -6,6 +6,8 @@ completion without yielding: on the event loop, a method's read-compare-
 write, its store write and its notifications are one atomic step, which is
 what newest-wins and the seam between current state and live changes need.
 Every change is in the store (one write per call) before the method returns.
+
+Values are ordered by timestamp, ties broken by their id (`Value.replaces`).
 """
 
 from __future__ import annotations
@@ -15,20 +17,25 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
+from utwin import uuid
 from utwin.digitwin import directory, records, td
-from utwin.digitwin.bridge import BridgeIndex, Ops, decode_message
+from utwin.digitwin.bridge import BridgeIndex, Ops, Target, decode_message, stored_values
 from utwin.digitwin.directory import ListQuery, ThingEntry
 from utwin.digitwin.ids import TwinId, check_part, parse_twin_id, twin_id
-from utwin.digitwin.model import Value, ValueKind
+from utwin.digitwin.model import Binding, Value, ValueKind
 from utwin.digitwin.state import LoadedTwin, TwinCache
 from utwin.digitwin.watch import Change, ChangeKind, Subscription, WatchFilter, WatchHub
 from utwin.errors import InvalidArgument, NotFound, PermissionDenied
 from utwin.store import Store
 from utwin.twin import StoredMessage
+from utwin.uri import Topic, parse_uri
 
 log = logging.getLogger("utwin.digitwin")
 
 CURRENT_STATE_TWINS_PER_STEP = 200
+CATCH_UP_BINDINGS_PER_WRITE = 1000
+_V7_MSB_BITS = 7 << 12  # version 7 in a UUID's high half
+_V7_LSB_BITS = 0b10 << 62  # the RFC variant in its low half
 _CHANGE_KINDS = {ValueKind.PROPERTY: ChangeKind.PROPERTY, ValueKind.EVENT: ChangeKind.EVENT}
 
 
@@ -53,6 +60,9 @@ class _Accepted(NamedTuple):
     value: Value
 
 
+Offer = tuple[LoadedTwin, ValueKind, str, Value]
+
+
 def _check_json(text: str, field: str, max_bytes: int) -> None:
     if len(text) > max_bytes:
         raise InvalidArgument(f"{field}: {len(text)} characters, above the limit of {max_bytes}")
@@ -65,12 +75,19 @@ def _check_json(text: str, field: str, max_bytes: int) -> None:
 class DigiTwin:
     """Twins of registered Things: TDs, values, queries, watches and the uTwin bridge."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, now_ms: int | None = None) -> None:
+        """Open the twins in store, first catching the bridge up (see `catch_up_bridge`)."""
         self._store = store
         self._settings = settings
         self._cache = TwinCache(store, settings.max_loaded)
         self._bridge = BridgeIndex(store)
         self.hub = WatchHub(settings.watch_buffer)
+        self._last_arrival_id = 0
+        try:
+            self.catch_up_bridge(uuid.now_ms() if now_ms is None else now_ms)
+        except Exception:
+            # A record the bridge cannot read must not keep the service from starting.
+            log.exception("bridge: catching twins up with their topics at start failed")
 
     @property
     def cache(self) -> TwinCache:
@@ -87,16 +104,35 @@ class DigiTwin:
         key = records.td_key(twin)
         previous = self._store.get(key)
         old_bindings = () if previous is None else records.decode_summary(previous).bindings
+        bindings = parsed.summary.bindings
+        # Bound affordances start from their topics' stored messages, in the same write as the TD.
+        loaded = LoadedTwin(twin, parsed.summary) if previous is None else None
+        if bindings and loaded is None:
+            loaded = self._load(twin)
+        accepted = (
+            self._newest(self._bound_offers(loaded, bindings, now_ms))[0] if bindings and loaded else []
+        )
         ops: Ops = [(key, records.encode_td_record(parsed.summary, td_json, twin_json))]
-        ops += BridgeIndex.rebind_ops(twin, old_bindings, parsed.summary.bindings)
+        ops += BridgeIndex.rebind_ops(twin, old_bindings, bindings)
+        ops += self._value_ops(accepted)
         self._store.write(ops)
-        self._bridge.rebind(twin, old_bindings, parsed.summary.bindings)
-        if previous is None:
-            self._cache.add_new(twin, parsed.summary)
+        self._bridge.rebind(twin, old_bindings, bindings)
+        if previous is None and loaded is not None:
+            self._cache.add_new(loaded)
         else:
             self._cache.replace_summary(twin, parsed.summary)
-        self.hub.publish([Change(ChangeKind.TD_UPDATED, twin, twin.text, td_json=twin_json)])
+        changes = [Change(ChangeKind.TD_UPDATED, twin, twin.text, td_json=twin_json)]
+        self.hub.publish(changes + self._commit(accepted))
         return twin, previous is None
+
+    def _bound_offers(self, loaded: LoadedTwin, bindings: Sequence[Binding], now_ms: int) -> list[Offer]:
+        topics = [parse_uri(binding.topic_uri) for binding in bindings]
+        values = stored_values(self._store, topics, now_ms)
+        return [
+            (loaded, binding.kind, binding.name, values[topic])
+            for binding, topic in zip(bindings, topics, strict=True)
+            if topic in values
+        ]
 
     def get_thing(self, twin_text: str, original: bool = False) -> ThingEntry:
         twin = parse_twin_id(twin_text)
@@ -184,37 +220,55 @@ class DigiTwin:
         if update.timestamp_ms is not None and update.timestamp_ms < 0:
             raise InvalidArgument(f"{field}.timestamp_ms: must not be negative")
         timestamp_ms = update.timestamp_ms if update.timestamp_ms else now_ms
-        return Value(update.json, timestamp_ms)
+        return Value(update.json, timestamp_ms, self._arrival_id(now_ms))
 
-    def _apply(self, offered: Sequence[tuple[LoadedTwin, ValueKind, str, Value]]) -> list[str]:
+    def _arrival_id(self, now_ms: int) -> int:
+        """A UUID v7 (as an integer) for a value arriving now, greater than any made before."""
+        made = ((now_ms << 16 | _V7_MSB_BITS) << 64) | _V7_LSB_BITS
+        self._last_arrival_id = max(made, self._last_arrival_id + 1)
+        return self._last_arrival_id
+
+    def _apply(self, offered: Sequence[Offer]) -> list[str]:
         """Newest-wins over stored and in-batch values, one store write, then notify."""
+        accepted, ignored = self._newest(offered)
+        if accepted:
+            self._store.write(self._value_ops(accepted))
+            self.hub.publish(self._commit(accepted))
+        return ignored
+
+    @staticmethod
+    def _newest(offered: Sequence[Offer]) -> tuple[list[_Accepted], list[str]]:
+        """The offered values newer than those held (and than others offered), and the names ignored."""
         accepted: dict[tuple[TwinId, ValueKind, str], _Accepted] = {}
         ignored: list[str] = []
         for loaded, kind, name, value in offered:
             slot = (loaded.twin, kind, name)
             held = accepted[slot].value if slot in accepted else loaded.values[kind].get(name)
-            if held is not None and value.timestamp_ms < held.timestamp_ms:
+            if not value.replaces(held):
                 ignored.append(name)
                 continue
             accepted[slot] = _Accepted(loaded, kind, name, value)
-        if not accepted:
-            return ignored
-        self._store.write(
-            [
-                (records.value_key(a.loaded.twin, a.kind, a.name), records.encode_value(a.value))
-                for a in accepted.values()
-            ]
-        )
+        return list(accepted.values()), ignored
+
+    @staticmethod
+    def _value_ops(accepted: Sequence[_Accepted]) -> Ops:
+        return [
+            (records.value_key(a.loaded.twin, a.kind, a.name), records.encode_value(a.value))
+            for a in accepted
+        ]
+
+    @staticmethod
+    def _commit(accepted: Sequence[_Accepted]) -> list[Change]:
+        """Hold the accepted values (already written) in memory; the changes they make."""
         changes = []
-        for item in accepted.values():
+        for item in accepted:
             item.loaded.values[item.kind][item.name] = item.value
             changes.append(
                 Change(
                     _CHANGE_KINDS[item.kind], item.loaded.twin, item.loaded.twin_text, item.name, item.value
                 )
             )
-        self.hub.publish(changes)
-        return ignored
+        return changes
 
     # -- the uTwin bridge ----------------------------------------------------
 
@@ -244,6 +298,44 @@ class DigiTwin:
                     offered.append((loaded, target.kind, target.name, value))
         if offered:
             self._apply(offered)
+
+    def catch_up_bridge(self, now_ms: int) -> int:
+        """Give every bound affordance its topic's stored message where that is newer than its value.
+
+        uTwin's write and the bridge's are two writes, so a bridge write that
+        failed, or a crash between the two, leaves a twin behind its topic; this
+        repairs it, from uTwin's stored messages alone. It runs at start (and may
+        run again after the store recovers); twins are not loaded for it. The
+        number of values written.
+        """
+        bound = list(self._bridge.bound())
+        written = 0
+        for start in range(0, len(bound), CATCH_UP_BINDINGS_PER_WRITE):
+            written += self._catch_up(bound[start : start + CATCH_UP_BINDINGS_PER_WRITE], now_ms)
+        return written
+
+    def _catch_up(self, bound: Sequence[tuple[Topic, Target]], now_ms: int) -> int:
+        values = stored_values(self._store, [topic for topic, _ in bound], now_ms)
+        offered = [(target, values[topic]) for topic, target in bound if topic in values]
+        keys = [records.value_key(target.twin, target.kind, target.name) for target, _ in offered]
+        newer = [
+            (key, target, value)
+            for key, (target, value), held in zip(keys, offered, self._store.get_many(keys), strict=True)
+            if value.replaces(None if held is None else records.decode_value(held))
+        ]
+        if not newer:
+            return 0
+        self._store.write([(key, records.encode_value(value)) for key, _, value in newer])
+        changes = []
+        for _, target, value in newer:
+            loaded = self._cache.peek(target.twin)
+            if loaded is not None:
+                loaded.values[target.kind][target.name] = value
+            changes.append(
+                Change(_CHANGE_KINDS[target.kind], target.twin, target.twin.text, target.name, value)
+            )
+        self.hub.publish(changes)
+        return len(newer)
 
     # -- current state for watchers ----------------------------------------
 
