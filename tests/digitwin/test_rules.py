@@ -7,7 +7,7 @@ import json
 import logging
 import resource
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -206,24 +206,23 @@ def test_changes_between_subscribe_and_state_read_arrive_exactly_once(store: Roc
 def test_least_recently_used_twin_is_unloaded_and_reloads_intact(store: RocksStore) -> None:
     """Beyond the bound the twin least recently read or written is unloaded; a read loads it back."""
     twins = DigiTwin(store, Settings(max_loaded=2))
-    a, _, c, d = (_register(twins, f"urn:dev:{name}") for name in "abcd")  # created twins count as used
-    cache = twins.cache
-    loaded_after_create = [twin.thing_id for twin in cache.loaded_twins]
-    twins.publish_properties(AGENT, c, {"temperature": Update("21", 5)}, NOW_MS)  # a write: c is newest
-    twins.read_values(d, ValueKind.PROPERTY, [])  # a read: d is newest, c least recent
-    twins.get_thing(c)  # the TD alone: read from the store, not a use of the loaded twin
-    loads = cache.loads
-    twins.read_values(a, ValueKind.PROPERTY, [])  # loads a, unloading c
-    unloaded_c = [twin.thing_id for twin in cache.loaded_twins]
-    reloaded = twins.read_values(c, ValueKind.PROPERTY, [])["temperature"].json  # unloads d
+    a, _, c, d = (_register(twins, f"urn:dev:{name}") for name in "abcd")  # creating is a use
+    orders = [[twin.thing_id[-1] for twin in twins.cache.loaded_twins]]
+    steps: list[Callable[[], object]] = [
+        lambda: twins.publish_properties(AGENT, c, {"temperature": Update("21", 5)}, NOW_MS),  # a write
+        lambda: twins.read_values(d, ValueKind.PROPERTY, []),  # a read
+        lambda: twins.get_thing(c),  # the TD alone comes from the store: not a use
+        lambda: twins.read_values(a, ValueKind.PROPERTY, []),  # loads a: c is least recent
+    ]
+    for step in steps:
+        step()
+        orders.append([twin.thing_id[-1] for twin in twins.cache.loaded_twins])
+    loads = twins.cache.loads
+    reloaded = twins.read_values(c, ValueKind.PROPERTY, [])["temperature"].json
     assert (
-        ["urn:dev:c", "urn:dev:d"],
-        ["urn:dev:d", "urn:dev:a"],
-        ["urn:dev:a", "urn:dev:c"],
-        ("21", 2),
+        [["c", "d"], ["d", "c"], ["c", "d"], ["c", "d"], ["d", "a"]],
+        ("21", 1, ["a", "c"]),
     ) == (
-        loaded_after_create,
-        unloaded_c,
-        [twin.thing_id for twin in cache.loaded_twins],
-        (reloaded, cache.loads - loads),
+        orders,
+        (reloaded, twins.cache.loads - loads, [twin.thing_id[-1] for twin in twins.cache.loaded_twins]),
     )
