@@ -8,7 +8,7 @@ it at start does not load any twin.
 
 uTwin's stored message is the source of truth of a bound affordance: a twin
 that missed it (its TD came later, or the bridge's write failed) catches up by
-reading it again (`stored_values`), which is why catching up needs no record
+reading it again (`stored_messages`), which is why catching up needs no record
 of what failed.
 """
 
@@ -126,22 +126,33 @@ def decode_message(raw: bytes) -> Value | None:
     )
 
 
-def stored_values(store: Store, topics: Sequence[Topic], now_ms: int) -> dict[Topic, Value]:
-    """The bridged value of each topic's message stored by uTwin, for those that have one.
+class StoredTopicMessage(NamedTuple):
+    """A topic's message as uTwin stored it: what orders it as a value, and its bytes."""
 
-    Read as uTwin would serve it: an expired message is not a value.
-    """
+    timestamp_ms: int
+    tie_id: int
+    message: bytes
+
+    def is_newer_than(self, held: Value | None) -> bool:
+        """Whether its value would replace the held one (told without decoding the message)."""
+        return Value("", self.timestamp_ms, self.tie_id).replaces(held)
+
+
+def stored_messages(store: Store, topics: Sequence[Topic], now_ms: int) -> dict[Topic, StoredTopicMessage]:
+    """Each topic's message stored by uTwin, for those that have one unexpired (as uTwin serves them)."""
     unique = list(dict.fromkeys(topics))
-    found: dict[Topic, Value] = {}
+    found: dict[Topic, StoredTopicMessage] = {}
     for topic, stored in zip(unique, store.get_many([store_keys.topic_key(*t) for t in unique]), strict=True):
         if stored is None:
             continue
-        _, expires_at_ms, message = store_keys.read_topic_value(stored)
-        if uuid.is_expired(expires_at_ms, now_ms):
+        header = store_keys.decode_topic_header(stored)
+        if uuid.is_expired(header.expires_at_ms, now_ms):
             continue
-        value = decode_message(message)
-        if value is not None:
-            found[topic] = value
+        found[topic] = StoredTopicMessage(
+            uuid.timestamp_ms(header.msb),
+            (header.msb << 64) | header.lsb,
+            stored[store_keys.HEADER_SIZE :],
+        )
     return found
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from utwin import uuid
 from utwin.digitwin import directory, records, td
-from utwin.digitwin.bridge import BridgeIndex, Ops, Target, decode_message, stored_values
+from utwin.digitwin.bridge import BridgeIndex, Ops, Target, decode_message, stored_messages
 from utwin.digitwin.directory import ListQuery, ThingEntry
 from utwin.digitwin.ids import TwinId, check_part, parse_twin_id, twin_id
 from utwin.digitwin.model import Binding, Value, ValueKind
@@ -127,7 +127,11 @@ class DigiTwin:
 
     def _bound_offers(self, loaded: LoadedTwin, bindings: Sequence[Binding], now_ms: int) -> list[Offer]:
         topics = [parse_uri(binding.topic_uri) for binding in bindings]
-        values = stored_values(self._store, topics, now_ms)
+        values = {
+            topic: value
+            for topic, stored in stored_messages(self._store, topics, now_ms).items()
+            if (value := decode_message(stored.message)) is not None
+        }
         return [
             (loaded, binding.kind, binding.name, values[topic])
             for binding, topic in zip(bindings, topics, strict=True)
@@ -315,14 +319,16 @@ class DigiTwin:
         return written
 
     def _catch_up(self, bound: Sequence[tuple[Topic, Target]], now_ms: int) -> int:
-        values = stored_values(self._store, [topic for topic, _ in bound], now_ms)
-        offered = [(target, values[topic]) for topic, target in bound if topic in values]
+        stored = stored_messages(self._store, [topic for topic, _ in bound], now_ms)
+        offered = [(target, stored[topic]) for topic, target in bound if topic in stored]
         keys = [records.value_key(target.twin, target.kind, target.name) for target, _ in offered]
-        newer = [
-            (key, target, value)
-            for key, (target, value), held in zip(keys, offered, self._store.get_many(keys), strict=True)
-            if value.replaces(None if held is None else records.decode_value(held))
-        ]
+        newer: list[tuple[bytes, Target, Value]] = []
+        for key, (target, message), held in zip(keys, offered, self._store.get_many(keys), strict=True):
+            # Usually the twin holds this very message: known from the ids, without decoding it.
+            if message.is_newer_than(None if held is None else records.decode_value(held)):
+                value = decode_message(message.message)
+                if value is not None:
+                    newer.append((key, target, value))
         if not newer:
             return 0
         self._store.write([(key, records.encode_value(value)) for key, _, value in newer])
