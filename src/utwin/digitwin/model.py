@@ -40,11 +40,7 @@ class Value(NamedTuple):
 
     def replaces(self, held: Value | None) -> bool:
         """Whether this value is newer than the held one: later timestamp, ties broken by id."""
-        if held is None:
-            return True
-        if self.timestamp_ms != held.timestamp_ms:
-            return self.timestamp_ms > held.timestamp_ms
-        return self.tie_id > held.tie_id
+        return held is None or (self.timestamp_ms, self.tie_id) > (held.timestamp_ms, held.tie_id)
 
 
 class Binding(NamedTuple):

@@ -174,8 +174,13 @@ class DigiTwin:
         if not updates:
             raise InvalidArgument("values: empty; publish at least one property value")
         loaded = self._load(self._owned(agent, twin_text))
+        arrival_id = self._arrival_id(now_ms)  # one per call: its values are for distinct names
         offered = [
-            (ValueKind.PROPERTY, name, self._value(loaded, ValueKind.PROPERTY, name, update, now_ms))
+            (
+                ValueKind.PROPERTY,
+                name,
+                self._value(loaded, ValueKind.PROPERTY, name, update, now_ms, arrival_id),
+            )
             for name, update in updates.items()
         ]
         return self._apply([(loaded, kind, name, value) for kind, name, value in offered])
@@ -183,7 +188,7 @@ class DigiTwin:
     def publish_event(self, agent: str, twin_text: str, name: str, update: Update, now_ms: int) -> bool:
         """Store an event as its name's latest unless a newer one is held; True if ignored."""
         loaded = self._load(self._owned(agent, twin_text))
-        value = self._value(loaded, ValueKind.EVENT, name, update, now_ms)
+        value = self._value(loaded, ValueKind.EVENT, name, update, now_ms, self._arrival_id(now_ms))
         return bool(self._apply([(loaded, ValueKind.EVENT, name, value)]))
 
     def read_values(self, twin_text: str, kind: ValueKind, names: Sequence[str]) -> dict[str, Value]:
@@ -217,14 +222,16 @@ class DigiTwin:
                 f"{field}.{name}: the TD of {loaded.twin_text} declares no such {kind.name.lower()}"
             )
 
-    def _value(self, loaded: LoadedTwin, kind: ValueKind, name: str, update: Update, now_ms: int) -> Value:
+    def _value(
+        self, loaded: LoadedTwin, kind: ValueKind, name: str, update: Update, now_ms: int, arrival_id: int
+    ) -> Value:
         field = f"values.{name}" if kind is ValueKind.PROPERTY else "value"
         self._check_declared(loaded, kind, name, "values" if kind is ValueKind.PROPERTY else "name")
         _check_json(update.json, field, self._settings.max_json_bytes)
         if update.timestamp_ms is not None and update.timestamp_ms < 0:
             raise InvalidArgument(f"{field}.timestamp_ms: must not be negative")
         timestamp_ms = update.timestamp_ms if update.timestamp_ms else now_ms
-        return Value(update.json, timestamp_ms, self._arrival_id(now_ms))
+        return Value(update.json, timestamp_ms, arrival_id)
 
     def _arrival_id(self, now_ms: int) -> int:
         """A UUID v7 (as an integer) for a value arriving now, greater than any made before."""
