@@ -152,6 +152,26 @@ def test_bridge_write_that_really_fails_is_caught_up_at_start(
         reopened.close()
 
 
+def test_bridge_write_that_really_fails_is_caught_up_once_the_store_resumes(
+    store: RocksStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the store resumes writes in process, the next message uTwin stores catches the twin up."""
+    utwin = UTwin(store, Limits())
+    twins = DigiTwin(store, Settings())
+    utwin.add_listener(twins.on_utwin_stored)
+    twin_id = _register(twins, topic_uri=TOPIC_URI)
+    payload = json.dumps("y" * 65_536).encode()
+    message = _json_message(payload)
+    room = _write_ahead_log(store.path).stat().st_size + len(message) + 4096
+    with caplog.at_level(logging.CRITICAL, "utwin"), _files_limited_to(room):
+        assert [STORED] == utwin.store_messages([message], NOW_MS)
+    behind = _temperature(twins, twin_id)
+    assert store.resume_writes()
+    other_topic = up_message(uuri(resource=0x8003), b"1").SerializeToString()  # bound to no twin
+    assert [STORED] == utwin.store_messages([other_topic], NOW_MS)
+    assert (None, payload.decode()) == (behind, _temperature(twins, twin_id))
+
+
 def test_catch_up_keeps_a_newer_published_value(store: RocksStore) -> None:
     """Catching up does not replace a value newer than the topic's stored message."""
     utwin = UTwin(store, Limits())

@@ -83,6 +83,8 @@ class DigiTwin:
         self._bridge = BridgeIndex(store)
         self.hub = WatchHub(settings.watch_buffer)
         self._last_arrival_id = 0
+        # Bound topics whose last bridging failed: caught up at the next message uTwin stores.
+        self._behind: set[Topic] = set()
         try:
             self.catch_up_bridge(uuid.now_ms() if now_ms is None else now_ms)
         except Exception:
@@ -288,10 +290,21 @@ class DigiTwin:
         if not self._bridge.topic_count:
             return  # no twin reads any topic: nothing to look up per message
         try:
+            if self._behind:
+                # uTwin's write just succeeded, so the store takes writes again: repair first.
+                self._catch_up_behind()
             self._bridge_messages(stored)
         except Exception:
             # The messages are already stored by uTwin; a bridge failure must not fail that ingest.
+            self._behind.update(message.topic for message in stored if self._bridge.targets(message.topic))
             log.exception("bridge: updating twins from %d uTwin messages failed", len(stored))
+
+    def _catch_up_behind(self) -> None:
+        """Catch up the topics whose bridging failed in this process (see `catch_up_bridge`)."""
+        topics = list(self._behind)
+        bound = [(topic, target) for topic in topics for target in self._bridge.targets(topic)]
+        self._catch_up(bound, uuid.now_ms())
+        self._behind.difference_update(topics)
 
     def _bridge_messages(self, stored: Sequence[StoredMessage]) -> None:
         offered: list[tuple[LoadedTwin, ValueKind, str, Value]] = []
@@ -315,9 +328,10 @@ class DigiTwin:
 
         uTwin's write and the bridge's are two writes, so a bridge write that
         failed, or a crash between the two, leaves a twin behind its topic; this
-        repairs it, from uTwin's stored messages alone. It runs at start (and may
-        run again after the store recovers); twins are not loaded for it. The
-        number of values written.
+        repairs it, from uTwin's stored messages alone. It runs at start, so a
+        failure is repaired even if the process died; within the process, the
+        topics that failed are caught up again at the next message uTwin stores.
+        Twins are not loaded for it. The number of values written.
         """
         bound = list(self._bridge.bound())
         written = 0
