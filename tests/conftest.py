@@ -1,12 +1,19 @@
-"""Fixtures: real servers on loopback port 0, each over its own temporary RocksDB folder."""
+"""Fixtures: real servers on loopback port 0, each over its own temporary RocksDB folder.
+
+Also the fix-ups pytest-grpc needs (it serves synchronous servicers for the
+tests of clients and of upstream-style peers): a loopback address that leaks
+no socket, and the method its fake-server mode lacks.
+"""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import pytest_grpc.plugin
 
 from tests.servers import Servers, ServerThread
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2_grpc
@@ -39,3 +46,28 @@ def utwin_stub(channel: grpc.Channel) -> utwin_pb2_grpc.uTwinStub:
 @pytest.fixture
 def ingest_stub(channel: grpc.Channel) -> ingest_pb2_grpc.IngestStub:
     return ingest_pb2_grpc.IngestStub(channel)
+
+
+# Generated servicer code registers its methods through this call, which the plugin's
+# fake server (--grpc-fake-server) predates; the generic handlers it also adds suffice.
+if not hasattr(pytest_grpc.plugin.FakeServer, "add_registered_method_handlers"):
+    pytest_grpc.plugin.FakeServer.add_registered_method_handlers = (  # type: ignore[attr-defined]
+        lambda self, service_name, method_handlers: None
+    )
+
+
+@pytest.fixture(scope="module")
+def grpc_addr() -> Iterator[str]:
+    """A free 127.0.0.1 port for pytest-grpc's server, held until the module ends.
+
+    Replaces the plugin's fixture, which binds a socket it never closes (a
+    ResourceWarning, an error here). SO_REUSEPORT lets the gRPC server bind the
+    same port while this socket, never listening, keeps it from anyone else.
+    """
+    reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reservation.bind(("127.0.0.1", 0))
+    try:
+        yield f"127.0.0.1:{reservation.getsockname()[1]}"
+    finally:
+        reservation.close()
