@@ -40,7 +40,7 @@ SHORT: list[tuple[str, Callable[[], PartResult]]] = [
     ("peers", lambda: peers.run(calls=5)),
     ("disk", lambda: disk.run()),
     ("soak", lambda: soak.run(seconds=10.0, clients=64)),
-    ("fairness", lambda: fairness.run(rounds=1, seconds=3.0)),
+    ("fairness", lambda: fairness.run(rounds=3, seconds=2.0)),
 ]
 
 

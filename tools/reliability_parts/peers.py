@@ -81,6 +81,7 @@ class Caller:
         self.call_codes: Counter[str] = Counter()
         self.topic_codes: dict[str, Counter[str]] = {fault: Counter() for fault in self.latencies}
         self.local_failures = 0
+        self.late: list[str] = []
         self.lock = threading.Lock()
         # A fresh topic for every call, so no answer comes from A's copy or its memory of a NOT_FOUND.
         self._resources = itertools.count(0x8001)
@@ -104,6 +105,8 @@ class Caller:
         with self.lock:
             self.latencies[label].append(elapsed)
             self.call_codes[code] += 1
+            if code != "OK" and len(self.late) < 20:
+                self.late.append(f"{label} call #{len(self.latencies[label])}: {code} after {elapsed:.3f} s")
             if entries:
                 if entries[0].status.code != ucode_pb2.OK:
                     self.local_failures += 1
@@ -171,6 +174,8 @@ def run(calls: int) -> PartResult:
         "whole-call statuses", ", ".join(f"{code} {n}" for code, n in caller.call_codes.most_common())
     )
     result.figure("max latency / deadline", f"{worst:.3f} / {DEADLINE_S}")
+    for late in caller.late:
+        print(f"    not answered in time: {late}")
     result.check(alive, "instance A survived its peers")
     result.check(
         set(caller.call_codes) == {"OK"}, f"every call answered by A in time ({dict(caller.call_codes)})"
