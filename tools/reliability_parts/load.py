@@ -35,6 +35,7 @@ WINDOW_FRAMES = 4
 class Tally:
     calls: int = 0
     items: int = 0
+    ingested: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
 
@@ -124,11 +125,13 @@ async def _ingest_client(
             for rejection in ack.rejections:
                 tally.error(f"ingest rejection {rejection.status.code}: {rejection.status.message}")
             tally.items += ack.acknowledged - acknowledged
+            tally.ingested += ack.acknowledged - acknowledged
             acknowledged = ack.acknowledged
         await call.done_writing()
         while (raw := await call.read()) is not grpc.aio.EOF:
             ack = ingest_pb2.PublishAck.FromString(raw)
             tally.items += ack.acknowledged - acknowledged
+            tally.ingested += ack.acknowledged - acknowledged
             acknowledged = ack.acknowledged
         tally.calls += 1
     except grpc.aio.AioRpcError as error:
@@ -223,6 +226,7 @@ def run_args(args) -> int:  # type: ignore[no-untyped-def]
     figures = {
         "calls": tally.calls,
         "items": tally.items,
+        "ingested": tally.ingested,
         "seconds": elapsed,
         "items_per_s": tally.items / elapsed,
         "p50_ms": 1000 * percentile(tally.latencies_s, 0.5),

@@ -39,9 +39,12 @@ def run(seconds: float, clients: int) -> PartResult:
         files_back = alive and poll(lambda: server.open_files() <= files_before + FD_SLACK, 10)
         files_after = server.open_files() if alive else -1
     errors = sum(int(f.get("errors", 0)) for f in figures)  # type: ignore[call-overload]
-    calls = sum(int(f.get("items", 0)) for f in figures)  # type: ignore[call-overload]
+    ingested = sum(int(f.get("ingested", 0)) for f in figures)  # type: ignore[call-overload]
+    calls = sum(int(f.get("items", 0)) for f in figures) - ingested  # type: ignore[call-overload]
     result.figure("clients x seconds", f"{clients} x {seconds:g}")
-    result.figure("calls and ingested messages", f"{calls:,}")
+    result.figure("unary calls (uTwin and DigiTwin) / messages ingested", f"{calls:,} / {ingested:,}")
+    p99 = max(float(f.get("p99_ms", 0.0)) for f in figures)  # type: ignore[arg-type]
+    result.figure("unary p99 ms (worst load process)", f"{p99:.0f}")
     result.figure("errors", errors)
     for f in figures:
         if f.get("errors"):
