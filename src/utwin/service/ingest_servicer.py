@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -90,20 +90,26 @@ class IngestServicer:
         queue: asyncio.Queue[ingest_pb2.PublishRequestView | None],
         free_slots: asyncio.Semaphore,
     ) -> None:
+        # gRPC's request generator waits at its yield holding the last frame, inside
+        # a reference cycle of the call: closed below, so no frame (up to
+        # max_frame_bytes) outlives the stream until a cyclic collection.
+        frames = aiter(frames)
         try:
             frame_number = 0
             async for raw_frame in frames:
-                try:
-                    frame = ingest_pb2.PublishRequestView.FromString(raw_frame)
-                except DecodeError:
+                frame = _decoded_frame(raw_frame)
+                # The error raised below lives on in this task: it must not keep the bytes.
+                del raw_frame
+                if frame is None:
                     raise InvalidArgument(
                         f"frame {frame_number}: not a valid PublishRequest encoding; stream ended"
-                    ) from None
+                    )
                 await free_slots.acquire()
                 queue.put_nowait(frame)
                 frame_number += 1
         finally:
             queue.put_nowait(_END)  # always wake the store side, also when the stream fails
+            await _close(frames)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {
@@ -113,3 +119,17 @@ class IngestServicer:
                 response_serializer=ingest_pb2.PublishAck.SerializeToString,
             ),
         }
+
+
+def _decoded_frame(raw_frame: bytes) -> ingest_pb2.PublishRequestView | None:
+    """The frame decoded, or None when its bytes are not a PublishRequest."""
+    try:
+        return ingest_pb2.PublishRequestView.FromString(raw_frame)
+    except DecodeError:
+        return None
+
+
+async def _close(frames: AsyncIterator[bytes]) -> None:
+    """Close a request generator, dropping what its suspended frame holds."""
+    if isinstance(frames, AsyncGenerator):
+        await frames.aclose()

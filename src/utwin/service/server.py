@@ -26,6 +26,7 @@ from utwin.service.digitwin_servicer import SERVICE_NAME as DIGITWIN_SERVICE
 from utwin.service.digitwin_servicer import DigiTwinServicer
 from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
 from utwin.service.ingest_servicer import IngestServicer
+from utwin.service.memory import return_large_blocks
 from utwin.service.peer_lookup_servicer import SERVICE_NAME as PEER_LOOKUP_SERVICE
 from utwin.service.peer_lookup_servicer import PeerLookupServicer
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
@@ -212,6 +213,7 @@ async def start_server(config: Config) -> RunningServer:
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    return_large_blocks()
     running = await start_server(config)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
