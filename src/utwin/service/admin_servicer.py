@@ -7,7 +7,6 @@ from typing import Any
 import grpc
 
 from utwin.federation import BreakerState, Federation, PeerStats
-from utwin.service.status import unary_errors
 from utwin.twin import UTwin
 from utwin_proto.utwin.v1 import admin_pb2
 
@@ -59,7 +58,7 @@ class AdminServicer:
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
             "GetStats": grpc.unary_unary_rpc_method_handler(
-                unary_errors(self.get_stats),
+                self.get_stats,
                 request_deserializer=admin_pb2.GetStatsRequest.FromString,
                 response_serializer=admin_pb2.GetStatsResponse.SerializeToString,
             ),

@@ -9,9 +9,9 @@ later replace this one function.
 
 from __future__ import annotations
 
-import functools
 import logging
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -31,9 +31,8 @@ from utwin.digitwin import (
     parse_twin_id,
     td,
 )
-from utwin.errors import InvalidArgument, PermissionDenied, ResourceExhausted, UTwinError
+from utwin.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from utwin.service import wire
-from utwin.service.status import abort, unary_errors
 from utwin.store import GroupSync
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
@@ -49,6 +48,7 @@ Request = TypeVar("Request", bound=Message)
 _CHANGES_PER_TAKE = 512
 _RESPONSE_BYTES = 1 << 20
 _CHANGES_TAG = b"\x0a"  # WatchResponse.changes = 1
+FRAMED_CHANGES_BYTES = 16 << 20
 _SUBSCRIBED = pb.WatchResponse(subscribed=True).SerializeToString()
 
 _KIND_TO_PB = {
@@ -91,9 +91,35 @@ def _update(message: pb.Value) -> Update:
     return Update(message.json, message.timestamp_ms or None)
 
 
-@functools.lru_cache(maxsize=4096)
-def framed_change(change: Change) -> bytes:
-    """A Change as a WatchResponse.changes field; cached, since fan-out sends it to many subscribers."""
+class FramedChanges:
+    """Changes framed as WatchResponse.changes fields, the recently framed ones kept.
+
+    Fan-out sends one change to many subscribers, so its framing is kept; the
+    bound is in bytes, since a change may carry a whole TD (up to
+    max_message_bytes). A framing larger than the whole bound is not kept.
+    """
+
+    def __init__(self, max_bytes: int = FRAMED_CHANGES_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.kept_bytes = 0
+        self._framed: OrderedDict[Change, bytes] = OrderedDict()
+
+    def __call__(self, change: Change) -> bytes:
+        framed = self._framed.get(change)
+        if framed is not None:
+            self._framed.move_to_end(change)
+            return framed
+        framed = _frame(change)
+        if len(framed) <= self.max_bytes:
+            self._framed[change] = framed
+            self.kept_bytes += len(framed)
+            while self.kept_bytes > self.max_bytes:
+                _, dropped = self._framed.popitem(last=False)
+                self.kept_bytes -= len(dropped)
+        return framed
+
+
+def _frame(change: Change) -> bytes:
     message = pb.Change(
         kind=_KIND_TO_PB[change.kind],
         twin_id=change.twin_text,
@@ -107,6 +133,9 @@ def framed_change(change: Change) -> bytes:
         message.value.json = change.value.json
         message.value.timestamp_ms = change.value.timestamp_ms
     return wire.length_delimited(_CHANGES_TAG, message.SerializeToString())
+
+
+framed_change = FramedChanges()
 
 
 def watch_responses(changes: Sequence[Change]) -> Iterator[bytes]:
@@ -206,10 +235,7 @@ class DigiTwinServicer:
         return response
 
     async def watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[bytes]:
-        try:
-            subscription = self._twins.hub.subscribe(watch_filter(request))
-        except UTwinError as error:
-            await abort(context, error)
+        subscription = self._twins.hub.subscribe(watch_filter(request))
         try:
             if request.include_current_state:
                 after: bytes | None = None
@@ -223,13 +249,10 @@ class DigiTwinServicer:
             while True:
                 await subscription.wait()
                 if subscription.overflowed:
-                    await abort(
-                        context,
-                        ResourceExhausted(
-                            f"watch: more than {subscription.capacity} changes waited for this subscriber, "
-                            "which reads too slowly; the stream ends here (watch again, with "
-                            "include_current_state, to resume)"
-                        ),
+                    raise ResourceExhausted(
+                        f"watch: more than {subscription.capacity} changes waited for this subscriber, "
+                        "which reads too slowly; the stream ends here (watch again, with "
+                        "include_current_state, to resume)"
                     )
                 for response in watch_responses(subscription.take(_CHANGES_PER_TAKE)):
                     yield response
@@ -260,7 +283,7 @@ def _unary(
     handler: Callable[[Request, Context], Awaitable[Message]], request_type: type[Request]
 ) -> grpc.RpcMethodHandler[Any, Any]:
     return grpc.unary_unary_rpc_method_handler(
-        unary_errors(handler),
+        handler,
         request_deserializer=request_type.FromString,
         response_serializer=_serialize,
     )

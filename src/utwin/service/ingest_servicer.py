@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError
 from utwin import uuid
 from utwin.errors import InvalidArgument, UTwinError
 from utwin.service import wire
-from utwin.service.status import abort, log_unexpected, ustatus
+from utwin.service.status import abort, close_requests, log_unexpected, ustatus
 from utwin.store import GroupSync
 from utwin.twin import UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
@@ -90,10 +90,7 @@ class IngestServicer:
         queue: asyncio.Queue[ingest_pb2.PublishRequestView | None],
         free_slots: asyncio.Semaphore,
     ) -> None:
-        # gRPC's request generator waits at its yield holding the last frame, inside
-        # a reference cycle of the call: closed below, so no frame (up to
-        # max_frame_bytes) outlives the stream until a cyclic collection.
-        frames = aiter(frames)
+        frames = aiter(frames)  # the generator, closed at the end (see close_requests)
         try:
             frame_number = 0
             async for raw_frame in frames:
@@ -109,7 +106,7 @@ class IngestServicer:
                 frame_number += 1
         finally:
             queue.put_nowait(_END)  # always wake the store side, also when the stream fails
-            await _close(frames)
+            await close_requests(frames)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {
@@ -127,9 +124,3 @@ def _decoded_frame(raw_frame: bytes) -> ingest_pb2.PublishRequestView | None:
         return ingest_pb2.PublishRequestView.FromString(raw_frame)
     except DecodeError:
         return None
-
-
-async def _close(frames: AsyncIterator[bytes]) -> None:
-    """Close a request generator, dropping what its suspended frame holds."""
-    if isinstance(frames, AsyncGenerator):
-        await frames.aclose()

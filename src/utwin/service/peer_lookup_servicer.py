@@ -9,7 +9,6 @@ task, so it does not hold up the lookups behind it on the stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -17,11 +16,11 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from utwin import uuid
-from utwin.errors import Code, UTwinError
+from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.federation import Federation, Forwarding
 from utwin.federation.forwarding import CLIENT_REQUEST
 from utwin.service import wire
-from utwin.service.status import log_unexpected, ustatus_bytes
+from utwin.service.status import close_requests, log_unexpected, ustatus_bytes
 from utwin.twin import Answer, UTwin
 from utwin_proto.utwin.v1 import peer_pb2
 
@@ -56,16 +55,6 @@ class _StreamWriter:
         async with self._lock:
             await self._context.write(response)
 
-    async def abort(self, code: grpc.StatusCode, message: str) -> None:
-        await self._context.abort(code, message)
-
-    async def end(self, message: str) -> None:
-        """End the stream UNAVAILABLE from outside its handler (whose reads then end)."""
-        async with self._lock:
-            # Abort raises by design; the stream may also have ended on its own meanwhile.
-            with contextlib.suppress(grpc.aio.AbortError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                await self._context.abort(grpc.StatusCode.UNAVAILABLE, message)
-
 
 class PeerLookupServicer:
     def __init__(self, twin: UTwin, federation: Federation | None = None) -> None:
@@ -73,14 +62,12 @@ class PeerLookupServicer:
         self._federation = federation
         # The lookups waiting for peers of each open stream.
         self._streams: dict[_StreamWriter, set[asyncio.Task[None]]] = {}
-        self._closing = False
 
     async def lookup(self, requests: AsyncIterator[bytes], context: Context) -> None:
         writer = _StreamWriter(context)
-        if self._closing:
-            await writer.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         in_flight: set[asyncio.Task[None]] = set()
         self._streams[writer] = in_flight
+        requests = aiter(requests)  # the generator, closed at the end (see close_requests)
         try:
             # Headers at once tell the caller this peer serves the stream (see peer_stream).
             await context.send_initial_metadata(())
@@ -89,22 +76,20 @@ class PeerLookupServicer:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
         finally:
+            await close_requests(requests)
             del self._streams[writer]
             for task in in_flight:
                 task.cancel()
 
     async def close(self, grace_s: float) -> None:
-        """End the streams served: lookups waiting for peers get up to grace_s to finish.
+        """Give the lookups waiting for peers up to grace_s to finish.
 
-        A stream stays open as long as its caller wants, so without this a
-        server's graceful stop would always wait out the whole grace period.
+        The streams themselves stay open as long as their callers want: the
+        server's error gate ends them when shutdown starts (see server.stop).
         """
-        self._closing = True
         waiting = [task for in_flight in self._streams.values() for task in in_flight]
         if waiting:
             await asyncio.wait(waiting, timeout=grace_s)
-        for writer in list(self._streams):
-            await writer.end("the server is shutting down")
 
     async def _one_lookup(
         self, raw: bytes, writer: _StreamWriter, in_flight: set[asyncio.Task[None]]
@@ -114,9 +99,7 @@ class PeerLookupServicer:
             request = peer_pb2.LookupRequest.FromString(raw)
         except DecodeError:
             # Without an id nothing can be answered: end the stream, as a unary call would end.
-            message = "request: not a valid LookupRequest encoding"
-            await writer.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-            return
+            raise InvalidArgument("request: not a valid LookupRequest encoding") from None
         try:
             uris = request.topics.uris
             topics = [uri.SerializeToString() for uri in uris]

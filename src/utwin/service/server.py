@@ -8,11 +8,11 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from utwin import uuid
 from utwin.config import Config, Durability
@@ -29,6 +29,7 @@ from utwin.service.ingest_servicer import IngestServicer
 from utwin.service.memory import return_large_blocks
 from utwin.service.peer_lookup_servicer import SERVICE_NAME as PEER_LOOKUP_SERVICE
 from utwin.service.peer_lookup_servicer import PeerLookupServicer
+from utwin.service.status import ErrorGate
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
 from utwin.store import GroupSync, RocksStore
@@ -46,6 +47,13 @@ class HealthStatus(Protocol):
 
 
 SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE, PEER_LOOKUP_SERVICE)
+# Streams a caller keeps open as long as it likes: they end UNAVAILABLE when shutdown starts,
+# rather than hold it for the whole grace period. Ingest streams are drained instead.
+_ENDS_AT_SHUTDOWN = {
+    DIGITWIN_SERVICE: ("Watch",),
+    PEER_LOOKUP_SERVICE: ("Lookup",),
+    health.SERVICE_NAME: ("Watch",),
+}
 _SWEEP_STEP_TOPICS = 5_000
 # How often a store that refuses writes is asked to resume: soon at first, then at most each second.
 _RESUME_FIRST_S = 0.05
@@ -67,6 +75,7 @@ class RunningServer:
     peer_lookup: PeerLookupServicer
     federation: Federation | None = None
     group_sync: GroupSync | None = None
+    gate: ErrorGate = dataclasses.field(default_factory=ErrorGate)
 
     @property
     def address(self) -> str:
@@ -76,6 +85,8 @@ class RunningServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish within the grace period, close the store."""
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         await self.health.enter_graceful_shutdown()
         for task in self.background:
             task.cancel()
@@ -83,12 +94,37 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.peer_lookup.close(grace)
-        await self.server.stop(grace)
+        # Watches and lookup streams end UNAVAILABLE now; calls and ingest streams drain.
+        await self.gate.end_streams()
+        await self.server.stop(max(0.0, deadline - loop.time()))
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it
         if self.group_sync is not None:
             await self.group_sync.close(grace)  # its fsync runs in a thread: never beside the close
         self.store.close()
+
+
+class _GeneratedHandlers:
+    """Stands for the server in a generated `add_*_to_server`, keeping its handlers to gate them."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """Ignored: the same handlers are also given by service name, below."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self.services[service] = handlers
+
+
+def _register(
+    server: grpc.aio.Server, name: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    # Registered methods skip the generic lookup per call (the stubs predate them).
+    server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
 
 
 async def _sweep_expired(twin: UTwin, interval_s: float) -> None:
@@ -143,6 +179,7 @@ async def start_server(config: Config) -> RunningServer:
         value_memory_bytes=config.value_memory_mb << 20,
     )
     federation: Federation | None = None
+    gate = ErrorGate()
     try:
         twin = UTwin(store, config.limits)
         digitwin = DigiTwin(store, digitwin_settings(config))
@@ -161,6 +198,7 @@ async def start_server(config: Config) -> RunningServer:
         digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
         admin_servicer = AdminServicer(twin, config.authority, federation)
         peer_lookup_servicer = PeerLookupServicer(twin, federation)
+        # Every service, the project's and the library ones, is served behind the one error gate.
         for name, handlers in (
             (UTWIN_SERVICE, utwin_servicer.handlers()),
             (INGEST_SERVICE, ingest_servicer.handlers()),
@@ -168,14 +206,18 @@ async def start_server(config: Config) -> RunningServer:
             (ADMIN_SERVICE, admin_servicer.handlers()),
             (PEER_LOOKUP_SERVICE, peer_lookup_servicer.handlers()),
         ):
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-            # Registered methods skip the generic lookup per call (the stubs predate them).
-            server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
+            _register(server, name, gate.service(name, handlers, _ENDS_AT_SHUTDOWN.get(name, ())))
 
         health_servicer: HealthStatus = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflected = (*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(reflected, server)
+        generated = _GeneratedHandlers()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, generated)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(reflected),  # type: ignore[attr-defined]  # untyped module
+            generated,
+        )
+        for name, handlers in generated.services.items():
+            _register(server, name, gate.service(name, handlers, _ENDS_AT_SHUTDOWN.get(name, ())))
 
         try:
             port = server.add_insecure_port(config.listen)
@@ -208,6 +250,7 @@ async def start_server(config: Config) -> RunningServer:
         peer_lookup_servicer,
         federation,
         group_sync,
+        gate,
     )
 
 

@@ -1,15 +1,29 @@
-"""The one place where domain errors become gRPC statuses and uProtocol UStatus messages."""
+"""The one place where errors become gRPC statuses and uProtocol UStatus messages.
+
+`ErrorGate` is the inbound gate every handler of every served service runs
+behind, unary and streaming alike: it decodes the request itself (a failing
+deserializer inside gRPC would reach the caller as UNKNOWN), answers a
+malformed request INVALID_ARGUMENT naming what was wrong, a domain error its
+own status, and anything unexpected INTERNAL with a generic message. Details
+of the unexpected go to the log, rate-limited per site; none reach a client.
+It also ends the streams that would otherwise stay open through shutdown.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
+from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from utwin.errors import Code, UTwinError
+from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin_proto.uprotocol.v1 import ustatus_pb2
 
 log = logging.getLogger("utwin.service")
@@ -17,39 +31,263 @@ log = logging.getLogger("utwin.service")
 GRPC_STATUS: dict[Code, grpc.StatusCode] = {code: grpc.StatusCode[code.name] for code in Code}
 # What a caller is told of an unexpected error; the server log has its traceback.
 INTERNAL_DETAIL = "internal error; see the server log"
+SHUTTING_DOWN = "the server is shutting down"
+# At most one traceback per site in this many seconds; the others are counted.
+LOG_INTERVAL_S = 10.0
 
-Request = TypeVar("Request")
-Response = TypeVar("Response")
-Handler = Callable[[Request, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]]
+Context = grpc.aio.ServicerContext[Any, Any]
+Decoder = Callable[[bytes], Any]
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], error: UTwinError) -> NoReturn:
-    await context.abort(GRPC_STATUS[error.code], error.message)
+    await context.abort(*status_of(error, "a stream"))
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-def unary_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
-    """Turn domain errors raised by a unary handler into their status; anything else into INTERNAL."""
+def status_of(error: UTwinError, site: str) -> tuple[grpc.StatusCode, str]:
+    """The status a client is told of a domain error; a failure of the engine stays in the log."""
+    if error.code in _UNEXPECTED_CODES:
+        return grpc.StatusCode.INTERNAL, _unexpected_detail(site, error)
+    return GRPC_STATUS[error.code], error.message
 
-    @functools.wraps(handler)
-    async def wrapper(request: Request, context: grpc.aio.ServicerContext[Request, Response]) -> Response:
-        try:
-            return await handler(request, context)
-        except UTwinError as error:
-            await context.abort(GRPC_STATUS[error.code], error.message)
-        except (grpc.aio.AbortError, grpc.aio.UsageError):
-            raise
-        except Exception:
-            await context.abort(grpc.StatusCode.INTERNAL, log_unexpected(handler.__qualname__))
-        raise AssertionError("context.abort returned")  # pragma: no cover
 
-    return wrapper
+_UNEXPECTED_CODES = frozenset((Code.OK, Code.UNKNOWN, Code.INTERNAL))
+
+
+class _RateLimitedLog:
+    """Logs an exception with its traceback at most once per site and interval, counting the rest."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._quiet_until: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def exception(self, site: str, error: BaseException) -> None:
+        now = time.monotonic()
+        if now < self._quiet_until.get(site, 0.0):
+            self._suppressed[site] = self._suppressed.get(site, 0) + 1
+            return
+        self._quiet_until[site] = now + self._interval_s
+        suppressed = self._suppressed.pop(site, 0)
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.error("unexpected error in %s%s", site, more, exc_info=error)
+
+
+_unexpected_log = _RateLimitedLog(LOG_INTERVAL_S)
+
+
+def _unexpected_detail(site: str, error: BaseException) -> str:
+    _unexpected_log.exception(site, error)
+    return INTERNAL_DETAIL
 
 
 def log_unexpected(where: str) -> str:
-    """Log the exception being handled, with its traceback; the detail to send in its place."""
-    log.exception("unexpected error in %s", where)
-    return INTERNAL_DETAIL
+    """Log the exception being handled (rate-limited); the detail to send in its place."""
+    error = sys.exc_info()[1]
+    return _unexpected_detail(where, error) if error is not None else INTERNAL_DETAIL
+
+
+def message_decoder(deserializer: Callable[[bytes], Any] | None) -> Decoder | None:
+    """A decoder naming the request type on failure, for a generated `FromString`; else None."""
+    message_type = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_type, "DESCRIPTOR", None)
+    if deserializer is None or descriptor is None:
+        return None
+    from_string = deserializer
+    failure = f"request: not a valid {descriptor.name} encoding"
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return from_string(raw)
+        except DecodeError:
+            raise InvalidArgument(failure) from None
+
+    return decode
+
+
+class ErrorGate:
+    """Wraps the handlers of every service; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._closing = False
+        self._ending_streams: set[asyncio.Task[Any]] = set()
+
+    def service(
+        self,
+        service_name: str,
+        handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]],
+        end_at_shutdown: Collection[str] = (),
+    ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+        """The handlers behind the gate; methods in end_at_shutdown end UNAVAILABLE when shutdown starts."""
+        return {
+            method: self.handler(f"{service_name}/{method}", handler, method in end_at_shutdown)
+            for method, handler in handlers.items()
+        }
+
+    def handler(
+        self, site: str, handler: grpc.RpcMethodHandler[Any, Any], ends_at_shutdown: bool = False
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        # A generated deserializer moves into the gate; any other (the project's
+        # passthrough, which cannot fail) stays with gRPC.
+        decode = message_decoder(handler.request_deserializer)
+        deserializer = None if decode is not None else handler.request_deserializer
+        serializer = handler.response_serializer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(site, handler.unary_unary, decode), deserializer, serializer
+            )
+        if handler.unary_stream is not None:
+            responses = self._streaming(site, handler.unary_stream, decode, ends_at_shutdown)
+            return grpc.unary_stream_rpc_method_handler(responses, deserializer, serializer)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(site, handler.stream_unary, _stream_decoder(decode)), deserializer, serializer
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(site, handler.stream_stream, _stream_decoder(decode), ends_at_shutdown),
+            deserializer,
+            serializer,
+        )
+
+    async def end_streams(self) -> None:
+        """End the open streams marked to end at shutdown, and refuse new ones."""
+        self._closing = True
+        ending = list(self._ending_streams)
+        for task in ending:
+            task.cancel()
+        if ending:
+            await asyncio.wait(ending)
+
+    # Each wrapper answers a failure after leaving its except block, with the
+    # request dropped: the abort error lives on in the call's state, and its
+    # traceback must keep neither the failure's frames nor the request's bytes.
+
+    def _unary(
+        self, site: str, behaviour: Callable[..., Any], decode: Callable[[Any], Any] | None
+    ) -> Callable[..., Any]:
+        if decode is None:
+
+            async def gated(request: Any, context: Context) -> Any:
+                try:
+                    return await behaviour(request, context)
+                except Exception as error:
+                    code, detail = _failure_status(site, error)
+                del request
+                await _abort(context, code, detail)
+
+            return gated
+
+        async def decoding(request: Any, context: Context) -> Any:
+            try:
+                return await behaviour(decode(request), context)
+            except Exception as error:
+                code, detail = _failure_status(site, error)
+            del request
+            await _abort(context, code, detail)
+
+        return decoding
+
+    def _streaming(
+        self,
+        site: str,
+        behaviour: Callable[..., Any],
+        decode: Callable[[Any], Any] | None,
+        ends_at_shutdown: bool,
+    ) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def gated_responses(request: Any, context: Context) -> AsyncIterator[Any]:
+                try:
+                    self._admit(ends_at_shutdown)
+                    async for response in behaviour(request if decode is None else decode(request), context):
+                        yield response
+                    return
+                except asyncio.CancelledError:
+                    code, detail = self._cancelled_status(ends_at_shutdown)
+                except Exception as error:
+                    code, detail = _failure_status(site, error)
+                finally:
+                    self._ending_streams.discard(asyncio.current_task())
+                del request
+                await _abort(context, code, detail)
+
+            return gated_responses
+
+        async def gated_writes(request: Any, context: Context) -> None:
+            try:
+                self._admit(ends_at_shutdown)
+                await behaviour(request if decode is None else decode(request), context)
+                return
+            except asyncio.CancelledError:
+                code, detail = self._cancelled_status(ends_at_shutdown)
+            except Exception as error:
+                code, detail = _failure_status(site, error)
+            finally:
+                self._ending_streams.discard(asyncio.current_task())
+            del request
+            await _abort(context, code, detail)
+
+        return gated_writes
+
+    def _admit(self, ends_at_shutdown: bool) -> None:
+        if not ends_at_shutdown:
+            return
+        if self._closing:
+            raise _ShuttingDown
+        task = asyncio.current_task()
+        if task is not None:
+            self._ending_streams.add(task)
+
+    def _cancelled_status(self, ends_at_shutdown: bool) -> tuple[grpc.StatusCode, str]:
+        """UNAVAILABLE for a stream ended by shutdown; any other cancellation goes on."""
+        if not (ends_at_shutdown and self._closing):
+            raise  # called from an except block: the cancellation goes on
+        return grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN
+
+
+class _ShuttingDown(Exception):
+    """A stream that ends at shutdown was opened after shutdown started."""
+
+
+def _failure_status(site: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status answering a handler's failure (an abort already made goes on)."""
+    if isinstance(error, grpc.aio.AbortError):
+        raise error
+    if isinstance(error, UTwinError):
+        return status_of(error, site)
+    if isinstance(error, _ShuttingDown):
+        return grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN
+    if isinstance(error, NotImplementedError):  # as generated base servicers raise
+        return grpc.StatusCode.UNIMPLEMENTED, f"{site}: not implemented by this server"
+    return grpc.StatusCode.INTERNAL, _unexpected_detail(site, error)
+
+
+async def _abort(context: Context, code: grpc.StatusCode, detail: str) -> NoReturn:
+    await context.abort(code, detail)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+async def close_requests(requests: AsyncIterator[Any]) -> None:
+    """Close a request stream's generator, which otherwise waits at its yield holding the last request.
+
+    gRPC's generator sits in a reference cycle of the call, so without this a
+    request (up to max_frame_bytes) outlives its stream until a cyclic collection.
+    """
+    if isinstance(requests, AsyncGenerator):
+        await requests.aclose()
+
+
+def _stream_decoder(decode: Decoder | None) -> Callable[[Any], Any] | None:
+    """For a request stream: a decoder of the stream, decoding each request as it comes."""
+    if decode is None:
+        return None
+
+    async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for raw in requests:
+            yield decode(raw)
+
+    return decoded
 
 
 @functools.lru_cache(maxsize=1024)

@@ -11,7 +11,7 @@ from utwin import uuid
 from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.federation import Federation, forwarding_from
 from utwin.service import wire
-from utwin.service.status import log_unexpected, unary_errors, ustatus_bytes
+from utwin.service.status import log_unexpected, ustatus_bytes
 from utwin.store import GroupSync
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
@@ -69,7 +69,7 @@ class UTwinServicer:
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {
             "GetLastMessages": grpc.unary_unary_rpc_method_handler(
-                unary_errors(self.get_last_messages),
+                self.get_last_messages,
                 request_deserializer=wire.passthrough,
                 response_serializer=wire.passthrough,
             ),
