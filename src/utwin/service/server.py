@@ -95,7 +95,7 @@ class RunningServer:
                 await task
         await self.peer_lookup.close(grace)
         # Watches and lookup streams end UNAVAILABLE now; calls and ingest streams drain.
-        await self.gate.end_streams()
+        await self.gate.end_streams(deadline - loop.time())
         await self.server.stop(max(0.0, deadline - loop.time()))
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it

@@ -110,7 +110,7 @@ class ErrorGate:
 
     def __init__(self) -> None:
         self._closing = False
-        self._ending_streams: set[asyncio.Task[Any]] = set()
+        self._ending_streams: dict[asyncio.Task[Any], _OpenStream] = {}
 
     def service(
         self,
@@ -150,14 +150,21 @@ class ErrorGate:
             serializer,
         )
 
-    async def end_streams(self) -> None:
-        """End the open streams marked to end at shutdown, and refuse new ones."""
+    async def end_streams(self, timeout_s: float) -> None:
+        """End the open streams marked to end at shutdown, waiting up to timeout_s; refuse new ones.
+
+        A stream whose caller stopped reading cannot send its status until the
+        server's stop cancels its call, so the wait is bounded.
+        """
         self._closing = True
         ending = list(self._ending_streams)
-        for task in ending:
-            task.cancel()
-        if ending:
-            await asyncio.wait(ending)
+        for task, stream in self._ending_streams.items():
+            # A stream inside gRPC's send is not cancelled there (gRPC would take it
+            # for the call's end and send nothing): it ends as soon as the send is done.
+            if not stream.sending:
+                task.cancel()
+        if ending and timeout_s > 0:
+            await asyncio.wait(ending, timeout=timeout_s)
 
     # Each wrapper answers a failure after leaving its except block, with the
     # request dropped: the abort error lives on in the call's state, and its
@@ -199,16 +206,23 @@ class ErrorGate:
 
             async def gated_responses(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
-                    self._admit(ends_at_shutdown)
+                    stream = self._admit(ends_at_shutdown)
                     async for response in behaviour(request if decode is None else decode(request), context):
+                        if stream is None:
+                            yield response
+                            continue
+                        stream.sending = True
                         yield response
+                        stream.sending = False
+                        if self._closing:
+                            raise _ShuttingDown
                     return
                 except asyncio.CancelledError:
                     code, detail = self._cancelled_status(ends_at_shutdown)
                 except Exception as error:
                     code, detail = _failure_status(site, error)
                 finally:
-                    self._ending_streams.discard(asyncio.current_task())
+                    self._leave()
                 del request
                 await _abort(context, code, detail)
 
@@ -224,26 +238,43 @@ class ErrorGate:
             except Exception as error:
                 code, detail = _failure_status(site, error)
             finally:
-                self._ending_streams.discard(asyncio.current_task())
+                self._leave()
             del request
             await _abort(context, code, detail)
 
         return gated_writes
 
-    def _admit(self, ends_at_shutdown: bool) -> None:
+    def _admit(self, ends_at_shutdown: bool) -> _OpenStream | None:
+        """The stream's record when it ends at shutdown (refused once shutdown started)."""
         if not ends_at_shutdown:
-            return
+            return None
         if self._closing:
             raise _ShuttingDown
         task = asyncio.current_task()
+        if task is None:
+            return None
+        stream = self._ending_streams[task] = _OpenStream()
+        return stream
+
+    def _leave(self) -> None:
+        task = asyncio.current_task()
         if task is not None:
-            self._ending_streams.add(task)
+            self._ending_streams.pop(task, None)
 
     def _cancelled_status(self, ends_at_shutdown: bool) -> tuple[grpc.StatusCode, str]:
         """UNAVAILABLE for a stream ended by shutdown; any other cancellation goes on."""
         if not (ends_at_shutdown and self._closing):
             raise  # called from an except block: the cancellation goes on
         return grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN
+
+
+class _OpenStream:
+    """A stream that ends at shutdown; `sending` while gRPC sends its last response."""
+
+    __slots__ = ("sending",)
+
+    def __init__(self) -> None:
+        self.sending = False
 
 
 class _ShuttingDown(Exception):
