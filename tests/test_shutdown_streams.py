@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.messages import publish, uuri
 from tests.processes import ServeProcess
+from tests.servers import Servers, ServerThread
 from utwin.service.status import SHUTTING_DOWN
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2
@@ -75,24 +75,34 @@ def test_sigterm_ends_an_open_health_watch(tmp_path: Path) -> None:
     assert (0, True, (grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN), True) == outcome
 
 
-def test_sigterm_ends_a_lookup_stream_stuck_behind_flow_control(tmp_path: Path) -> None:
-    """A PeerLookup stream whose caller stops reading does not hold the stop past the grace period."""
+def test_stop_ends_a_lookup_stream_stuck_behind_flow_control(servers: Servers) -> None:
+    """A PeerLookup stream whose caller stopped reading does not hold the stop past the grace period."""
+    server = servers.start()
     big = publish(uuri(), b"x" * (900 << 10))
     lookups = [peer_pb2.LookupRequest(id=number, topics={"uris": [uuri()]}) for number in range(1, 200)]
-    settings = {"UTWIN_SHUTDOWN_GRACE_S": "1"}
-    with (
-        ServeProcess(tmp_path / "data", tmp_path / "serve.log", settings) as process,
-        process.channel() as channel,
-    ):
+    with server.channel() as channel:
         stored = utwin_pb2_grpc.uTwinStub(channel).SetLastMessage(big, timeout=TIMEOUT_S)
         answers = peer_pb2_grpc.PeerLookupStub(channel).Lookup(iter(lookups), timeout=TIMEOUT_S * 3)
         first = next(answers)  # then read no more: the server's writes fill the flow control window
+        stuck = _wait_until_a_write_is_stuck(server)
         started = time.monotonic()
-        process.send(signal.SIGTERM)
-        try:
-            code: int | None = process.wait(TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = None
+        server.stop(grace_s=1.0)
         elapsed_s = time.monotonic() - started
         answers.cancel()
-    assert (ucode_pb2.OK, 1, 0, True) == (stored.code, first.id, code, elapsed_s < 5.0)
+    assert (ucode_pb2.OK, 1, True, True) == (stored.code, first.id, stuck, elapsed_s < 5.0)
+
+
+def _wait_until_a_write_is_stuck(server: ServerThread) -> bool:
+    """Whether a lookup stream's writer stays busy (its write waits for the caller), within a deadline."""
+    assert server.running is not None
+    streams = server.running.peer_lookup._streams
+    deadline = time.monotonic() + TIMEOUT_S
+    busy_since: float | None = None
+    while time.monotonic() < deadline:
+        busy = any(writer._lock.locked() for writer in list(streams))
+        now = time.monotonic()
+        busy_since = (busy_since or now) if busy else None
+        if busy_since is not None and now - busy_since > 0.3:
+            return True
+        time.sleep(0.01)
+    return False
