@@ -16,9 +16,11 @@ from grpc_reflection.v1alpha import reflection
 
 from tests.servers import ServerThread
 from utwin.errors import StoreError
+from utwin.service import ingest_servicer
 from utwin.service.server import SERVED_SERVICES
 from utwin.service.status import INTERNAL_DETAIL, LOG_INTERVAL_S
 from utwin_proto.uprotocol.v1 import ucode_pb2, ustatus_pb2
+from utwin_proto.utwin.digitwin.v1 import digitwin_pb2, digitwin_pb2_grpc
 from utwin_proto.utwin.v1 import admin_pb2, admin_pb2_grpc
 
 SERVICES = (*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -198,5 +200,39 @@ def test_engine_failure_is_internal_without_its_text(
     monkeypatch.setattr(type(server.running.twin), "topic_count", property(lambda twin: fail()))
     with server.channel() as channel, pytest.raises(grpc.RpcError) as raised:
         admin_pb2_grpc.AdminStub(channel).GetStats(admin_pb2.GetStatsRequest(), timeout=CALL_TIMEOUT_S)
+    error = cast(grpc.Call, raised.value)
+    assert (grpc.StatusCode.INTERNAL, INTERNAL_DETAIL) == (error.code(), error.details())
+
+
+def test_unexpected_failure_in_the_ingest_reader_is_internal(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of the ingest reader that is no domain error ends the stream INTERNAL, not UNKNOWN."""
+
+    def fail(raw_frame: bytes) -> None:
+        raise RuntimeError("reader detail")
+
+    monkeypatch.setattr(ingest_servicer, "_decoded_frame", fail)
+    with server.channel() as channel:
+        publish = channel.stream_stream("/utwin.v1.Ingest/Publish", request_serializer=_identity)
+        with pytest.raises(grpc.RpcError) as raised:
+            list(publish(iter([b""]), timeout=CALL_TIMEOUT_S))
+    error = cast(grpc.Call, raised.value)
+    assert (grpc.StatusCode.INTERNAL, INTERNAL_DETAIL) == (error.code(), error.details())
+
+
+def test_unexpected_failure_in_a_watch_is_internal(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of the DigiTwin Watch that is no domain error ends the stream INTERNAL, not UNKNOWN."""
+    assert server.running is not None
+
+    def fail(watch_filter: object) -> None:
+        raise RuntimeError("watch detail")
+
+    monkeypatch.setattr(server.running.digitwin.hub, "subscribe", fail)
+    with server.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        stub = digitwin_pb2_grpc.DigiTwinStub(channel)
+        list(stub.Watch(digitwin_pb2.WatchRequest(), timeout=CALL_TIMEOUT_S))
     error = cast(grpc.Call, raised.value)
     assert (grpc.StatusCode.INTERNAL, INTERNAL_DETAIL) == (error.code(), error.details())
