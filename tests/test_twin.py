@@ -14,7 +14,7 @@ from utwin.store import RocksStore
 from utwin.store import keys as store_keys
 from utwin.twin import STORED, StoredMessage, UTwin
 from utwin.uri import Topic
-from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
+from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2, uuid_pb2
 
 NOW = 1_700_000_000_000
 RFC_VARIANT = 0b10 << 62
@@ -104,6 +104,45 @@ def from_source(**fields: object) -> bytes:
     return raw(publish(uuri(**fields), id_pair=v7(NOW)))  # type: ignore[arg-type]
 
 
+def with_attributes(**fields: object) -> bytes:
+    """A valid message at NOW (JSON payload) with these attribute fields set (None clears one)."""
+    message = publish(id_pair=v7(NOW))
+    message.attributes.payload_format = uattributes_pb2.UPAYLOAD_FORMAT_JSON
+    for name, value in fields.items():
+        if value is None:
+            message.attributes.ClearField(name)
+        elif isinstance(value, uri_pb2.UUri | uuid_pb2.UUID):
+            getattr(message.attributes, name).CopyFrom(value)
+        else:
+            setattr(message.attributes, name, value)
+    return raw(message)
+
+
+def without_payload(payload_format: int) -> bytes:
+    message = publish(payload=None, id_pair=v7(NOW))
+    message.attributes.payload_format = payload_format  # type: ignore[assignment]
+    return raw(message)
+
+
+def with_groups(levels: int) -> bytes:
+    """A valid message followed by unknown field 99 as `levels` nested groups."""
+    return raw_at(NOW) + POISON_START * levels + POISON_END * levels
+
+
+def with_groups_in_source(levels: int) -> bytes:
+    """A valid message whose source UUri carries the nested groups as unknown fields."""
+    source = uuri().SerializeToString() + POISON_START * levels + POISON_END * levels
+    message = publish(id_pair=v7(NOW))
+    message.attributes.source.ParseFromString(source)
+    return raw(message)
+
+
+POISON_START, POISON_END = b"\x9b\x06", b"\x9c\x06"  # field 99: start group, end group
+POISON = b"\x9b\x06" * 99 + b"\x9c\x06" * 99  # the exact bytes of the report
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+SINK = uuri("cloud", 0xFFFF_FFFF, 0xFF, 0xFFFF)
+
+
 INVALID_MESSAGES = [
     pytest.param(without_attributes(), "attributes: missing", id="no attributes"),
     pytest.param(
@@ -139,6 +178,88 @@ INVALID_MESSAGES = [
     pytest.param(from_source(resource=0x0001), "attributes.source.resource_id: ", id="method resource"),
     pytest.param(from_source(resource=0x7FFF), "attributes.source.resource_id: ", id="last method"),
     pytest.param(from_source(resource=0), "attributes.source.resource_id: ", id="response resource"),
+    pytest.param(raw_at(NOW) + POISON, "message: unknown fields nest 99 levels deep", id="poisoned"),
+    pytest.param(with_groups(100), "message: unknown fields nest 100 levels deep", id="poisoned 100"),
+    pytest.param(with_groups(33), "message: unknown fields nest 33 levels deep", id="33 levels"),
+    pytest.param(with_groups_in_source(31), "attributes.source: unknown fields nest 33", id="deep source"),
+    pytest.param(with_id(*v7(NOW + 300_001)), "attributes.id: dated 300001 ms after", id="future id"),
+    pytest.param(with_attributes(sink=uuri()), "attributes.sink.ue_id: 0x01A40101", id="topic sink"),
+    pytest.param(
+        with_attributes(sink=uuri("", 0xFFFF_FFFF, 0xFF, 0xFFFF)),
+        "attributes.sink.authority_name: ",
+        id="sink no authority",
+    ),
+    pytest.param(
+        with_attributes(sink=uuri("c", 0xFFFF_FFFF, 1, 0xFFFF)),
+        "attributes.sink.ue_version_major: ",
+        id="sink version",
+    ),
+    pytest.param(
+        with_attributes(sink=uuri("c", 0xFFFF_FFFF, 0xFF, 0)),
+        "attributes.sink.resource_id: ",
+        id="sink resource",
+    ),
+    pytest.param(
+        with_attributes(priority=8), "attributes.priority: 8 is not a UPriority value", id="priority 8"
+    ),
+    pytest.param(with_attributes(payload_format=9), "attributes.payload_format: 9 is not", id="format 9"),
+    pytest.param(
+        without_payload(uattributes_pb2.UPAYLOAD_FORMAT_JSON),
+        "attributes.payload_format: UPAYLOAD_FORMAT_JSON set on a message without a payload",
+        id="format without payload",
+    ),
+    pytest.param(
+        with_attributes(permission_level=3),
+        "attributes.permission_level: only UMESSAGE_TYPE_REQUEST",
+        id="permission level",
+    ),
+    pytest.param(
+        with_attributes(permission_level=0), "attributes.permission_level: ", id="permission level 0"
+    ),
+    pytest.param(with_attributes(token="secret"), "attributes.token: only UMESSAGE_TYPE_REQUEST", id="token"),
+    pytest.param(
+        with_attributes(commstatus=0), "attributes.commstatus: only UMESSAGE_TYPE_RESPONSE", id="commstatus"
+    ),
+    pytest.param(
+        with_attributes(reqid=uuid_pb2.UUID(msb=v7(NOW)[0])),
+        "attributes.reqid: only UMESSAGE_TYPE_RESPONSE",
+        id="reqid",
+    ),
+    pytest.param(
+        with_attributes(traceparent=TRACEPARENT.upper()),
+        "attributes.traceparent: not a W3C",
+        id="traceparent upper",
+    ),
+    pytest.param(
+        with_attributes(traceparent=TRACEPARENT[:-1]),
+        "attributes.traceparent: not a W3C",
+        id="traceparent short",
+    ),
+    pytest.param(
+        with_attributes(traceparent="ff" + TRACEPARENT[2:]),
+        "attributes.traceparent: version ff",
+        id="traceparent ff",
+    ),
+    pytest.param(
+        with_attributes(traceparent=TRACEPARENT[:3] + "0" * 32 + TRACEPARENT[35:]),
+        "attributes.traceparent: an all-zero",
+        id="zero trace id",
+    ),
+    pytest.param(
+        with_attributes(traceparent=TRACEPARENT[:36] + "0" * 16 + TRACEPARENT[52:]),
+        "attributes.traceparent: an all-zero",
+        id="zero parent id",
+    ),
+    pytest.param(
+        with_attributes(traceparent=TRACEPARENT + "-x"),
+        "attributes.traceparent: 57 characters",
+        id="traceparent 00 long",
+    ),
+    pytest.param(
+        with_attributes(traceparent="01" + TRACEPARENT[2:] + "x"),
+        "attributes.traceparent: 56 characters",
+        id="traceparent 01 glued",
+    ),
     pytest.param(b"\xff\xff\xff", "message: not a valid UMessage encoding", id="garbage bytes"),
     pytest.param(b"\x0a\x05\x0a", "message: not a valid UMessage encoding", id="truncated"),
 ]
@@ -174,6 +295,63 @@ def test_invalid_message_does_not_stop_the_rest_of_its_batch(twin: UTwin) -> Non
         stored_message(twin, first),
         stored_message(twin, second),
     ]
+
+
+VALID_MESSAGES = [
+    pytest.param(with_attributes(sink=SINK), id="authority-only sink"),
+    pytest.param(with_attributes(traceparent=TRACEPARENT), id="traceparent"),
+    pytest.param(with_attributes(traceparent="01" + TRACEPARENT[2:] + "-later"), id="later traceparent"),
+    pytest.param(with_attributes(traceparent=""), id="empty traceparent"),
+    pytest.param(with_attributes(priority=uattributes_pb2.UPRIORITY_CS0), id="lowest priority"),
+    pytest.param(with_attributes(priority=uattributes_pb2.UPRIORITY_CS6), id="highest priority"),
+    pytest.param(with_attributes(payload_format=uattributes_pb2.UPAYLOAD_FORMAT_SHM), id="last format"),
+    pytest.param(with_attributes(ttl=0), id="explicit ttl 0"),
+    pytest.param(without_payload(uattributes_pb2.UPAYLOAD_FORMAT_UNSPECIFIED), id="no payload, no format"),
+    pytest.param(with_id(*v7(NOW + 300_000)), id="id at the clock skew limit"),
+    pytest.param(with_groups(32), id="32 levels"),
+    pytest.param(with_groups_in_source(30), id="32 levels in source"),
+    pytest.param(raw_at(NOW) + b"\x98\x06\x2a", id="unknown varint field"),
+]
+
+
+@pytest.mark.parametrize("message", VALID_MESSAGES)
+def test_message_meeting_every_rule_is_stored_byte_for_byte(twin: UTwin, message: bytes) -> None:
+    """A publish message that breaks no rule is stored and served unchanged."""
+    assert [STORED] == twin.store_messages([message], NOW)
+    assert message == stored_message(twin, uuri())
+
+
+@pytest.mark.parametrize("message", VALID_MESSAGES)
+def test_message_meeting_every_rule_is_stored_from_a_known_source(twin: UTwin, message: bytes) -> None:
+    """A remembered source (the hot path) accepts what the precise path accepts."""
+    twin.store_messages([raw_at(NOW - 10)], NOW)
+    assert [STORED] == twin.store_messages([message], NOW)
+
+
+def test_poisoned_message_does_not_stop_the_rest_of_its_batch(twin: UTwin) -> None:
+    """A batch with the poisoned message refuses it alone and stores the others."""
+    first, second = uuri(resource=0x8001), uuri(resource=0x8002)
+    poisoned = raw_at(NOW, uuri(resource=0x8003)) + POISON
+    outcomes = twin.store_messages([raw_at(NOW, first), poisoned, raw_at(NOW, second)], NOW)
+    assert [Code.OK, Code.INVALID_ARGUMENT, Code.OK] == [outcome.code for outcome in outcomes]
+    assert [raw_at(NOW, first), raw_at(NOW, second), None] == [
+        stored_message(twin, first),
+        stored_message(twin, second),
+        stored_message(twin, uuri(resource=0x8003)),
+    ]
+
+
+def test_max_clock_skew_is_configurable(make_twin: TwinFactory) -> None:
+    """With max_clock_skew_s 1, an id 1001 ms ahead is refused and one 1000 ms ahead stored."""
+    twin = make_twin(max_clock_skew_s=1)
+    outcomes = twin.store_messages([with_id(*v7(NOW + 1001)), with_id(*v7(NOW + 1000))], NOW)
+    assert [Code.INVALID_ARGUMENT, Code.OK] == [outcome.code for outcome in outcomes]
+
+
+def test_future_id_does_not_pin_its_topic(twin: UTwin) -> None:
+    """An id dated a day ahead is refused, so the publisher's next message is still stored."""
+    twin.store_messages([with_id(*v7(NOW + 86_400_000))], NOW)
+    assert [STORED] == twin.store_messages([raw_at(NOW + 1)], NOW)
 
 
 # --- newest wins ------------------------------------------------------------

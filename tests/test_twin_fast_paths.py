@@ -13,10 +13,12 @@ from tests.messages import publish, uuri
 from utwin.config import Limits
 from utwin.errors import UTwinError
 from utwin.store import RocksStore
-from utwin.twin import Outcome, UTwin, validate_publish
+from utwin.message_rules import check_publish
+from utwin.twin import Outcome, UTwin
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
 
 NOW = 1_700_000_000_000
+MAX_AHEAD_MS = int(Limits().max_clock_skew_s * 1000)
 T = TypeVar("T")
 
 
@@ -45,10 +47,17 @@ ids = st.builds(
 )
 
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+# Bytes appended after a message: nothing, unknown fields that do no harm, groups nested too deep.
+TAILS = mostly([b"", b"\x98\x06\x2a", b"\x9b\x06\x9c\x06"], [b"\x9b\x06" * 99 + b"\x9c\x06" * 99])
+
+
 @st.composite
 def messages(draw: st.DrawFn) -> bytes:
     """Serialized UMessages, valid or wrong in one or more ways (parts missing included)."""
-    message = umessage_pb2.UMessage(payload=b"p")
+    message = umessage_pb2.UMessage()
+    if draw(mostly([True], [False])):
+        message.payload = draw(st.sampled_from([b"p", b"", b"x" * 200]))
     if draw(mostly([True], [False])):
         attributes = message.attributes
         attributes.type = draw(mostly([PUBLISH], [0, 2, 3, 4, 99]))  # type: ignore[assignment]
@@ -56,13 +65,28 @@ def messages(draw: st.DrawFn) -> bytes:
             attributes.id.msb, attributes.id.lsb = draw(ids)
         if draw(mostly([True], [False])):
             attributes.source.CopyFrom(draw(sources))
-    return message.SerializeToString()
+        attributes.priority = draw(mostly([0, 1, 7], [8, 200]))  # type: ignore[assignment]
+        attributes.payload_format = draw(mostly([0, 3, 8], [9]))  # type: ignore[assignment]
+        ttl = draw(st.sampled_from([None, 0, 5, 100_000]))
+        if ttl is not None:  # 0 too: set explicitly, it is encoded
+            attributes.ttl = ttl
+        if draw(mostly([False], [True])):
+            attributes.permission_level = 0
+        if draw(mostly([False], [True])):
+            attributes.token = "t"
+        if draw(mostly([False], [True])):
+            attributes.reqid.msb = 1
+        if draw(mostly([False, True], [True])):
+            attributes.traceparent = draw(mostly([TRACEPARENT], [TRACEPARENT.upper(), "00-x"]))
+        if draw(mostly([False], [True])):
+            attributes.sink.CopyFrom(uuri("cloud", 0xFFFF_FFFF, 0xFF, draw(mostly([0xFFFF], [0x8000]))))
+    return message.SerializeToString() + draw(TAILS)
 
 
 def precise_verdict(raw: bytes) -> tuple[int, str] | None:
-    """validate_publish's verdict: the error's (code, message), or None when it accepts."""
+    """check_publish's verdict: the error's (code, message), or None when it accepts."""
     try:
-        validate_publish(umessage_pb2.UMessage.FromString(raw))
+        check_publish(raw, NOW, MAX_AHEAD_MS)
     except UTwinError as error:
         return (error.code, error.message)
     return None
@@ -81,8 +105,8 @@ def source_of(raw: bytes) -> uri_pb2.UUri:
 
 @settings(max_examples=400, derandomize=True, deadline=None)
 @given(messages())
-def test_storing_agrees_with_validate_publish(twin: UTwin, raw: bytes) -> None:
-    """Stored or refused, with its source new or remembered, as validate_publish decides."""
+def test_storing_agrees_with_check_publish(twin: UTwin, raw: bytes) -> None:
+    """Stored or refused, with its source new or remembered, as check_publish decides."""
     expected = precise_verdict(raw)
     for remembered in (False, True):
         if remembered:  # a valid message from the same source makes the source a remembered one

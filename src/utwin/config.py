@@ -57,6 +57,8 @@ class Limits:
     max_topics: int = 1_000_000
     max_message_bytes: int = 1 << 20
     max_batch_topics: int = 1000
+    # Ids dated further than this after the server's clock are refused: they would pin their topic.
+    max_clock_skew_s: float = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Config:
     max_topics: int = Limits.max_topics
     max_message_bytes: int = Limits.max_message_bytes
     max_batch_topics: int = Limits.max_batch_topics
+    max_clock_skew_s: float = Limits.max_clock_skew_s
     # Largest gRPC message the server accepts (an ingest frame carries many messages).
     max_frame_bytes: int = 16 << 20
     # Frames read ahead of the store on one ingest stream before the server stops reading.
@@ -114,6 +117,7 @@ class Config:
             max_topics=self.max_topics,
             max_message_bytes=self.max_message_bytes,
             max_batch_topics=self.max_batch_topics,
+            max_clock_skew_s=self.max_clock_skew_s,
         )
 
 

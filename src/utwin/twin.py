@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
-from utwin import uuid
+from utwin import message_rules, uuid
 from utwin.config import Limits
 from utwin.errors import Code, InvalidArgument, UTwinError
+from utwin.message_rules import validate_publish as validate_publish
 from utwin.store import Store
 from utwin.store import keys as store_keys
 from utwin.uri import Topic, topic_from_fields
@@ -76,35 +77,6 @@ class _Candidate(NamedTuple):
     message: bytes
 
 
-def validate_publish(message: umessage_pb2.UMessage) -> tuple[Topic, int, int, int]:
-    """Check a message is a storable publish message: (topic, msb, lsb, ttl)."""
-    if not message.HasField("attributes"):
-        raise InvalidArgument("attributes: missing")
-    attributes = message.attributes
-    if attributes.type != _PUBLISH:
-        type_name = (
-            uattributes_pb2.UMessageType.Name(attributes.type)
-            if attributes.type in (uattributes_pb2.UMessageType.values())
-            else str(attributes.type)
-        )
-        raise InvalidArgument(f"attributes.type: {type_name} is not UMESSAGE_TYPE_PUBLISH")
-    if not attributes.HasField("id"):
-        raise InvalidArgument("attributes.id: missing")
-    msb, lsb = attributes.id.msb, attributes.id.lsb
-    uuid.check_v7(msb, lsb, "attributes.id")
-    if not attributes.HasField("source"):
-        raise InvalidArgument("attributes.source: missing (it names the topic)")
-    source = attributes.source
-    topic = topic_from_fields(
-        source.authority_name,
-        source.ue_id,
-        source.ue_version_major,
-        source.resource_id,
-        field="attributes.source",
-    )
-    return topic, msb, lsb, attributes.ttl
-
-
 def topic_of(uri: uri_pb2.UUri, field: str) -> Topic:
     return topic_from_fields(uri.authority_name, uri.ue_id, uri.ue_version_major, uri.resource_id, field)
 
@@ -122,8 +94,10 @@ class UTwin:
         self._topic_count = store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
         self._listeners: list[Listener] = []
         self._key_cache: dict[bytes, bytes] = {}
-        # Sources seen in valid messages, by their four fields: the topic and its key (bounded).
-        self._sources: dict[tuple[str, int, int, int], tuple[Topic, bytes]] = {}
+        # Sources seen in valid messages, by their four fields: the topic, its key and
+        # message_rules.plain_prefix_size (bounded).
+        self._sources: dict[tuple[str, int, int, int], tuple[Topic, bytes, int]] = {}
+        self._max_ahead_ms = int(limits.max_clock_skew_s * 1000)
 
     @property
     def topic_count(self) -> int:
@@ -154,11 +128,20 @@ class UTwin:
             (source.authority_name, source.ue_id, source.ue_version_major, source.resource_id)
         )
         # Unset fields read as zero, so a PUBLISH type implies attributes, a v7 id implies an
-        # id, and a known source (a valid topic: its resource is not zero) implies a source.
-        # These checks pass exactly when validate_publish does, which names the problem if not.
-        if known is None or attributes.type != _PUBLISH or not uuid.is_v7(msb, lsb):
+        # id, and a known source (a valid topic: its resource is not zero) implies a source;
+        # is_plain rules out every other field. These checks pass only when
+        # message_rules.check_message does, which names the problem if not.
+        if (
+            known is None
+            or attributes.type != _PUBLISH
+            or not uuid.is_v7(msb, lsb)
+            or msb >> 16 > now_ms + self._max_ahead_ms
+            or not message_rules.is_plain(
+                raw, known[2], attributes.priority, attributes.ttl, attributes.payload_format
+            )
+        ):
             try:
-                topic, msb, lsb, _ = validate_publish(message)
+                topic, msb, lsb, _ = message_rules.check_message(message, now_ms, self._max_ahead_ms)
             except UTwinError as error:
                 return Outcome(error.code, error.message)
             known = self._remember_source(topic)
@@ -169,12 +152,12 @@ class UTwin:
                 return Outcome(
                     Code.OK, f"not stored: expired on arrival (ttl {ttl} ms, {now_ms - expires_at} ms ago)"
                 )
-        topic, key = known
+        topic, key, _ = known
         value = store_keys.encode_topic_value(msb, lsb, expires_at, raw)
         return _Candidate(position, key, (msb, lsb), value, topic, raw)
 
-    def _remember_source(self, topic: Topic) -> tuple[Topic, bytes]:
-        known = (topic, key_of(topic))
+    def _remember_source(self, topic: Topic) -> tuple[Topic, bytes, int]:
+        known = (topic, key_of(topic), message_rules.plain_prefix_size(topic))
         if len(self._sources) >= _KEY_CACHE_LIMIT:
             self._sources.clear()
         self._sources[topic] = known  # found by the plain field tuple: a Topic is equal to it

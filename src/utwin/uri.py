@@ -62,6 +62,31 @@ def topic_from_fields(authority: str, ue_id: int, version: int, resource: int, f
     return Topic(authority, ue_id, version, resource)
 
 
+def check_publish_sink(authority: str, ue_id: int, version: int, resource: int, field: str) -> None:
+    """A publish message's sink, when set, names only the authority of remote subscribers.
+
+    uProtocol lets a streamer add such a sink: a non-empty authority and a
+    wildcard in every other field.
+    """
+    if not authority:
+        raise InvalidArgument(f"{field}.authority_name: empty; a publish message's sink names an authority")
+    if len(authority) > MAX_AUTHORITY_CHARS:
+        raise InvalidArgument(
+            f"{field}.authority_name: {len(authority)} characters, at most {MAX_AUTHORITY_CHARS} allowed"
+        )
+    wildcards = (
+        ("ue_id", ue_id, WILDCARD_INSTANCE << 16 | WILDCARD_SERVICE, 8),
+        ("ue_version_major", version, WILDCARD_VERSION, 2),
+        ("resource_id", resource, WILDCARD_RESOURCE, 4),
+    )
+    for name, value, wildcard, digits in wildcards:
+        if value != wildcard:
+            raise InvalidArgument(
+                f"{field}.{name}: 0x{value:0{digits}X}; a publish message's sink is its authority "
+                f"with wildcards elsewhere (0x{wildcard:X})"
+            )
+
+
 def format_uri(topic: Topic) -> str:
     """uProtocol's string form: up://authority/UE_ID/VERSION/RESOURCE in hex."""
     return f"up://{topic.authority}/{topic.ue_id:X}/{topic.version:X}/{topic.resource:X}"

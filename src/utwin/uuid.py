@@ -33,6 +33,20 @@ def check_v7(msb: int, lsb: int, field: str) -> None:
         raise InvalidArgument(f"{field}: variant bits {variant:02b} are not RFC 9562 (10)")
 
 
+def check_not_ahead(msb: int, now_ms: int, max_ahead_ms: int, field: str) -> None:
+    """Raise InvalidArgument if the id is dated more than max_ahead_ms after now_ms.
+
+    Newest wins by id, so an id from the future would keep its topic from
+    every real message until that time comes.
+    """
+    ahead_ms = timestamp_ms(msb) - now_ms
+    if ahead_ms > max_ahead_ms:
+        raise InvalidArgument(
+            f"{field}: dated {ahead_ms} ms after this server's clock, "
+            f"more than max_clock_skew_s allows ({max_ahead_ms} ms)"
+        )
+
+
 def expires_at_ms(msb: int, ttl_ms: int) -> int:
     """Unix ms after which the message is expired; 0 means it never expires."""
     if ttl_ms <= 0:
