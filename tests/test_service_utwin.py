@@ -364,10 +364,8 @@ def test_message_is_served_byte_for_byte(utwin_stub: utwin_pb2_grpc.uTwinStub) -
     message = publish(uuri(), b"\x00\xff binary", ttl_ms=3_600_000)
     attributes = message.attributes
     attributes.priority = uattributes_pb2.UPRIORITY_CS4
-    attributes.permission_level = 3
-    attributes.token = "token"
     attributes.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    attributes.sink.authority_name = "cloud"
+    attributes.sink.CopyFrom(uuri("cloud", 0xFFFF_FFFF, 0xFF, 0xFFFF))  # a streamer's authority-only sink
     attributes.payload_format = uattributes_pb2.UPAYLOAD_FORMAT_RAW
     _set(utwin_stub, message)
     assert message.SerializeToString() == _served(utwin_stub, uuri())

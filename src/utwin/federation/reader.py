@@ -13,11 +13,9 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from google.protobuf.message import DecodeError
-
+from utwin import message_rules, uuid
 from utwin import twin as twin_rules
-from utwin import uuid
-from utwin.config import Config
+from utwin.config import Config, Limits
 from utwin.errors import Code, UTwinError
 from utwin.federation.breaker import CircuitBreaker
 from utwin.federation.forwarding import Forwarding
@@ -26,7 +24,7 @@ from utwin.federation.peer import Fetched, Peer, PeerAnswer, PeerStats, PeerTran
 from utwin.federation.settings import MEMORY_CAPACITY, FederationSettings
 from utwin.twin import Answer, Outcome, UTwin, key_of, topic_of
 from utwin.uri import Topic
-from utwin_proto.uprotocol.v1 import umessage_pb2, uri_pb2
+from utwin_proto.uprotocol.v1 import uri_pb2
 
 TransportFactory = Callable[[str, str], PeerTransport]
 
@@ -161,7 +159,7 @@ class Federation:
                 results[item.key] = Fetched(Code.UNAVAILABLE, f"peer {peer.authority} gave no answer for it")
                 continue
             if answer.code is Code.OK:
-                checked = _check_message(answer.message, item.topic)
+                checked = _check_message(answer.message, item.topic, self._twin.limits)
                 if isinstance(checked, str):
                     results[item.key] = Fetched(Code.UNAVAILABLE, f"peer {peer.authority}: {checked}")
                 else:
@@ -215,14 +213,19 @@ class Federation:
         await asyncio.gather(*(peer.close() for peer in self._peers.values()))
 
 
-def _check_message(raw: bytes | None, topic: Topic) -> tuple[bytes, int] | str:
-    """(message, published_ms) when raw is a publish message of topic, else what is wrong."""
+def _check_message(raw: bytes | None, topic: Topic, limits: Limits) -> tuple[bytes, int] | str:
+    """(message, published_ms) when raw is a storable publish message of topic, else what is wrong.
+
+    The same rules as a message written here (the peer's clock is held to
+    max_clock_skew_s like a publisher's), so a refused message is neither
+    stored nor served.
+    """
     if not raw:
         return "answered OK without a message"
     try:
-        source, msb, _, _ = twin_rules.validate_publish(umessage_pb2.UMessage.FromString(raw))
-    except DecodeError:
-        return "sent a message that does not decode"
+        source, msb, _, _ = message_rules.check_publish(
+            raw, uuid.now_ms(), int(limits.max_clock_skew_s * 1000)
+        )
     except UTwinError as error:
         return f"sent an invalid message ({error.message})"
     if source != topic:
