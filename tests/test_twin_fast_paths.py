@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from tests.messages import publish, uuri
 from utwin.config import Limits
 from utwin.errors import UTwinError
-from utwin.store import RocksStore
 from utwin.message_rules import check_publish
+from utwin.store import RocksStore
 from utwin.twin import Outcome, UTwin
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
 

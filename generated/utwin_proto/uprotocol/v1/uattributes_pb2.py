@@ -22,25 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from utwin_proto.uprotocol.v1 import ucode_pb2 as uprotocol_dot_v1_dot_ucode__pb2
 from utwin_proto.uprotocol.v1 import uri_pb2 as uprotocol_dot_v1_dot_uri__pb2
 from utwin_proto.uprotocol.v1 import uuid_pb2 as uprotocol_dot_v1_dot_uuid__pb2
+from utwin_proto.uprotocol.v1 import ucode_pb2 as uprotocol_dot_v1_dot_ucode__pb2
+from utwin_proto.uprotocol import uoptions_pb2 as uprotocol_dot_uoptions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1euprotocol/v1/uattributes.proto\x12\x0cuprotocol.v1\x1a\x18uprotocol/v1/ucode.proto\x1a\x16uprotocol/v1/uri.proto\x1a\x17uprotocol/v1/uuid.proto\"\xf4\x03\n\x0bUAttributes\x12\x1e\n\x02id\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUID\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.uprotocol.v1.UMessageType\x12\"\n\x06source\x18\x03 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12 \n\x04sink\x18\x04 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12)\n\x08priority\x18\x05 \x01(\x0e\x32\x17.uprotocol.v1.UPriority\x12\x10\n\x03ttl\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x1d\n\x10permission_level\x18\x07 \x01(\rH\x01\x88\x01\x01\x12,\n\ncommstatus\x18\x08 \x01(\x0e\x32\x13.uprotocol.v1.UCodeH\x02\x88\x01\x01\x12!\n\x05reqid\x18\t \x01(\x0b\x32\x12.uprotocol.v1.UUID\x12\x12\n\x05token\x18\n \x01(\tH\x03\x88\x01\x01\x12\x18\n\x0btraceparent\x18\x0b \x01(\tH\x04\x88\x01\x01\x12\x34\n\x0epayload_format\x18\x0c \x01(\x0e\x32\x1c.uprotocol.v1.UPayloadFormatB\x06\n\x04_ttlB\x13\n\x11_permission_levelB\r\n\x0b_commstatusB\x08\n\x06_tokenB\x0e\n\x0c_traceparent*\x9f\x01\n\x0cUMessageType\x12\x1d\n\x19UMESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15UMESSAGE_TYPE_PUBLISH\x10\x01\x12\x19\n\x15UMESSAGE_TYPE_REQUEST\x10\x02\x12\x1a\n\x16UMESSAGE_TYPE_RESPONSE\x10\x03\x12\x1e\n\x1aUMESSAGE_TYPE_NOTIFICATION\x10\x04*\xab\x01\n\tUPriority\x12\x19\n\x15UPRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rUPRIORITY_CS0\x10\x01\x12\x11\n\rUPRIORITY_CS1\x10\x02\x12\x11\n\rUPRIORITY_CS2\x10\x03\x12\x11\n\rUPRIORITY_CS3\x10\x04\x12\x11\n\rUPRIORITY_CS4\x10\x05\x12\x11\n\rUPRIORITY_CS5\x10\x06\x12\x11\n\rUPRIORITY_CS6\x10\x07*\x9e\x02\n\x0eUPayloadFormat\x12\x1f\n\x1bUPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12+\n\'UPAYLOAD_FORMAT_PROTOBUF_WRAPPED_IN_ANY\x10\x01\x12\x1c\n\x18UPAYLOAD_FORMAT_PROTOBUF\x10\x02\x12\x18\n\x14UPAYLOAD_FORMAT_JSON\x10\x03\x12\x1a\n\x16UPAYLOAD_FORMAT_SOMEIP\x10\x04\x12\x1e\n\x1aUPAYLOAD_FORMAT_SOMEIP_TLV\x10\x05\x12\x17\n\x13UPAYLOAD_FORMAT_RAW\x10\x06\x12\x18\n\x14UPAYLOAD_FORMAT_TEXT\x10\x07\x12\x17\n\x13UPAYLOAD_FORMAT_SHM\x10\x08\x42\x1c\n\x18org.eclipse.uprotocol.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1euprotocol/v1/uattributes.proto\x12\x0cuprotocol.v1\x1a\x16uprotocol/v1/uri.proto\x1a\x17uprotocol/v1/uuid.proto\x1a\x18uprotocol/v1/ucode.proto\x1a\x18uprotocol/uoptions.proto\"\xf4\x03\n\x0bUAttributes\x12\x1e\n\x02id\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUID\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.uprotocol.v1.UMessageType\x12\"\n\x06source\x18\x03 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12 \n\x04sink\x18\x04 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12)\n\x08priority\x18\x05 \x01(\x0e\x32\x17.uprotocol.v1.UPriority\x12\x10\n\x03ttl\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x1d\n\x10permission_level\x18\x07 \x01(\rH\x01\x88\x01\x01\x12,\n\ncommstatus\x18\x08 \x01(\x0e\x32\x13.uprotocol.v1.UCodeH\x02\x88\x01\x01\x12!\n\x05reqid\x18\t \x01(\x0b\x32\x12.uprotocol.v1.UUID\x12\x12\n\x05token\x18\n \x01(\tH\x03\x88\x01\x01\x12\x18\n\x0btraceparent\x18\x0b \x01(\tH\x04\x88\x01\x01\x12\x34\n\x0epayload_format\x18\x0c \x01(\x0e\x32\x1c.uprotocol.v1.UPayloadFormatB\x06\n\x04_ttlB\x13\n\x11_permission_levelB\r\n\x0b_commstatusB\x08\n\x06_tokenB\x0e\n\x0c_traceparent*\xdb\x01\n\x0cUMessageType\x12\x1d\n\x19UMESSAGE_TYPE_UNSPECIFIED\x10\x00\x12(\n\x15UMESSAGE_TYPE_PUBLISH\x10\x01\x1a\r\x8a\x99\x19\tup-pub.v1\x12(\n\x15UMESSAGE_TYPE_REQUEST\x10\x02\x1a\r\x8a\x99\x19\tup-req.v1\x12)\n\x16UMESSAGE_TYPE_RESPONSE\x10\x03\x1a\r\x8a\x99\x19\tup-res.v1\x12-\n\x1aUMESSAGE_TYPE_NOTIFICATION\x10\x04\x1a\r\x8a\x99\x19\tup-not.v1*\xea\x01\n\tUPriority\x12\x19\n\x15UPRIORITY_UNSPECIFIED\x10\x00\x12\x1a\n\rUPRIORITY_CS0\x10\x01\x1a\x07\x8a\x99\x19\x03\x43S0\x12\x1a\n\rUPRIORITY_CS1\x10\x02\x1a\x07\x8a\x99\x19\x03\x43S1\x12\x1a\n\rUPRIORITY_CS2\x10\x03\x1a\x07\x8a\x99\x19\x03\x43S2\x12\x1a\n\rUPRIORITY_CS3\x10\x04\x1a\x07\x8a\x99\x19\x03\x43S3\x12\x1a\n\rUPRIORITY_CS4\x10\x05\x1a\x07\x8a\x99\x19\x03\x43S4\x12\x1a\n\rUPRIORITY_CS5\x10\x06\x1a\x07\x8a\x99\x19\x03\x43S5\x12\x1a\n\rUPRIORITY_CS6\x10\x07\x1a\x07\x8a\x99\x19\x03\x43S6*\xe7\x03\n\x0eUPayloadFormat\x12\x1f\n\x1bUPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12G\n\'UPAYLOAD_FORMAT_PROTOBUF_WRAPPED_IN_ANY\x10\x01\x1a\x1a\x82\x99\x19\x16\x61pplication/x-protobuf\x12\x36\n\x18UPAYLOAD_FORMAT_PROTOBUF\x10\x02\x1a\x18\x82\x99\x19\x14\x61pplication/protobuf\x12.\n\x14UPAYLOAD_FORMAT_JSON\x10\x03\x1a\x14\x82\x99\x19\x10\x61pplication/json\x12\x34\n\x16UPAYLOAD_FORMAT_SOMEIP\x10\x04\x1a\x18\x82\x99\x19\x14\x61pplication/x-someip\x12<\n\x1aUPAYLOAD_FORMAT_SOMEIP_TLV\x10\x05\x1a\x1c\x82\x99\x19\x18\x61pplication/x-someip_tlv\x12\x35\n\x13UPAYLOAD_FORMAT_RAW\x10\x06\x1a\x1c\x82\x99\x19\x18\x61pplication/octet-stream\x12(\n\x14UPAYLOAD_FORMAT_TEXT\x10\x07\x1a\x0e\x82\x99\x19\ntext/plain\x12.\n\x13UPAYLOAD_FORMAT_SHM\x10\x08\x1a\x15\x82\x99\x19\x11\x61pplication/x-shmB.\n\x18org.eclipse.uprotocol.v1B\x10UAttributesProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uprotocol.v1.uattributes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1P\001'
-  _globals['_UMESSAGETYPE']._serialized_start=627
-  _globals['_UMESSAGETYPE']._serialized_end=786
-  _globals['_UPRIORITY']._serialized_start=789
-  _globals['_UPRIORITY']._serialized_end=960
-  _globals['_UPAYLOADFORMAT']._serialized_start=963
-  _globals['_UPAYLOADFORMAT']._serialized_end=1249
-  _globals['_UATTRIBUTES']._serialized_start=124
-  _globals['_UATTRIBUTES']._serialized_end=624
+  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1B\020UAttributesProtoP\001'
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_PUBLISH"]._loaded_options = None
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_PUBLISH"]._serialized_options = b'\212\231\031\tup-pub.v1'
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_REQUEST"]._loaded_options = None
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_REQUEST"]._serialized_options = b'\212\231\031\tup-req.v1'
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_RESPONSE"]._loaded_options = None
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_RESPONSE"]._serialized_options = b'\212\231\031\tup-res.v1'
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_NOTIFICATION"]._loaded_options = None
+  _globals['_UMESSAGETYPE'].values_by_name["UMESSAGE_TYPE_NOTIFICATION"]._serialized_options = b'\212\231\031\tup-not.v1'
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS0"]._loaded_options = None
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS0"]._serialized_options = b'\212\231\031\003CS0'
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS1"]._loaded_options = None
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS1"]._serialized_options = b'\212\231\031\003CS1'
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS2"]._loaded_options = None
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS2"]._serialized_options = b'\212\231\031\003CS2'
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS3"]._loaded_options = None
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS3"]._serialized_options = b'\212\231\031\003CS3'
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS4"]._loaded_options = None
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS4"]._serialized_options = b'\212\231\031\003CS4'
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS5"]._loaded_options = None
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS5"]._serialized_options = b'\212\231\031\003CS5'
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS6"]._loaded_options = None
+  _globals['_UPRIORITY'].values_by_name["UPRIORITY_CS6"]._serialized_options = b'\212\231\031\003CS6'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_PROTOBUF_WRAPPED_IN_ANY"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_PROTOBUF_WRAPPED_IN_ANY"]._serialized_options = b'\202\231\031\026application/x-protobuf'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_PROTOBUF"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_PROTOBUF"]._serialized_options = b'\202\231\031\024application/protobuf'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_JSON"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_JSON"]._serialized_options = b'\202\231\031\020application/json'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_SOMEIP"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_SOMEIP"]._serialized_options = b'\202\231\031\024application/x-someip'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_SOMEIP_TLV"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_SOMEIP_TLV"]._serialized_options = b'\202\231\031\030application/x-someip_tlv'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_RAW"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_RAW"]._serialized_options = b'\202\231\031\030application/octet-stream'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_TEXT"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_TEXT"]._serialized_options = b'\202\231\031\ntext/plain'
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_SHM"]._loaded_options = None
+  _globals['_UPAYLOADFORMAT'].values_by_name["UPAYLOAD_FORMAT_SHM"]._serialized_options = b'\202\231\031\021application/x-shm'
+  _globals['_UMESSAGETYPE']._serialized_start=653
+  _globals['_UMESSAGETYPE']._serialized_end=872
+  _globals['_UPRIORITY']._serialized_start=875
+  _globals['_UPRIORITY']._serialized_end=1109
+  _globals['_UPAYLOADFORMAT']._serialized_start=1112
+  _globals['_UPAYLOADFORMAT']._serialized_end=1599
+  _globals['_UATTRIBUTES']._serialized_start=150
+  _globals['_UATTRIBUTES']._serialized_end=650
 # @@protoc_insertion_point(module_scope)

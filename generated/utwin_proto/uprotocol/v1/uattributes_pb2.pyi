@@ -1,6 +1,7 @@
-from utwin_proto.uprotocol.v1 import ucode_pb2 as _ucode_pb2
 from utwin_proto.uprotocol.v1 import uri_pb2 as _uri_pb2
 from utwin_proto.uprotocol.v1 import uuid_pb2 as _uuid_pb2
+from utwin_proto.uprotocol.v1 import ucode_pb2 as _ucode_pb2
+from utwin_proto.uprotocol import uoptions_pb2 as _uoptions_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

@@ -14,6 +14,7 @@ class UCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_FOUND: _ClassVar[UCode]
     ALREADY_EXISTS: _ClassVar[UCode]
     PERMISSION_DENIED: _ClassVar[UCode]
+    UNAUTHENTICATED: _ClassVar[UCode]
     RESOURCE_EXHAUSTED: _ClassVar[UCode]
     FAILED_PRECONDITION: _ClassVar[UCode]
     ABORTED: _ClassVar[UCode]
@@ -22,7 +23,6 @@ class UCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INTERNAL: _ClassVar[UCode]
     UNAVAILABLE: _ClassVar[UCode]
     DATA_LOSS: _ClassVar[UCode]
-    UNAUTHENTICATED: _ClassVar[UCode]
 OK: UCode
 CANCELLED: UCode
 UNKNOWN: UCode
@@ -31,6 +31,7 @@ DEADLINE_EXCEEDED: UCode
 NOT_FOUND: UCode
 ALREADY_EXISTS: UCode
 PERMISSION_DENIED: UCode
+UNAUTHENTICATED: UCode
 RESOURCE_EXHAUSTED: UCode
 FAILED_PRECONDITION: UCode
 ABORTED: UCode
@@ -39,4 +40,3 @@ UNIMPLEMENTED: UCode
 INTERNAL: UCode
 UNAVAILABLE: UCode
 DATA_LOSS: UCode
-UNAUTHENTICATED: UCode

@@ -25,14 +25,14 @@ _sym_db = _symbol_database.Default()
 from utwin_proto.uprotocol.v1 import uattributes_pb2 as uprotocol_dot_v1_dot_uattributes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1buprotocol/v1/umessage.proto\x12\x0cuprotocol.v1\x1a\x1euprotocol/v1/uattributes.proto\"[\n\x08UMessage\x12-\n\nattributes\x18\x01 \x01(\x0b\x32\x19.uprotocol.v1.UAttributes\x12\x14\n\x07payload\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\n\n\x08_payloadB\x1c\n\x18org.eclipse.uprotocol.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1buprotocol/v1/umessage.proto\x12\x0cuprotocol.v1\x1a\x1euprotocol/v1/uattributes.proto\"[\n\x08UMessage\x12-\n\nattributes\x18\x01 \x01(\x0b\x32\x19.uprotocol.v1.UAttributes\x12\x14\n\x07payload\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\n\n\x08_payloadB+\n\x18org.eclipse.uprotocol.v1B\rUMessageProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uprotocol.v1.umessage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1P\001'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1B\rUMessageProtoP\001'
   _globals['_UMESSAGE']._serialized_start=77
   _globals['_UMESSAGE']._serialized_end=168
 # @@protoc_insertion_point(module_scope)

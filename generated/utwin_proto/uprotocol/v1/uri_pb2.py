@@ -24,14 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16uprotocol/v1/uri.proto\x12\x0cuprotocol.v1\"\\\n\x04UUri\x12\x16\n\x0e\x61uthority_name\x18\x01 \x01(\t\x12\r\n\x05ue_id\x18\x02 \x01(\r\x12\x18\n\x10ue_version_major\x18\x03 \x01(\r\x12\x13\n\x0bresource_id\x18\x04 \x01(\r\"-\n\tUUriBatch\x12 \n\x04uris\x18\x01 \x03(\x0b\x32\x12.uprotocol.v1.UUriB\x1c\n\x18org.eclipse.uprotocol.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16uprotocol/v1/uri.proto\x12\x0cuprotocol.v1\"\\\n\x04UUri\x12\x16\n\x0e\x61uthority_name\x18\x01 \x01(\t\x12\r\n\x05ue_id\x18\x02 \x01(\r\x12\x18\n\x10ue_version_major\x18\x03 \x01(\r\x12\x13\n\x0bresource_id\x18\x04 \x01(\r\"-\n\tUUriBatch\x12 \n\x04uris\x18\x01 \x03(\x0b\x32\x12.uprotocol.v1.UUriB\'\n\x18org.eclipse.uprotocol.v1B\tUUriProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uprotocol.v1.uri_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1P\001'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1B\tUUriProtoP\001'
   _globals['_UURI']._serialized_start=40
   _globals['_UURI']._serialized_end=132
   _globals['_UURIBATCH']._serialized_start=134

@@ -26,14 +26,14 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from utwin_proto.uprotocol.v1 import ucode_pb2 as uprotocol_dot_v1_dot_ucode__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1auprotocol/v1/ustatus.proto\x12\x0cuprotocol.v1\x1a\x19google/protobuf/any.proto\x1a\x18uprotocol/v1/ucode.proto\"u\n\x07UStatus\x12!\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x13.uprotocol.v1.UCode\x12\x14\n\x07message\x18\x02 \x01(\tH\x00\x88\x01\x01\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.AnyB\n\n\x08_messageB\x1c\n\x18org.eclipse.uprotocol.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1auprotocol/v1/ustatus.proto\x12\x0cuprotocol.v1\x1a\x19google/protobuf/any.proto\x1a\x18uprotocol/v1/ucode.proto\"u\n\x07UStatus\x12!\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x13.uprotocol.v1.UCode\x12\x14\n\x07message\x18\x02 \x01(\tH\x00\x88\x01\x01\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.AnyB\n\n\x08_messageB*\n\x18org.eclipse.uprotocol.v1B\x0cUStatusProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uprotocol.v1.ustatus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1P\001'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\030org.eclipse.uprotocol.v1B\014UStatusProtoP\001'
   _globals['_USTATUS']._serialized_start=97
   _globals['_USTATUS']._serialized_end=214
 # @@protoc_insertion_point(module_scope)

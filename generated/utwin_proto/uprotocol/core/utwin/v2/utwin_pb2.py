@@ -23,31 +23,31 @@ _sym_db = _symbol_database.Default()
 
 
 from utwin_proto.uprotocol import uoptions_pb2 as uprotocol_dot_uoptions__pb2
-from utwin_proto.uprotocol.v1 import umessage_pb2 as uprotocol_dot_v1_dot_umessage__pb2
-from utwin_proto.uprotocol.v1 import uri_pb2 as uprotocol_dot_v1_dot_uri__pb2
 from utwin_proto.uprotocol.v1 import ustatus_pb2 as uprotocol_dot_v1_dot_ustatus__pb2
+from utwin_proto.uprotocol.v1 import uri_pb2 as uprotocol_dot_v1_dot_uri__pb2
+from utwin_proto.uprotocol.v1 import umessage_pb2 as uprotocol_dot_v1_dot_umessage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#uprotocol/core/utwin/v2/utwin.proto\x12\x17uprotocol.core.utwin.v2\x1a\x18uprotocol/uoptions.proto\x1a\x1buprotocol/v1/umessage.proto\x1a\x16uprotocol/v1/uri.proto\x1a\x1auprotocol/v1/ustatus.proto\"A\n\x16GetLastMessagesRequest\x12\'\n\x06topics\x18\x01 \x01(\x0b\x32\x17.uprotocol.v1.UUriBatch\"V\n\x17GetLastMessagesResponse\x12;\n\tresponses\x18\x02 \x03(\x0b\x32(.uprotocol.core.utwin.v2.MessageResponse\"\x84\x01\n\x0fMessageResponse\x12!\n\x05topic\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.uprotocol.v1.UStatus\x12\'\n\x07message\x18\x03 \x01(\x0b\x32\x16.uprotocol.v1.UMessage2\xe6\x01\n\x05uTwin\x12z\n\x0fGetLastMessages\x12/.uprotocol.core.utwin.v2.GetLastMessagesRequest\x1a\x30.uprotocol.core.utwin.v2.GetLastMessagesResponse\"\x04\x80\x80\x19\x01\x12\x45\n\x0eSetLastMessage\x12\x16.uprotocol.v1.UMessage\x1a\x15.uprotocol.v1.UStatus\"\x04\x80\x80\x19\x02\x1a\x1a\xe0\xf9\x18\x03\xea\xf9\x18\ncore.utwin\xf0\xf9\x18\x02\xf8\xf9\x18\x00\x42\'\n#org.eclipse.uprotocol.core.utwin.v2P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#uprotocol/core/utwin/v2/utwin.proto\x12\x17uprotocol.core.utwin.v2\x1a\x18uprotocol/uoptions.proto\x1a\x1auprotocol/v1/ustatus.proto\x1a\x16uprotocol/v1/uri.proto\x1a\x1buprotocol/v1/umessage.proto\"\x84\x01\n\x0fMessageResponse\x12!\n\x05topic\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.uprotocol.v1.UStatus\x12\'\n\x07message\x18\x03 \x01(\x0b\x32\x16.uprotocol.v1.UMessage\"A\n\x16GetLastMessagesRequest\x12\'\n\x06topics\x18\x01 \x01(\x0b\x32\x17.uprotocol.v1.UUriBatch\"V\n\x17GetLastMessagesResponse\x12;\n\tresponses\x18\x02 \x03(\x0b\x32(.uprotocol.core.utwin.v2.MessageResponse2\xe6\x01\n\x05uTwin\x12z\n\x0fGetLastMessages\x12/.uprotocol.core.utwin.v2.GetLastMessagesRequest\x1a\x30.uprotocol.core.utwin.v2.GetLastMessagesResponse\"\x04\x80\x80\x19\x01\x12\x45\n\x0eSetLastMessage\x12\x16.uprotocol.v1.UMessage\x1a\x15.uprotocol.v1.UStatus\"\x04\x80\x80\x19\x02\x1a\x1a\xe0\xf9\x18\x03\xea\xf9\x18\ncore.utwin\xf0\xf9\x18\x02\xf8\xf9\x18\x00\x42\x36\n#org.eclipse.uprotocol.core.utwin.v2B\nUTwinProtoP\x01\x80\x01\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uprotocol.core.utwin.v2.utwin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n#org.eclipse.uprotocol.core.utwin.v2P\001'
+  _globals['DESCRIPTOR']._serialized_options = b'\n#org.eclipse.uprotocol.core.utwin.v2B\nUTwinProtoP\001\200\001\001'
   _globals['_UTWIN']._loaded_options = None
   _globals['_UTWIN']._serialized_options = b'\340\371\030\003\352\371\030\ncore.utwin\360\371\030\002\370\371\030\000'
   _globals['_UTWIN'].methods_by_name['GetLastMessages']._loaded_options = None
   _globals['_UTWIN'].methods_by_name['GetLastMessages']._serialized_options = b'\200\200\031\001'
   _globals['_UTWIN'].methods_by_name['SetLastMessage']._loaded_options = None
   _globals['_UTWIN'].methods_by_name['SetLastMessage']._serialized_options = b'\200\200\031\002'
-  _globals['_GETLASTMESSAGESREQUEST']._serialized_start=171
-  _globals['_GETLASTMESSAGESREQUEST']._serialized_end=236
-  _globals['_GETLASTMESSAGESRESPONSE']._serialized_start=238
-  _globals['_GETLASTMESSAGESRESPONSE']._serialized_end=324
-  _globals['_MESSAGERESPONSE']._serialized_start=327
-  _globals['_MESSAGERESPONSE']._serialized_end=459
+  _globals['_MESSAGERESPONSE']._serialized_start=172
+  _globals['_MESSAGERESPONSE']._serialized_end=304
+  _globals['_GETLASTMESSAGESREQUEST']._serialized_start=306
+  _globals['_GETLASTMESSAGESREQUEST']._serialized_end=371
+  _globals['_GETLASTMESSAGESRESPONSE']._serialized_start=373
+  _globals['_GETLASTMESSAGESRESPONSE']._serialized_end=459
   _globals['_UTWIN']._serialized_start=462
   _globals['_UTWIN']._serialized_end=692
 # @@protoc_insertion_point(module_scope)
