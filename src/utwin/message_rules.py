@@ -21,6 +21,9 @@ response (see MAX_NESTING).
 
 from __future__ import annotations
 
+import functools
+import re
+
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError, Message
 
@@ -48,7 +51,7 @@ _NOT_PUBLISH = (
     ("token", "REQUEST"),
 )
 _WIRETYPE_START_GROUP = 3
-_HEX_LOWER = frozenset("0123456789abcdef")
+_TRACEPARENT = re.compile("[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _TRACEPARENT_CHARS = 55  # version 00: "vv-" + 32 + "-" + 16 + "-ff"
 
 # Canonical encoding sizes and tags used by is_plain.
@@ -67,17 +70,28 @@ def check_publish(raw: bytes, now_ms: int, max_ahead_ms: int) -> tuple[Topic, in
 
 
 def check_message(
-    message: umessage_pb2.UMessage, now_ms: int, max_ahead_ms: int
+    message: umessage_pb2.UMessage, now_ms: int, max_ahead_ms: int, raw: bytes | None = None
 ) -> tuple[Topic, int, int, int]:
-    """check_publish of a decoded message."""
-    checked = validate_publish(message)
-    uuid.check_not_ahead(checked[1], now_ms, max_ahead_ms, "attributes.id")
+    """check_publish of a decoded message; with its bytes, a plain one skips the rules it cannot break."""
+    checked = _check_required(message)
+    if (checked[1] >> 16) - now_ms > max_ahead_ms:  # the call only when it raises: this is per message
+        uuid.check_not_ahead(checked[1], now_ms, max_ahead_ms, "attributes.id")
+    if raw is not None and is_plain(raw, plain_prefix_size(checked[0]), message.attributes, checked[3]):
+        return checked  # the first message of each new topic, mostly: keep it cheap
+    _check_optional_attributes(message)
     check_nesting(message)
     return checked
 
 
 def validate_publish(message: umessage_pb2.UMessage) -> tuple[Topic, int, int, int]:
     """Check the attribute rules of a publish message (not the clock): (topic, msb, lsb, ttl)."""
+    checked = _check_required(message)
+    _check_optional_attributes(message)
+    return checked
+
+
+def _check_required(message: umessage_pb2.UMessage) -> tuple[Topic, int, int, int]:
+    """What every publish message has: attributes, the PUBLISH type, a UUID v7 id, a topic as source."""
     if not message.HasField("attributes"):
         raise InvalidArgument("attributes: missing")
     attributes = message.attributes
@@ -102,12 +116,16 @@ def validate_publish(message: umessage_pb2.UMessage) -> tuple[Topic, int, int, i
         source.resource_id,
         field="attributes.source",
     )
+    return topic, msb, lsb, attributes.ttl
+
+
+def _check_optional_attributes(message: umessage_pb2.UMessage) -> None:
+    attributes = message.attributes
     _check_sink(attributes)
     _check_enum_values(attributes)
     _check_no_other_type_attributes(attributes)
     check_traceparent(attributes.traceparent, "attributes.traceparent")
     _check_payload_format(message)
-    return topic, msb, lsb, attributes.ttl
 
 
 def _check_sink(attributes: uattributes_pb2.UAttributes) -> None:
@@ -141,19 +159,14 @@ def check_traceparent(text: str, field: str) -> None:
     """Empty, or a W3C traceparent: version-trace_id-parent_id-flags in lower-case hex."""
     if not text:
         return
-    version, trace_id, parent_id, flags = text[0:2], text[3:35], text[36:52], text[53:55]
-    well_formed = (
-        len(text) >= _TRACEPARENT_CHARS
-        and text[2] == text[35] == text[52] == "-"
-        and set(version + trace_id + parent_id + flags) <= _HEX_LOWER
-    )
-    if not well_formed:
+    if _TRACEPARENT.match(text) is None:
         raise InvalidArgument(
             f"{field}: not a W3C traceparent (version-trace_id-parent_id-flags, lower-case hex)"
         )
+    version = text[0:2]
     if version == "ff":
         raise InvalidArgument(f"{field}: version ff is invalid")
-    if trace_id == "0" * 32 or parent_id == "0" * 16:
+    if text[3:35] == "0" * 32 or text[36:52] == "0" * 16:
         raise InvalidArgument(f"{field}: an all-zero trace id or parent id is invalid")
     # Version 00 is exactly 55 characters; later versions may append fields after a dash.
     extended = len(text) > _TRACEPARENT_CHARS
@@ -204,43 +217,69 @@ def _varint_size(value: int) -> int:
     return (value.bit_length() + 6) // 7 or 1
 
 
+@functools.lru_cache(maxsize=1024)  # asked twice for each new topic: by check_message and its caller
 def plain_prefix_size(topic: Topic) -> int:
     """Bytes a canonical encoding gives the id, the PUBLISH type and this source inside UAttributes."""
     authority = len(topic.authority.encode())
-    source = 1 + _varint_size(topic.resource)  # a topic's resource is never 0
+    # Tag and varint of each non-zero field; a topic's resource is never 0. (n.bit_length() + 6) // 7
+    # is a varint's length, written out because a call costs more than the arithmetic.
+    source = 1 + (topic.resource.bit_length() + 6) // 7
     if authority:
-        source += 1 + _varint_size(authority) + authority
+        source += 1 + (authority.bit_length() + 6) // 7 + authority
     if topic.ue_id:
-        source += 1 + _varint_size(topic.ue_id)
+        source += 1 + (topic.ue_id.bit_length() + 6) // 7
     if topic.version:
-        source += 1 + _varint_size(topic.version)
-    return _ID_AND_TYPE_BYTES + 1 + _varint_size(source) + source
+        source += 1 + (topic.version.bit_length() + 6) // 7
+    return _ID_AND_TYPE_BYTES + 1 + (source.bit_length() + 6) // 7 + source
 
 
-def is_plain(raw: bytes, prefix_size: int, priority: int, ttl: int, payload_format: int) -> bool:
-    """Whether raw holds only canonically encoded id, type, source, these values and a payload.
+def is_plain(raw: bytes, prefix_size: int, attributes: uattributes_pb2.UAttributes, ttl: int) -> bool:
+    """Whether raw holds only canonically encoded id, type, source, allowed attributes and a payload.
 
-    `prefix_size` is plain_prefix_size of the decoded source. Every field a
+    `prefix_size` is plain_prefix_size of the decoded source, `ttl` the decoded
+    attributes.ttl (the caller reads it anyway). Every field a
     decoder reads takes at least its canonical size, so when the attributes
     are one field of exactly the canonical size of the decoded values and the
     payload one field ending the bytes, nothing else is there: no other
-    attribute, no unknown field, no group.
+    attribute, no unknown field, no group. Written for the interpreter: few
+    operations on the common path, arithmetic instead of calls.
     """
+    priority, payload_format = attributes.priority, attributes.payload_format
     if priority > _PRIORITY_MAX or payload_format > _PAYLOAD_FORMAT_MAX:
         return False
-    attributes_size = prefix_size
+    size = prefix_size
     if priority:
-        attributes_size += 2
-    if ttl:
-        attributes_size += 1 + _varint_size(ttl)
+        size += 2
     if payload_format:
-        attributes_size += 2
-    start, end = _delimited(raw, 0, _ATTRIBUTES_TAG)
-    if end - start != attributes_size:
-        return False
-    if end == len(raw):
+        size += 2
+    if ttl:  # tag and varint, a uint32 takes at most 5 bytes
+        size += (
+            2 if ttl < 0x80 else 3 if ttl < 0x4000 else 4 if ttl < 0x200000 else 5 if ttl < 0x10000000 else 6
+        )
+    if size < 0x80 and raw[1] == size and raw[0] == _ATTRIBUTES_TAG:
+        end = size + 2
+    else:
+        start, end = _delimited(raw, 0, _ATTRIBUTES_TAG)
+        if end - start != size and not _has_only_a_traceparent_more(attributes, end - start - size):
+            return False
+    rest = len(raw) - end
+    if rest == 0:
         return not payload_format  # a format needs a payload
+    if rest < 0x82:  # a payload under 128 bytes: one length byte
+        return raw[end] == _PAYLOAD_TAG and raw[end + 1] == rest - 2
     return _delimited(raw, end, _PAYLOAD_TAG)[1] == len(raw)
+
+
+def _has_only_a_traceparent_more(attributes: uattributes_pb2.UAttributes, extra_bytes: int) -> bool:
+    """Whether extra_bytes of attributes are exactly a valid traceparent field (tag, length, text)."""
+    traceparent = attributes.traceparent
+    if not traceparent or extra_bytes != 2 + len(traceparent) or len(traceparent) >= 0x80:
+        return False
+    try:
+        check_traceparent(traceparent, "attributes.traceparent")
+    except InvalidArgument:
+        return False
+    return True  # valid means ASCII, so its length in characters is its length in bytes
 
 
 def _delimited(raw: bytes, position: int, tag: int) -> tuple[int, int]:

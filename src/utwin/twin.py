@@ -123,6 +123,7 @@ class UTwin:
             return Outcome(Code.INVALID_ARGUMENT, "message: not a valid UMessage encoding")
         attributes = message.attributes
         msb, lsb = attributes.id.msb, attributes.id.lsb
+        ttl = attributes.ttl
         source = attributes.source
         known = self._sources.get(
             (source.authority_name, source.ue_id, source.ue_version_major, source.resource_id)
@@ -136,17 +137,15 @@ class UTwin:
             or attributes.type != _PUBLISH
             or not uuid.is_v7(msb, lsb)
             or msb >> 16 > now_ms + self._max_ahead_ms
-            or not message_rules.is_plain(
-                raw, known[2], attributes.priority, attributes.ttl, attributes.payload_format
-            )
+            or not message_rules.is_plain(raw, known[2], attributes, ttl)
         ):
             try:
-                topic, msb, lsb, _ = message_rules.check_message(message, now_ms, self._max_ahead_ms)
+                topic, msb, lsb, _ = message_rules.check_message(message, now_ms, self._max_ahead_ms, raw)
             except UTwinError as error:
                 return Outcome(error.code, error.message)
             known = self._remember_source(topic)
         expires_at = 0
-        if ttl := attributes.ttl:  # most messages never expire: skip the arithmetic for them
+        if ttl:  # most messages never expire: skip the arithmetic for them
             expires_at = uuid.expires_at_ms(msb, ttl)
             if uuid.is_expired(expires_at, now_ms):
                 return Outcome(
