@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.messages import publish, uuri
-from utwin.config import Limits
+from utwin.config import Limits, load_config
 from utwin.errors import Code, InvalidArgument
 from utwin.store import RocksStore
 from utwin.store import keys as store_keys
@@ -876,3 +876,9 @@ def test_failing_listener_does_not_undo_the_write(twin: UTwin) -> None:
     message = raw_at(NOW)
     assert [STORED] == twin.store_messages([message], NOW)
     assert Code.OK == twin.get_last([uuri()], NOW)[0].code
+
+
+def test_max_clock_skew_comes_from_the_configuration() -> None:
+    """UTWIN_MAX_CLOCK_SKEW_S sets the limit the uTwin applies; 300 s by default."""
+    configured = load_config(env={"UTWIN_MAX_CLOCK_SKEW_S": "2.5"})
+    assert (300.0, 2.5) == (Limits().max_clock_skew_s, configured.limits.max_clock_skew_s)
