@@ -45,7 +45,8 @@ def _register(twins: DigiTwin, thing_id: str = "urn:dev:thermo-1", topic_uri: st
 
 
 def _json_message(payload: bytes, id_pair: tuple[int, int] | None = None) -> bytes:
-    message = up_message(uuri(resource=0x8001), payload, id_pair=id_pair)
+    # Dated at NOW_MS, the clock these tests hand the uTwin: ids ahead of it are refused.
+    message = up_message(uuri(resource=0x8001), payload, id_pair=id_pair or uuid.new_v7(NOW_MS))
     message.attributes.payload_format = uattributes_pb2.UPAYLOAD_FORMAT_JSON  # type: ignore[assignment]
     return message.SerializeToString()
 
@@ -167,7 +168,9 @@ def test_bridge_write_that_really_fails_is_caught_up_once_the_store_resumes(
         assert [STORED] == utwin.store_messages([message], NOW_MS)
     behind = _temperature(twins, twin_id)
     assert store.resume_writes()
-    other_topic = up_message(uuri(resource=0x8003), b"1").SerializeToString()  # bound to no twin
+    other_topic = up_message(
+        uuri(resource=0x8003), b"1", at_ms=NOW_MS
+    ).SerializeToString()  # bound to no twin
     assert [STORED] == utwin.store_messages([other_topic], NOW_MS)
     assert (None, payload.decode()) == (behind, _temperature(twins, twin_id))
 
