@@ -10,8 +10,9 @@ import pytest
 from tests.messages import publish, uuri
 from tests.servers import Servers, ServerThread
 from utwin import uuid
+from utwin.errors import Code
 from utwin.service.status import INTERNAL_DETAIL
-from utwin.twin import Outcome
+from utwin.twin import Outcome, StoredMessage
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, ucode_pb2, umessage_pb2, uri_pb2
 from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
@@ -226,11 +227,11 @@ def test_unexpected_failure_ends_the_stream_internal(
 ) -> None:
     """A failure that is no domain error ends the stream INTERNAL, its text kept in the server log."""
 
-    def fail(raw_messages: Sequence[bytes], now_ms: int) -> list[Outcome]:
+    def fail(raw_messages: Sequence[bytes], now_ms: int) -> tuple[list[Outcome], list[StoredMessage]]:
         raise RuntimeError("secret engine detail")
 
     assert server.running is not None
-    monkeypatch.setattr(server.running.twin, "store_messages", fail)
+    monkeypatch.setattr(server.running.twin, "store_messages_unannounced", fail)
     request = ingest_pb2.PublishRequest(messages=[publish(uuri())])
     with server.channel() as channel:
         try:
@@ -240,3 +241,29 @@ def test_unexpected_failure_ends_the_stream_internal(
         else:
             raise AssertionError("the stream ended without an error")
     assert (grpc.StatusCode.INTERNAL, INTERNAL_DETAIL) == failure
+
+
+def test_a_frame_is_stored_in_bounded_turns_with_the_loop_free_between(servers: Servers) -> None:
+    """A frame larger than ingest_turn_messages is stored in turns of at most that many messages,
+    and calls on the event loop see the store between turns (the stream does not hold the loop)."""
+    server = servers.start(ingest_turn_messages=10)
+    assert server.running is not None
+    twin = server.running.twin
+    topics = [uuri(resource=0x8000 + n) for n in range(35)]
+    turns: list[int] = []
+    last_topic_seen_after_first_turn: list[Code] = []
+
+    def on_stored(stored: Sequence[StoredMessage]) -> None:  # runs on the server's event loop
+        turns.append(len(stored))
+        if len(turns) == 1:
+            (answer,) = twin.get_last([topics[-1]], uuid.now_ms())
+            last_topic_seen_after_first_turn.append(answer.code)
+
+    twin.add_listener(on_stored)
+    with server.channel() as channel:
+        acks = _stream(ingest_pb2_grpc.IngestStub(channel), [[publish(topic) for topic in topics]])
+    assert ([10, 10, 10, 5], [Code.NOT_FOUND], 35) == (
+        turns,
+        last_topic_seen_after_first_turn,
+        acks[-1].accepted,
+    )

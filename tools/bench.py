@@ -3,6 +3,9 @@
     python tools/bench.py [--rounds 3] [--seconds 2] [--durability process|power]
     python tools/bench.py digitwin [...]     the DigiTwin benchmark (tools/bench_digitwin.py)
     python tools/bench.py federation [...]   the federation benchmark (tools/bench_federation.py)
+    python tools/bench.py fairness [...]     unary calls beside a full-speed ingest stream (bench_ingest.py)
+    python tools/bench.py new-topics [...]   ingest of new topics against updates (bench_ingest.py)
+    python tools/bench_scale.py [...]        reads at 10k and 5M stored topics, start-up time
 
 Starts `utwin serve` and the bare server (tools/bare_server.py: same method
 paths, a dict, no rules, no disk) as child processes on 127.0.0.1, drives
@@ -46,7 +49,13 @@ TOPICS = 1000
 FRAME_MESSAGES = 1000
 STREAM_MESSAGES = 300_000
 START_TIMEOUT_S = 30.0
-OTHER_SUITES = ("digitwin", "federation")
+# Other benchmarks, by first argument: the module in tools/ that runs them.
+OTHER_SUITES = {
+    "digitwin": "bench_digitwin",
+    "federation": "bench_federation",
+    "fairness": "bench_ingest",
+    "new-topics": "bench_ingest",
+}
 
 
 # ---------------------------------------------------------------- servers
@@ -331,8 +340,9 @@ async def run(rounds: int, seconds: float, durability: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments and arguments[0] in OTHER_SUITES:
-        suite = importlib.import_module(f"bench_{arguments[0]}")  # tools/ is the script's folder
-        result: int = suite.main(arguments[1:])
+        suite = importlib.import_module(OTHER_SUITES[arguments[0]])  # tools/ is the script's folder
+        suite_arguments = arguments if suite.__name__ == "bench_ingest" else arguments[1:]
+        result: int = suite.main(suite_arguments)
         return result
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

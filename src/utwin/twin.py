@@ -2,13 +2,15 @@
 
 No gRPC here: the service layer hands in serialized UMessages and UUri
 messages and turns the outcomes into responses. Every method runs to
-completion without yielding, so on the event loop each call is atomic with
-respect to the others (the read-compare-write of newest-wins needs that).
+completion without yielding, and the store-touching ones hold one lock, so
+each call is atomic with respect to the others (the read-compare-write of
+newest-wins needs that), also when ingest calls in from its worker thread.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -93,6 +95,9 @@ class UTwin:
         self._limits = limits
         self._topic_count = store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
         self._listeners: list[Listener] = []
+        # Ingest stores from a worker thread; every read-compare-write and every read
+        # of topic values holds this, so each stays atomic as on the event loop alone.
+        self._lock = threading.RLock()
         self._key_cache: dict[bytes, bytes] = {}
         # Sources seen in valid messages, by their four fields: the topic, its key and
         # message_rules.plain_prefix_size (bounded).
@@ -183,10 +188,41 @@ class UTwin:
 
         Returns one Outcome per message, in order. All stored messages go to
         the store in one atomic write, which is in the write-ahead log when
-        this returns. Raises only if the store itself fails.
+        this returns, and the listeners have been told. Raises only if the
+        store itself fails.
         """
-        if len(raw_messages) == 1:
-            return [self._store_one(raw_messages[0], now_ms)]
+        outcomes, stored = self.store_messages_unannounced(raw_messages, now_ms)
+        self.announce(stored)
+        return outcomes
+
+    def store_messages_unannounced(
+        self, raw_messages: Sequence[bytes], now_ms: int
+    ) -> tuple[list[Outcome], list[StoredMessage]]:
+        """store_messages without telling the listeners; safe to call from another thread.
+
+        Returns the outcomes and what was stored: the caller passes the latter to
+        `announce` on the event loop, where the listeners live.
+        """
+        with self._lock:
+            if len(raw_messages) == 1:
+                outcome, stored = self._store_one(raw_messages[0], now_ms)
+                return [outcome], stored
+            return self._store_many(raw_messages, now_ms)
+
+    def announce(self, stored: Sequence[StoredMessage]) -> None:
+        """Tell the listeners about messages that became last messages."""
+        if not stored:
+            return
+        for listener in self._listeners:
+            try:
+                listener(stored)
+            except Exception:
+                # The write is done and acknowledged; a listener's failure must not undo that.
+                log.exception("listener %r failed", listener)
+
+    def _store_many(
+        self, raw_messages: Sequence[bytes], now_ms: int
+    ) -> tuple[list[Outcome], list[StoredMessage]]:
         outcomes: list[Outcome] = [STORED] * len(raw_messages)
         candidates: list[_Candidate] = []
         for position, raw in enumerate(raw_messages):
@@ -196,7 +232,7 @@ class UTwin:
             else:
                 candidates.append(parsed)
         if not candidates:
-            return outcomes
+            return outcomes, []
 
         unique_keys = list(dict.fromkeys(candidate.key for candidate in candidates))
         newest: dict[bytes, IdPair | None] = {}
@@ -215,38 +251,32 @@ class UTwin:
                 new_topics += 1
             newest[candidate.key] = candidate.id_pair
             puts[candidate.key] = candidate
-        if puts:
-            self._write(list(puts.values()), new_topics)
-        return outcomes
+        if not puts:
+            return outcomes, []
+        return outcomes, self._write(list(puts.values()), new_topics)
 
-    def _store_one(self, raw: bytes, now_ms: int) -> Outcome:
-        """store_messages of one message: the same rules without a batch's bookkeeping."""
+    def _store_one(self, raw: bytes, now_ms: int) -> tuple[Outcome, list[StoredMessage]]:
+        """_store_many of one message: the same rules without a batch's bookkeeping."""
         candidate = self._parse(raw, now_ms, 0)
         if isinstance(candidate, Outcome):
-            return candidate
+            return candidate, []
         value = self._store.get(candidate.key)
         current = None if value is None else store_keys.decode_topic_id(value)
         refusal = self._refusal(candidate, current, 0)
         if refusal is not None:
-            return refusal
-        self._write([candidate], 1 if current is None else 0)
-        return STORED
+            return refusal, []
+        return STORED, self._write([candidate], 1 if current is None else 0)
 
-    def _write(self, winners: Sequence[_Candidate], new_topics: int) -> None:
-        """Write the winners (one per topic) in one atomic write, then tell the listeners."""
+    def _write(self, winners: Sequence[_Candidate], new_topics: int) -> list[StoredMessage]:
+        """Write the winners (one per topic) in one atomic write; what the listeners are to hear."""
         ops: list[tuple[bytes, bytes | None]] = [(winner.key, winner.value) for winner in winners]
         if new_topics:
             ops.append((store_keys.TOPIC_COUNT_KEY, store_keys.encode_count(self._topic_count + new_topics)))
         self._store.write(ops)
         self._topic_count += new_topics
-        if self._listeners:
-            stored = [StoredMessage(winner.topic, winner.message) for winner in winners]
-            for listener in self._listeners:
-                try:
-                    listener(stored)
-                except Exception:
-                    # The write is done and acknowledged; a listener's failure must not undo that.
-                    log.exception("listener %r failed", listener)
+        if not self._listeners:
+            return []
+        return [StoredMessage(winner.topic, winner.message) for winner in winners]
 
     def check_batch(self, size: int) -> None:
         if size == 0:
@@ -263,6 +293,10 @@ class UTwin:
     def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
         """As get_last, for serialized UUris (what the service receives and sends back)."""
         self.check_batch(len(topics))
+        with self._lock:
+            return self._get_last_serialized(topics, now_ms)
+
+    def _get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
         keys, refused = self._keys_of(topics)
         answers: list[Answer] = []
         expired: list[bytes] = []
@@ -329,7 +363,10 @@ class UTwin:
 
         Returns where the next sweep step starts, or None when the scan is done.
         """
-        limit = max(1, limit)
+        with self._lock:
+            return self._sweep_expired(now_ms, start, max(1, limit))
+
+    def _sweep_expired(self, now_ms: int, start: bytes | None, limit: int) -> bytes | None:
         expired: list[bytes] = []
         next_start: bytes | None = None
         for seen, (key, value) in enumerate(self._store.scan(store_keys.TOPIC_PREFIX, start)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -14,10 +15,13 @@ from utwin.errors import InvalidArgument, UTwinError
 from utwin.service import wire
 from utwin.service.status import abort, close_requests, log_unexpected, ustatus
 from utwin.store import GroupSync
-from utwin.twin import UTwin
+from utwin.twin import Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
 
 SERVICE_NAME = "utwin.v1.Ingest"
+# The worker thread holds the GIL while it stores a turn; the event loop, woken by gRPC, waits for
+# it at most this long (CPython's default, 5 ms, made every unary call wait that long per step).
+GIL_SWITCH_INTERVAL_S = 0.0005
 log = logging.getLogger("utwin.service")
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -25,10 +29,15 @@ _END = None
 
 
 class IngestServicer:
-    def __init__(self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int) -> None:
+    def __init__(
+        self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int, turn_messages: int = 256
+    ) -> None:
         self._twin = twin
         self._group_sync = group_sync
         self._queue_frames = max(1, queue_frames)
+        self._turn_messages = max(1, turn_messages)
+        # One thread shared by every stream: turns queue up in order, so streams alternate.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="utwin-ingest")
 
     async def publish(
         self, frames: AsyncIterator[bytes], context: Context
@@ -59,7 +68,7 @@ class IngestServicer:
                 if not raw_messages:
                     continue
                 try:
-                    outcomes = self._twin.store_messages(raw_messages, uuid.now_ms())
+                    outcomes = await self._store_in_turns(raw_messages)
                     if self._group_sync is not None:
                         await self._group_sync.sync()
                 except UTwinError as error:
@@ -83,6 +92,28 @@ class IngestServicer:
                 await abort(context, error)
         finally:
             reader.cancel()
+
+    async def _store_in_turns(self, raw_messages: list[bytes]) -> list[Outcome]:
+        """Store the messages in turns of at most `turn_messages`, off the event loop.
+
+        Each turn runs in the worker thread (one for all streams, so their turns
+        alternate), and the loop meanwhile serves every other call: run on the
+        loop, one stream's backlog of frames held it for tens of milliseconds per
+        ack and unary callers starved. The listeners are told on the loop.
+        """
+        loop = asyncio.get_running_loop()
+        outcomes: list[Outcome] = []
+        turn = self._turn_messages
+        for start in range(0, len(raw_messages), turn):
+            turn_outcomes, stored = await loop.run_in_executor(
+                self._worker,
+                self._twin.store_messages_unannounced,
+                raw_messages[start : start + turn],
+                uuid.now_ms(),
+            )
+            self._twin.announce(stored)
+            outcomes += turn_outcomes
+        return outcomes
 
     async def _read(
         self,
