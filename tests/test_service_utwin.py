@@ -428,3 +428,19 @@ def test_newest_wins_under_concurrent_writers(servers: Servers, durability: str)
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda message: _set(stub, message).code, messages, timeout=60))
         assert ([ucode_pb2.OK] * 400, newest.SerializeToString()) == (codes, _served(stub, uuri()))
+
+
+def test_batch_read_from_the_engine_answers_like_one_from_memory(servers: Servers) -> None:
+    """With no value memory every batch is read from RocksDB off the event loop, with the same answers."""
+    server = servers.start(value_memory_mb=0)
+    topics = [uuri(resource=0x8000 + n) for n in range(12)]
+    messages = [publish(topic, f"{n}".encode()) for n, topic in enumerate(topics[:10])]
+    with server.channel() as channel:
+        stub = utwin_pb2_grpc.uTwinStub(channel)
+        for message in messages:
+            _set(stub, message)
+        entries = _get(stub, *topics)
+    expected = [(ucode_pb2.OK, message) for message in messages] + [
+        (ucode_pb2.NOT_FOUND, umessage_pb2.UMessage())
+    ] * 2
+    assert expected == [(entry.status.code, entry.message) for entry in entries]

@@ -76,6 +76,7 @@ class MessageFactory:
         self._next_ms = time.time_ns() // 1_000_000
         self._counter = itertools.count()
         self._payload = b'\x12\x2a{"speed_kph": 42, "odometer_km": 123456.7}'
+        self.last_id = (0, 0)  # (msb, lsb) of the message built last
 
     def _tail(self, index: int) -> bytes:
         tail = self._tails.get(index)
@@ -98,6 +99,7 @@ class MessageFactory:
         self._next_ms = stamp + (1 if count % 4096 == 4095 else 0)
         msb = (stamp << 16) | (7 << 12) | (count % 4096)
         lsb = (0b10 << 62) | (count & ((1 << 62) - 1))
+        self.last_id = (msb, lsb)
         uuid_field = b"\x0a\x12" + _ID.pack(0x09, msb, 0x11, lsb)
         attributes = uuid_field + self._tail(index)
         return b"\x0a" + _varint(len(attributes)) + attributes + self._payload

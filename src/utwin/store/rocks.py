@@ -133,6 +133,9 @@ class RocksStore:
                 self._memory.remember(keys[position], value)
         return values
 
+    def remembers(self, keys: Sequence[bytes]) -> bool:
+        return self._memory.holds_all(keys)
+
     def _read(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if len(keys) <= _SMALL_READ:
             # Point gets keep the GIL; a MultiGet releases and retakes it, which
