@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-
 from bench import GET_PATH, child_server, to_uuri
 from bench_ingest import MessageFactory, new_topic
+
 from utwin.store import RocksStore
 from utwin.store import keys as store_keys
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
