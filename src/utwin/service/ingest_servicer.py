@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,12 +16,13 @@ from utwin.errors import InvalidArgument, UTwinError
 from utwin.service import wire
 from utwin.service.status import abort, close_requests, log_unexpected, ustatus
 from utwin.store import GroupSync
-from utwin.twin import Outcome, UTwin
+from utwin.twin import Outcome, StoredMessage, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
 
 SERVICE_NAME = "utwin.v1.Ingest"
-# The worker thread holds the GIL while it stores a turn; the event loop, woken by gRPC, waits for
-# it at most this long (CPython's default, 5 ms, made every unary call wait that long per step).
+# While the worker thread stores a turn it holds the GIL; the event loop, woken by gRPC, waits
+# for it at most this long (CPython's default, 5 ms, made unary calls wait that long per step).
+# Only during turns: a short interval costs gRPC's own threads CPU on every call.
 GIL_SWITCH_INTERVAL_S = 0.0005
 log = logging.getLogger("utwin.service")
 
@@ -38,6 +40,7 @@ class IngestServicer:
         self._turn_messages = max(1, turn_messages)
         # One thread shared by every stream: turns queue up in order, so streams alternate.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="utwin-ingest")
+        self._idle_switch_interval_s = sys.getswitchinterval()
 
     async def publish(
         self, frames: AsyncIterator[bytes], context: Context
@@ -106,14 +109,19 @@ class IngestServicer:
         turn = self._turn_messages
         for start in range(0, len(raw_messages), turn):
             turn_outcomes, stored = await loop.run_in_executor(
-                self._worker,
-                self._twin.store_messages_unannounced,
-                raw_messages[start : start + turn],
-                uuid.now_ms(),
+                self._worker, self._store_turn, raw_messages[start : start + turn]
             )
             self._twin.announce(stored)
             outcomes += turn_outcomes
         return outcomes
+
+    def _store_turn(self, raw_messages: list[bytes]) -> tuple[list[Outcome], list[StoredMessage]]:
+        """One turn, in the worker thread, with a short GIL switch interval while it runs."""
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        try:
+            return self._twin.store_messages_unannounced(raw_messages, uuid.now_ms())
+        finally:
+            sys.setswitchinterval(self._idle_switch_interval_s)
 
     async def _read(
         self,

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -25,8 +24,8 @@ from utwin.service.admin_servicer import SERVICE_NAME as ADMIN_SERVICE
 from utwin.service.admin_servicer import AdminServicer
 from utwin.service.digitwin_servicer import SERVICE_NAME as DIGITWIN_SERVICE
 from utwin.service.digitwin_servicer import DigiTwinServicer
-from utwin.service.ingest_servicer import GIL_SWITCH_INTERVAL_S, IngestServicer
 from utwin.service.ingest_servicer import SERVICE_NAME as INGEST_SERVICE
+from utwin.service.ingest_servicer import IngestServicer
 from utwin.service.memory import return_large_blocks
 from utwin.service.peer_lookup_servicer import SERVICE_NAME as PEER_LOOKUP_SERVICE
 from utwin.service.peer_lookup_servicer import PeerLookupServicer
@@ -198,7 +197,6 @@ async def start_server(config: Config) -> RunningServer:
         ingest_servicer = IngestServicer(
             twin, group_sync, config.ingest_queue_frames, config.ingest_turn_messages
         )
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
         admin_servicer = AdminServicer(twin, config.authority, federation)
         peer_lookup_servicer = PeerLookupServicer(twin, federation)
