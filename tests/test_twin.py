@@ -826,6 +826,20 @@ def test_every_listener_is_called(twin: UTwin) -> None:
     assert (1, 1) == (len(first), len(second))
 
 
+def test_store_message_follows_the_rules_of_store_messages(twin: UTwin) -> None:
+    """store_message stores a newer message, keeps the stored one against an older, and tells listeners once."""
+    seen: list[Sequence[StoredMessage]] = []
+    twin.add_listener(seen.append)
+    first = twin.store_message(raw_at(NOW), NOW)
+    older = twin.store_message(raw_at(NOW - 5, payload=b"old"), NOW)
+    assert (STORED, False, 1, raw_at(NOW)) == (
+        first,
+        older.detail == "",
+        len(seen),
+        stored_message(twin, uuri()),
+    )
+
+
 def test_unannounced_store_tells_no_listener_until_announced(twin: UTwin) -> None:
     """store_messages_unannounced stores and returns what was stored; listeners hear it only from announce."""
     seen: list[Sequence[StoredMessage]] = []

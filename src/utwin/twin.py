@@ -196,6 +196,14 @@ class UTwin:
         self.announce(stored)
         return outcomes
 
+    def store_message(self, raw_message: bytes, now_ms: int) -> Outcome:
+        """store_messages of one message (a unary SetLastMessage), without a batch's lists."""
+        with self._lock:
+            outcome, stored = self._store_one(raw_message, now_ms)
+        if stored:
+            self.announce(stored)
+        return outcome
+
     def store_messages_unannounced(
         self, raw_messages: Sequence[bytes], now_ms: int
     ) -> tuple[list[Outcome], list[StoredMessage]]:

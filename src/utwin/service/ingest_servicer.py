@@ -16,13 +16,13 @@ from utwin.errors import InvalidArgument, UTwinError
 from utwin.service import wire
 from utwin.service.status import abort, close_requests, log_unexpected, ustatus
 from utwin.store import GroupSync
-from utwin.twin import Outcome, StoredMessage, UTwin
+from utwin.twin import Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
 
 SERVICE_NAME = "utwin.v1.Ingest"
 # While the worker thread stores a turn it holds the GIL; the event loop, woken by gRPC, waits
 # for it at most this long (CPython's default, 5 ms, made unary calls wait that long per step).
-# Only during turns: a short interval costs gRPC's own threads CPU on every call.
+# Only while a stream stores: a short interval costs gRPC's own threads CPU on every call.
 GIL_SWITCH_INTERVAL_S = 0.0005
 log = logging.getLogger("utwin.service")
 
@@ -32,7 +32,7 @@ _END = None
 
 class IngestServicer:
     def __init__(
-        self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int, turn_messages: int = 256
+        self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int, turn_messages: int = 64
     ) -> None:
         self._twin = twin
         self._group_sync = group_sync
@@ -41,6 +41,7 @@ class IngestServicer:
         # One thread shared by every stream: turns queue up in order, so streams alternate.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="utwin-ingest")
         self._idle_switch_interval_s = sys.getswitchinterval()
+        self._storing_streams = 0  # streams in _store_in_turns (counted on the event loop)
 
     async def publish(
         self, frames: AsyncIterator[bytes], context: Context
@@ -107,21 +108,24 @@ class IngestServicer:
         loop = asyncio.get_running_loop()
         outcomes: list[Outcome] = []
         turn = self._turn_messages
-        for start in range(0, len(raw_messages), turn):
-            turn_outcomes, stored = await loop.run_in_executor(
-                self._worker, self._store_turn, raw_messages[start : start + turn]
-            )
-            self._twin.announce(stored)
-            outcomes += turn_outcomes
-        return outcomes
-
-    def _store_turn(self, raw_messages: list[bytes]) -> tuple[list[Outcome], list[StoredMessage]]:
-        """One turn, in the worker thread, with a short GIL switch interval while it runs."""
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        self._storing_streams += 1
+        if self._storing_streams == 1:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
-            return self._twin.store_messages_unannounced(raw_messages, uuid.now_ms())
+            for start in range(0, len(raw_messages), turn):
+                turn_outcomes, stored = await loop.run_in_executor(
+                    self._worker,
+                    self._twin.store_messages_unannounced,
+                    raw_messages[start : start + turn],
+                    uuid.now_ms(),
+                )
+                self._twin.announce(stored)
+                outcomes += turn_outcomes
         finally:
-            sys.setswitchinterval(self._idle_switch_interval_s)
+            self._storing_streams -= 1
+            if self._storing_streams == 0:
+                sys.setswitchinterval(self._idle_switch_interval_s)
+        return outcomes
 
     async def _read(
         self,

@@ -65,7 +65,7 @@ class UTwinServicer:
 
     async def set_last_message(self, raw_message: bytes, context: Context) -> bytes:
         try:
-            (outcome,) = self._twin.store_messages([raw_message], uuid.now_ms())
+            outcome = self._twin.store_message(raw_message, uuid.now_ms())
             if outcome.ok and self._group_sync is not None:
                 await self._group_sync.sync()
         except UTwinError as error:
