@@ -827,7 +827,7 @@ def test_every_listener_is_called(twin: UTwin) -> None:
 
 
 def test_store_message_follows_the_rules_of_store_messages(twin: UTwin) -> None:
-    """store_message stores a newer message, keeps the stored one against an older, and tells listeners once."""
+    """store_message stores a newer message, keeps it against an older one, and tells listeners once."""
     seen: list[Sequence[StoredMessage]] = []
     twin.add_listener(seen.append)
     first = twin.store_message(raw_at(NOW), NOW)
