@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Iterable, Sequence
 
 import grpc
@@ -11,6 +14,7 @@ from tests.messages import publish, uuri
 from tests.servers import Servers, ServerThread
 from utwin import uuid
 from utwin.errors import Code
+from utwin.service.ingest_servicer import GIL_SWITCH_INTERVAL_S
 from utwin.service.status import INTERNAL_DETAIL
 from utwin.twin import Outcome, StoredMessage
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
@@ -267,3 +271,37 @@ def test_a_frame_is_stored_in_bounded_turns_with_the_loop_free_between(servers: 
         last_topic_seen_after_first_turn,
         acks[-1].accepted,
     )
+
+
+def test_a_turn_written_after_its_stream_is_cancelled_still_reaches_listeners(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn the worker thread finishes after its stream was cancelled is still told to listeners."""
+    assert server.running is not None
+    twin = server.running.twin
+    entered, release = threading.Event(), threading.Event()
+    store_turn = twin.store_messages_unannounced
+
+    def held_turn(raw_messages: Sequence[bytes], now_ms: int) -> tuple[list[Outcome], list[StoredMessage]]:
+        entered.set()
+        release.wait(TIMEOUT_S)
+        return store_turn(raw_messages, now_ms)
+
+    monkeypatch.setattr(twin, "store_messages_unannounced", held_turn)
+    heard: list[StoredMessage] = []
+    twin.add_listener(heard.extend)
+    message = publish(uuri())
+    with server.channel() as channel:
+        call = ingest_pb2_grpc.IngestStub(channel).Publish(
+            iter([ingest_pb2.PublishRequest(messages=[message])]), timeout=TIMEOUT_S
+        )
+        assert entered.wait(TIMEOUT_S)
+        call.cancel()
+        # The stream has left its turns (cancelled) once the GIL switch interval is restored.
+        deadline = time.monotonic() + TIMEOUT_S
+        while sys.getswitchinterval() == GIL_SWITCH_INTERVAL_S and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert [message.SerializeToString()] == [stored.message for stored in heard]

@@ -16,7 +16,7 @@ from utwin.errors import InvalidArgument, UTwinError
 from utwin.service import wire
 from utwin.service.status import abort, close_requests, log_unexpected, ustatus
 from utwin.store import GroupSync
-from utwin.twin import Outcome, UTwin
+from utwin.twin import Outcome, StoredMessage, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
 
 SERVICE_NAME = "utwin.v1.Ingest"
@@ -113,19 +113,26 @@ class IngestServicer:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
             for start in range(0, len(raw_messages), turn):
-                turn_outcomes, stored = await loop.run_in_executor(
+                stored_turn = loop.run_in_executor(
                     self._worker,
                     self._twin.store_messages_unannounced,
                     raw_messages[start : start + turn],
                     uuid.now_ms(),
                 )
-                self._twin.announce(stored)
+                # Announced when written, also if this stream is cancelled meanwhile: the
+                # thread cannot be stopped mid-turn, and what it stored must reach listeners.
+                stored_turn.add_done_callback(self._announce_turn)
+                turn_outcomes, _ = await asyncio.shield(stored_turn)
                 outcomes += turn_outcomes
         finally:
             self._storing_streams -= 1
             if self._storing_streams == 0:
                 sys.setswitchinterval(self._idle_switch_interval_s)
         return outcomes
+
+    def _announce_turn(self, stored_turn: asyncio.Future[tuple[list[Outcome], list[StoredMessage]]]) -> None:
+        if not stored_turn.cancelled() and stored_turn.exception() is None:
+            self._twin.announce(stored_turn.result()[1])
 
     async def _read(
         self,
