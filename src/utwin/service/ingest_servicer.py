@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ SERVICE_NAME = "utwin.v1.Ingest"
 # for it at most this long (CPython's default, 5 ms, made unary calls wait that long per step).
 # Only while a stream stores: a short interval costs gRPC's own threads CPU on every call.
 GIL_SWITCH_INTERVAL_S = 0.0005
+_TURNS_QUEUED = 2  # turns of one stream in the worker's queue at once
 log = logging.getLogger("utwin.service")
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -112,6 +114,8 @@ class IngestServicer:
         if self._storing_streams == 1:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
+            queued: collections.deque[asyncio.Future[tuple[list[Outcome], list[StoredMessage]]]]
+            queued = collections.deque()
             for start in range(0, len(raw_messages), turn):
                 stored_turn = loop.run_in_executor(
                     self._worker,
@@ -122,8 +126,14 @@ class IngestServicer:
                 # Announced when written, also if this stream is cancelled meanwhile: the
                 # thread cannot be stopped mid-turn, and what it stored must reach listeners.
                 stored_turn.add_done_callback(self._announce_turn)
-                turn_outcomes, _ = await asyncio.shield(stored_turn)
-                outcomes += turn_outcomes
+                queued.append(stored_turn)
+                # The next turn waits in the worker's queue while this one runs, so the
+                # worker never idles for a loop round trip; more would let one stream
+                # crowd out the turns of others.
+                if len(queued) == _TURNS_QUEUED:
+                    outcomes += (await asyncio.shield(queued.popleft()))[0]
+            while queued:
+                outcomes += (await asyncio.shield(queued.popleft()))[0]
         finally:
             self._storing_streams -= 1
             if self._storing_streams == 0:
