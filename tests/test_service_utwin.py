@@ -431,7 +431,7 @@ def test_newest_wins_under_concurrent_writers(servers: Servers, durability: str)
 
 
 def test_batch_read_from_the_engine_answers_like_one_from_memory(servers: Servers) -> None:
-    """With no value memory every batch is read from RocksDB off the event loop, with the same answers."""
+    """With no value memory every batch is read from RocksDB, with the answers the memory would give."""
     server = servers.start(value_memory_mb=0)
     topics = [uuri(resource=0x8000 + n) for n in range(12)]
     messages = [publish(topic, f"{n}".encode()) for n, topic in enumerate(topics[:10])]

@@ -875,25 +875,6 @@ def test_stores_from_two_threads_keep_the_newest(twin: UTwin) -> None:
     ]
 
 
-def test_reads_engine_only_for_batches_that_miss_the_memory(twin: UTwin) -> None:
-    """reads_engine is true for a batch of more than 4 topics the store's memory lacks, false once read."""
-    topics = [uuri(resource=0x8000 + n).SerializeToString() for n in range(6)]
-    twin.store_messages([raw_at(NOW, uuri(resource=0x8000 + n)) for n in range(6)], NOW)
-    store = twin._store
-    assert isinstance(store, RocksStore)
-    before_read = twin.reads_engine(topics)
-    store.close()
-    reopened = RocksStore(store.path)
-    try:
-        fresh = UTwin(reopened, Limits())
-        cold, small = fresh.reads_engine(topics), fresh.reads_engine(topics[:4])
-        fresh.get_last_serialized(topics, NOW)
-        warm = fresh.reads_engine(topics)
-    finally:
-        reopened.close()
-    assert (False, True, False, False) == (before_read, cold, small, warm)
-
-
 # --- serialized reads -------------------------------------------------------
 
 

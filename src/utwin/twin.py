@@ -28,7 +28,6 @@ from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
 log = logging.getLogger("utwin.twin")
 _PUBLISH = uattributes_pb2.UMESSAGE_TYPE_PUBLISH
 _KEY_CACHE_LIMIT = 65_536
-_ENGINE_READ_MIN_TOPICS = 4
 
 
 class Outcome(NamedTuple):
@@ -298,18 +297,6 @@ class UTwin:
     def get_last(self, uris: Sequence[uri_pb2.UUri], now_ms: int) -> list[Answer]:
         """The last message of each requested topic, one Answer per entry, in order."""
         return self.get_last_serialized([uri.SerializeToString() for uri in uris], now_ms)
-
-    def reads_engine(self, topics: Sequence[bytes]) -> bool:
-        """Whether get_last_serialized(topics) would read the engine for more than a few topics.
-
-        Such a read is worth running off the event loop: a MultiGet releases the
-        GIL, so the loop serves other calls meanwhile. Reads answered from memory,
-        and small ones, cost less than the hand-off to a thread.
-        """
-        if not _ENGINE_READ_MIN_TOPICS < len(topics) <= self._limits.max_batch_topics:
-            return False
-        keys, _ = self._keys_of(topics)
-        return not self._store.remembers(keys)
 
     def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
         """As get_last, for serialized UUris (what the service receives and sends back)."""

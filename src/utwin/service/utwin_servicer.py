@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -40,20 +38,13 @@ class UTwinServicer:
         self._group_sync = group_sync
         self._federation = federation
         self._request_topics = wire.RequestTopics()
-        # Batches that miss the store's memory are read here, off the event loop.
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="utwin-read")
 
     async def get_last_messages(self, raw_request: bytes, context: Context) -> bytes:
         request = _parse_request(raw_request)
         uris = request.topics.uris
         topics = self._request_topics.of(raw_request, uris)
         now_ms = uuid.now_ms()
-        if self._twin.reads_engine(topics):
-            answers = await asyncio.get_running_loop().run_in_executor(
-                self._reader, self._twin.get_last_serialized, topics, now_ms
-            )
-        else:
-            answers = self._twin.get_last_serialized(topics, now_ms)
+        answers = self._twin.get_last_serialized(topics, now_ms)
         if self._federation is not None:
             pending = self._federation.pending(uris, answers, now_ms)
             if pending:

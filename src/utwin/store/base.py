@@ -18,10 +18,6 @@ class Store(Protocol):
         """Values for keys, in order; None where nothing is stored."""
         ...
 
-    def remembers(self, keys: Sequence[bytes]) -> bool:
-        """True when get_many(keys) is answered from memory, without reading the engine."""
-        ...
-
     def write(self, ops: WriteBatchOps) -> None:
         """Apply all ops atomically; once this returns they are in the write-ahead log."""
         ...

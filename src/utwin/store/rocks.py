@@ -150,9 +150,6 @@ class RocksStore:
                 for key, value in read:
                     self._memory.remember(key, value)
 
-    def remembers(self, keys: Sequence[bytes]) -> bool:
-        return self._memory.holds_all(keys)
-
     def _read(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if len(keys) <= _SMALL_READ:
             # Point gets keep the GIL; a MultiGet releases and retakes it, which

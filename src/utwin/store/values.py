@@ -30,11 +30,6 @@ class ValueMemory:
         """The remembered value of each key, in order; None where none is remembered."""
         return [self._values.get(key) for key in keys]
 
-    def holds_all(self, keys: Sequence[bytes]) -> bool:
-        """Whether a value is remembered for every key."""
-        values = self._values
-        return all(key in values for key in keys)
-
     def remember(self, key: bytes, value: bytes) -> None:
         size = len(key) + len(value) + _ENTRY_OVERHEAD
         if size > self._max_bytes:
