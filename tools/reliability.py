@@ -33,14 +33,15 @@ PARTS = {
     "fairness": fairness,
 }
 
-# The short form: every part, scaled down so that all of them take a few minutes.
+# The short form: every part, scaled down so that all of them take a few minutes. Fairness
+# prints its speed ratios there but checks only for starvation: speed is gated by benchmarks.
 SHORT: list[tuple[str, Callable[[], PartResult]]] = [
     ("crash", lambda: crash.run(rounds=3, seconds=1.5)),
     ("fuzz", lambda: fuzz.run(cases=40, frame_bytes=2 << 20, frame_rounds=2)),
     ("peers", lambda: peers.run(calls=5)),
     ("disk", lambda: disk.run()),
     ("soak", lambda: soak.run(seconds=10.0, clients=64)),
-    ("fairness", lambda: fairness.run(rounds=3, seconds=2.0)),
+    ("fairness", lambda: fairness.run(rounds=3, seconds=2.0, enforce_targets=False)),
 ]
 
 

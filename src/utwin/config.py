@@ -95,7 +95,7 @@ class Config:
     stale_after_s: float = 60.0
     hop_limit: int = 2
     peer_timeout_s: float = 2.0
-    peer_deadline_margin_s: float = 0.05
+    peer_deadline_margin_s: float = 0.1
     not_found_ttl_s: float = 5.0
     breaker_failures: int = 5
     breaker_cooldown_s: float = 10.0

@@ -4,6 +4,11 @@ Alternates, in each round: unary alone, ingest alone, both together; each
 load runs in its own child process. Prints medians over the rounds and the
 ratios: unary beside ingest / unary alone (target >= 0.5) and ingest beside
 unary / ingest alone (target >= 0.8).
+
+Those targets are speed, which lives in benchmarks: the short form that CI
+runs (`enforce_targets=False`) prints the ratios and fails only on errors or
+on starvation (unary beside ingest below STARVATION_FLOOR of alone, where the
+defect this part was written for stood at 0.04x), a bar no noisy run crosses.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from .common import PartResult, ServeProcess, finish_load, start_load, temporary
 UNARY_CLIENTS = 32
 UNARY_TARGET = 0.5
 INGEST_TARGET = 0.8
+STARVATION_FLOOR = 0.15
 
 
 def _rate(figures: dict[str, object]) -> float:
@@ -22,7 +28,7 @@ def _rate(figures: dict[str, object]) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def run(rounds: int, seconds: float) -> PartResult:
+def run(rounds: int, seconds: float, enforce_targets: bool = True) -> PartResult:
     result = PartResult("fairness")
     unary_alone: list[float] = []
     unary_beside: list[float] = []
@@ -69,12 +75,19 @@ def run(rounds: int, seconds: float) -> PartResult:
     result.figure("unary ratio (target >= 0.5)", f"{unary_ratio:.2f}x")
     result.figure("ingest ratio (target >= 0.8)", f"{ingest_ratio:.2f}x")
     result.figure("errors", errors)
-    result.check(
-        unary_ratio >= UNARY_TARGET, f"unary beside ingest >= {UNARY_TARGET}x alone ({unary_ratio:.2f}x)"
-    )
-    result.check(
-        ingest_ratio >= INGEST_TARGET, f"ingest beside unary >= {INGEST_TARGET}x alone ({ingest_ratio:.2f}x)"
-    )
+    if enforce_targets:
+        result.check(
+            unary_ratio >= UNARY_TARGET, f"unary beside ingest >= {UNARY_TARGET}x alone ({unary_ratio:.2f}x)"
+        )
+        result.check(
+            ingest_ratio >= INGEST_TARGET,
+            f"ingest beside unary >= {INGEST_TARGET}x alone ({ingest_ratio:.2f}x)",
+        )
+    else:
+        result.check(
+            unary_ratio >= STARVATION_FLOOR,
+            f"unary beside ingest not starved: >= {STARVATION_FLOOR}x alone ({unary_ratio:.2f}x)",
+        )
     result.check(errors == 0, f"no errors ({errors})")
     return result
 
