@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections.abc import Iterable, Sequence
 
 import grpc
@@ -14,6 +12,7 @@ from tests.messages import publish, uuri
 from tests.servers import Servers, ServerThread
 from utwin import uuid
 from utwin.errors import Code
+from utwin.service import ingest_servicer
 from utwin.service.ingest_servicer import GIL_SWITCH_INTERVAL_S
 from utwin.service.status import INTERNAL_DETAIL
 from utwin.twin import Outcome, StoredMessage
@@ -231,11 +230,11 @@ def test_unexpected_failure_ends_the_stream_internal(
 ) -> None:
     """A failure that is no domain error ends the stream INTERNAL, its text kept in the server log."""
 
-    def fail(raw_messages: Sequence[bytes], now_ms: int) -> tuple[list[Outcome], list[StoredMessage]]:
+    def fail(raw_messages: Sequence[bytes], now_ms: int) -> list[Outcome]:
         raise RuntimeError("secret engine detail")
 
     assert server.running is not None
-    monkeypatch.setattr(server.running.twin, "store_messages_unannounced", fail)
+    monkeypatch.setattr(server.running.twin, "store_messages", fail)
     request = ingest_pb2.PublishRequest(messages=[publish(uuri())])
     with server.channel() as channel:
         try:
@@ -247,13 +246,11 @@ def test_unexpected_failure_ends_the_stream_internal(
     assert (grpc.StatusCode.INTERNAL, INTERNAL_DETAIL) == failure
 
 
-def test_a_frame_is_stored_in_bounded_turns_with_the_loop_free_between(servers: Servers) -> None:
-    """A frame larger than ingest_turn_messages is stored in turns of at most that many messages,
-    and calls on the event loop see the store between turns (the stream does not hold the loop)."""
-    server = servers.start(ingest_turn_messages=10)
+def _turns_of_one_frame(server: ServerThread, frame_size: int) -> tuple[list[int], list[Code]]:
+    """The sizes of the turns one frame is stored in, and what a read between them saw of its last topic."""
     assert server.running is not None
     twin = server.running.twin
-    topics = [uuri(resource=0x8000 + n) for n in range(35)]
+    topics = [uuri(resource=0x8000 + n) for n in range(frame_size)]
     turns: list[int] = []
     last_topic_seen_after_first_turn: list[Code] = []
 
@@ -266,42 +263,34 @@ def test_a_frame_is_stored_in_bounded_turns_with_the_loop_free_between(servers: 
     twin.add_listener(on_stored)
     with server.channel() as channel:
         acks = _stream(ingest_pb2_grpc.IngestStub(channel), [[publish(topic) for topic in topics]])
-    assert ([10, 10, 10, 5], [Code.NOT_FOUND], 35) == (
-        turns,
-        last_topic_seen_after_first_turn,
-        acks[-1].accepted,
-    )
+    assert frame_size == acks[-1].accepted
+    return turns, last_topic_seen_after_first_turn
 
 
-def test_a_turn_written_after_its_stream_is_cancelled_still_reaches_listeners(
-    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+def test_while_unary_calls_are_served_a_frame_is_stored_in_small_turns(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A turn the worker thread finishes after its stream was cancelled is still told to listeners."""
+    """After a unary call a frame is stored in turns of ingest_turn_messages; reads see the store between."""
+    monkeypatch.setattr(ingest_servicer, "CALLS_RECENT_S", 3600.0)  # the call below stays recent
+    server = servers.start(ingest_turn_messages=10)
+    with server.channel() as channel:
+        _served(utwin_pb2_grpc.uTwinStub(channel), [uuri()])
+    assert ([10, 10, 10, 5], [Code.NOT_FOUND]) == _turns_of_one_frame(server, 35)
+
+
+def test_a_stream_alone_stores_a_frame_in_one_large_turn(servers: Servers) -> None:
+    """With no unary call served lately, a frame of up to IDLE_TURN_MESSAGES is stored in one turn."""
+    server = servers.start(ingest_turn_messages=10)
+    assert ([35], [Code.OK]) == _turns_of_one_frame(server, 35)
+
+
+def test_the_gil_switch_interval_is_short_only_while_a_stream_stores(server: ServerThread) -> None:
+    """A stream's turns run with the short GIL switch interval; once they end the old interval is back."""
     assert server.running is not None
     twin = server.running.twin
-    entered, release = threading.Event(), threading.Event()
-    store_turn = twin.store_messages_unannounced
-
-    def held_turn(raw_messages: Sequence[bytes], now_ms: int) -> tuple[list[Outcome], list[StoredMessage]]:
-        entered.set()
-        release.wait(TIMEOUT_S)
-        return store_turn(raw_messages, now_ms)
-
-    monkeypatch.setattr(twin, "store_messages_unannounced", held_turn)
-    heard: list[StoredMessage] = []
-    twin.add_listener(heard.extend)
-    message = publish(uuri())
+    during: list[float] = []
+    twin.add_listener(lambda stored: during.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
     with server.channel() as channel:
-        call = ingest_pb2_grpc.IngestStub(channel).Publish(
-            iter([ingest_pb2.PublishRequest(messages=[message])]), timeout=TIMEOUT_S
-        )
-        assert entered.wait(TIMEOUT_S)
-        call.cancel()
-        # The stream has left its turns (cancelled) once the GIL switch interval is restored.
-        deadline = time.monotonic() + TIMEOUT_S
-        while sys.getswitchinterval() == GIL_SWITCH_INTERVAL_S and time.monotonic() < deadline:
-            time.sleep(0.01)
-        release.set()
-        while not heard and time.monotonic() < deadline:
-            time.sleep(0.01)
-    assert [message.SerializeToString()] == [stored.message for stored in heard]
+        _stream(ingest_pb2_grpc.IngestStub(channel), [[publish(uuri())]])
+    assert ([GIL_SWITCH_INTERVAL_S], before) == (during, sys.getswitchinterval())

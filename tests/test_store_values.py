@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-import pytest
-
-from utwin.store import RocksStore
 from utwin.store.values import ValueMemory
 
 
@@ -52,28 +46,3 @@ def test_value_larger_than_the_bound_is_not_remembered() -> None:
     memory.remember(b"k", b"small")
     memory.remember(b"k", b"x" * 1_000)
     assert (None, 0) == (memory.get(b"k"), memory.size_bytes)
-
-
-def test_a_value_read_while_a_write_ran_is_not_remembered_over_the_newer_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A read overlapping a write of its key (ingest writes in another thread) leaves memory current."""
-    store = RocksStore(tmp_path / "db")
-    try:
-        keys = [b"T-%d" % n for n in range(6)]
-        store.write([(key, b"old") for key in keys])
-        store.close()
-        store = RocksStore(tmp_path / "db")  # empty memory: the next read goes to the engine
-        engine_read = store._read
-
-        def read_then_overwritten(asked: Sequence[bytes]) -> list[bytes | None]:
-            values = engine_read(asked)
-            store.write([(keys[0], b"new")])  # lands after the read, before it is remembered
-            return values
-
-        monkeypatch.setattr(store, "_read", read_then_overwritten)
-        store.get_many(keys)
-        monkeypatch.undo()
-        assert b"new" == store.get(keys[0])
-    finally:
-        store.close()

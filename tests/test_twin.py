@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -838,41 +837,6 @@ def test_store_message_follows_the_rules_of_store_messages(twin: UTwin) -> None:
         len(seen),
         stored_message(twin, uuri()),
     )
-
-
-def test_unannounced_store_tells_no_listener_until_announced(twin: UTwin) -> None:
-    """store_messages_unannounced stores and returns what was stored; listeners hear it only from announce."""
-    seen: list[Sequence[StoredMessage]] = []
-    twin.add_listener(seen.append)
-    outcomes, stored = twin.store_messages_unannounced([raw_at(NOW)], NOW)
-    heard_before = len(seen)
-    twin.announce(stored)
-    assert ([STORED], 0, [[StoredMessage(topic_of(uuri()), raw_at(NOW))]], raw_at(NOW)) == (
-        outcomes,
-        heard_before,
-        [list(call) for call in seen],
-        stored_message(twin, uuri()),
-    )
-
-
-def test_stores_from_two_threads_keep_the_newest(twin: UTwin) -> None:
-    """Two threads storing messages of the same topics at once leave each topic with its newest."""
-    topics = [uuri(resource=0x8000 + n) for n in range(20)]
-    older = [[raw_at(NOW - 1000 + step, topic) for topic in topics] for step in range(0, 100, 2)]
-    newer = [[raw_at(NOW - 1000 + step, topic) for topic in topics] for step in range(1, 100, 2)]
-
-    def store_all(batches: list[list[bytes]]) -> None:
-        for batch in batches:
-            twin.store_messages_unannounced(batch, NOW)
-
-    workers = [threading.Thread(target=store_all, args=(batches,)) for batches in (older, newer)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert [raw_at(NOW - 1000 + 99, topic) for topic in topics] == [
-        stored_message(twin, topic) for topic in topics
-    ]
 
 
 # --- serialized reads -------------------------------------------------------

@@ -74,8 +74,8 @@ class Config:
     max_frame_bytes: int = 16 << 20
     # Frames read ahead of the store on one ingest stream before the server stops reading.
     ingest_queue_frames: int = 8
-    # Messages one ingest stream stores per turn of the event loop before letting other calls run.
-    ingest_turn_messages: int = 64
+    # Messages one ingest stream stores per turn of the event loop while unary calls are served.
+    ingest_turn_messages: int = 16
     shutdown_grace_s: float = 5.0
     expiry_sweep_interval_s: float = 60.0
     block_cache_mb: int = 64

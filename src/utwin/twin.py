@@ -2,15 +2,13 @@
 
 No gRPC here: the service layer hands in serialized UMessages and UUri
 messages and turns the outcomes into responses. Every method runs to
-completion without yielding, and the store-touching ones hold one lock, so
-each call is atomic with respect to the others (the read-compare-write of
-newest-wins needs that), also when ingest calls in from its worker thread.
+completion without yielding, so on the event loop each call is atomic with
+respect to the others (the read-compare-write of newest-wins needs that).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -95,9 +93,8 @@ class UTwin:
         self._limits = limits
         self._topic_count = store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
         self._listeners: list[Listener] = []
-        # Ingest stores from a worker thread; every read-compare-write and every read
-        # of topic values holds this, so each stays atomic as on the event loop alone.
-        self._lock = threading.RLock()
+        # Reads and single writes served so far: ingest stores in small turns while it moves.
+        self.calls_served = 0
         self._key_cache: dict[bytes, bytes] = {}
         # Sources seen in valid messages, by their four fields: the topic, its key and
         # message_rules.plain_prefix_size (bounded).
@@ -191,33 +188,22 @@ class UTwin:
         this returns, and the listeners have been told. Raises only if the
         store itself fails.
         """
-        outcomes, stored = self.store_messages_unannounced(raw_messages, now_ms)
-        self.announce(stored)
+        if len(raw_messages) == 1:
+            outcome, stored = self._store_one(raw_messages[0], now_ms)
+            outcomes = [outcome]
+        else:
+            outcomes, stored = self._store_many(raw_messages, now_ms)
+        self._announce(stored)
         return outcomes
 
     def store_message(self, raw_message: bytes, now_ms: int) -> Outcome:
         """store_messages of one message (a unary SetLastMessage), without a batch's lists."""
-        with self._lock:
-            outcome, stored = self._store_one(raw_message, now_ms)
-        if stored:
-            self.announce(stored)
+        self.calls_served += 1
+        outcome, stored = self._store_one(raw_message, now_ms)
+        self._announce(stored)
         return outcome
 
-    def store_messages_unannounced(
-        self, raw_messages: Sequence[bytes], now_ms: int
-    ) -> tuple[list[Outcome], list[StoredMessage]]:
-        """store_messages without telling the listeners; safe to call from another thread.
-
-        Returns the outcomes and what was stored: the caller passes the latter to
-        `announce` on the event loop, where the listeners live.
-        """
-        with self._lock:
-            if len(raw_messages) == 1:
-                outcome, stored = self._store_one(raw_messages[0], now_ms)
-                return [outcome], stored
-            return self._store_many(raw_messages, now_ms)
-
-    def announce(self, stored: Sequence[StoredMessage]) -> None:
+    def _announce(self, stored: Sequence[StoredMessage]) -> None:
         """Tell the listeners about messages that became last messages."""
         if not stored:
             return
@@ -300,11 +286,8 @@ class UTwin:
 
     def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
         """As get_last, for serialized UUris (what the service receives and sends back)."""
+        self.calls_served += 1
         self.check_batch(len(topics))
-        with self._lock:
-            return self._get_last_serialized(topics, now_ms)
-
-    def _get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
         keys, refused = self._keys_of(topics)
         answers: list[Answer] = []
         expired: list[bytes] = []
@@ -371,10 +354,7 @@ class UTwin:
 
         Returns where the next sweep step starts, or None when the scan is done.
         """
-        with self._lock:
-            return self._sweep_expired(now_ms, start, max(1, limit))
-
-    def _sweep_expired(self, now_ms: int, start: bytes | None, limit: int) -> bytes | None:
+        limit = max(1, limit)
         expired: list[bytes] = []
         next_start: bytes | None = None
         for seen, (key, value) in enumerate(self._store.scan(store_keys.TOPIC_PREFIX, start)):

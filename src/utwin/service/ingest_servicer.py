@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -17,15 +16,20 @@ from utwin.errors import InvalidArgument, UTwinError
 from utwin.service import wire
 from utwin.service.status import abort, close_requests, log_unexpected, ustatus
 from utwin.store import GroupSync
-from utwin.twin import Outcome, StoredMessage, UTwin
+from utwin.twin import Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
 
 SERVICE_NAME = "utwin.v1.Ingest"
-# While the worker thread stores a turn it holds the GIL; the event loop, woken by gRPC, waits
-# for it at most this long (CPython's default, 5 ms, made unary calls wait that long per step).
-# Only while a stream stores: a short interval costs gRPC's own threads CPU on every call.
+# While a stream stores, the loop runs Python back to back; gRPC's poller thread needs the GIL
+# to hand it the next completion and waits this long at most (CPython's default, 5 ms, delays
+# every step of a unary call). Only while a stream stores: it costs gRPC's threads CPU per call.
 GIL_SWITCH_INTERVAL_S = 0.0005
-_TURNS_QUEUED = 2  # turns of one stream in the worker's queue at once
+# While unary calls are served, each small turn is followed by this many loop passes: gRPC
+# accepts one call at a time, and a call needs several passes (accept, read, answer).
+PASSES_BETWEEN_TURNS = 4
+# A stream alone stores in turns this large (one write each), as fast as in one go.
+IDLE_TURN_MESSAGES = 1024
+CALLS_RECENT_S = 0.02  # unary calls served this recently keep the turns small
 log = logging.getLogger("utwin.service")
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -34,16 +38,16 @@ _END = None
 
 class IngestServicer:
     def __init__(
-        self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int, turn_messages: int = 64
+        self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int, turn_messages: int = 16
     ) -> None:
         self._twin = twin
         self._group_sync = group_sync
         self._queue_frames = max(1, queue_frames)
         self._turn_messages = max(1, turn_messages)
-        # One thread shared by every stream: turns queue up in order, so streams alternate.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="utwin-ingest")
         self._idle_switch_interval_s = sys.getswitchinterval()
         self._storing_streams = 0  # streams in _store_in_turns (counted on the event loop)
+        self._calls_seen = twin.calls_served
+        self._calls_seen_at = float("-inf")  # time.monotonic() when calls_served last moved
 
     async def publish(
         self, frames: AsyncIterator[bytes], context: Context
@@ -100,49 +104,42 @@ class IngestServicer:
             reader.cancel()
 
     async def _store_in_turns(self, raw_messages: list[bytes]) -> list[Outcome]:
-        """Store the messages in turns of at most `turn_messages`, off the event loop.
+        """Store the messages in turns on the event loop, letting other calls run between turns.
 
-        Each turn runs in the worker thread (one for all streams, so their turns
-        alternate), and the loop meanwhile serves every other call: run on the
-        loop, one stream's backlog of frames held it for tens of milliseconds per
-        ack and unary callers starved. The listeners are told on the loop.
+        Stored in one go, one stream's backlog of frames held the loop for tens of
+        milliseconds per ack and unary callers starved. While unary calls are being
+        served a turn is `turn_messages` long and several loop passes follow it;
+        a stream alone stores large turns. Each turn is one atomic store_messages
+        call on the loop, so newest-wins needs no lock.
         """
-        loop = asyncio.get_running_loop()
         outcomes: list[Outcome] = []
-        turn = self._turn_messages
         self._storing_streams += 1
         if self._storing_streams == 1:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
-            queued: collections.deque[asyncio.Future[tuple[list[Outcome], list[StoredMessage]]]]
-            queued = collections.deque()
-            for start in range(0, len(raw_messages), turn):
-                stored_turn = loop.run_in_executor(
-                    self._worker,
-                    self._twin.store_messages_unannounced,
-                    raw_messages[start : start + turn],
-                    uuid.now_ms(),
-                )
-                # Announced when written, also if this stream is cancelled meanwhile: the
-                # thread cannot be stopped mid-turn, and what it stored must reach listeners.
-                stored_turn.add_done_callback(self._announce_turn)
-                queued.append(stored_turn)
-                # The next turn waits in the worker's queue while this one runs, so the
-                # worker never idles for a loop round trip; more would let one stream
-                # crowd out the turns of others.
-                if len(queued) == _TURNS_QUEUED:
-                    outcomes += (await asyncio.shield(queued.popleft()))[0]
-            while queued:
-                outcomes += (await asyncio.shield(queued.popleft()))[0]
+            start = 0
+            while start < len(raw_messages):
+                calls_waiting = self._calls_served_lately()
+                if start:
+                    for _ in range(PASSES_BETWEEN_TURNS if calls_waiting else 1):
+                        await asyncio.sleep(0)
+                    calls_waiting = self._calls_served_lately()
+                turn = self._turn_messages if calls_waiting else IDLE_TURN_MESSAGES
+                outcomes += self._twin.store_messages(raw_messages[start : start + turn], uuid.now_ms())
+                start += turn
         finally:
             self._storing_streams -= 1
             if self._storing_streams == 0:
                 sys.setswitchinterval(self._idle_switch_interval_s)
         return outcomes
 
-    def _announce_turn(self, stored_turn: asyncio.Future[tuple[list[Outcome], list[StoredMessage]]]) -> None:
-        if not stored_turn.cancelled() and stored_turn.exception() is None:
-            self._twin.announce(stored_turn.result()[1])
+    def _calls_served_lately(self) -> bool:
+        """Whether the uTwin served a unary call within the last CALLS_RECENT_S."""
+        now = time.monotonic()
+        if self._twin.calls_served != self._calls_seen:
+            self._calls_seen = self._twin.calls_served
+            self._calls_seen_at = now
+        return now - self._calls_seen_at < CALLS_RECENT_S
 
     async def _read(
         self,

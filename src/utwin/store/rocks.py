@@ -106,23 +106,16 @@ class RocksStore:
         # Values read or written lately. Only this object writes the folder (it holds the lock)
         # and it updates the memory after each write, so the memory never differs from RocksDB.
         self._memory = ValueMemory(value_memory_bytes)
-        # Reads and writes may run in different threads (ingest writes in a worker); a value
-        # read while a write was under way may be older than the memory's, so it is only
-        # remembered when no write began or ran during the read (counted under this lock).
-        self._memory_lock = threading.Lock()
-        self._writes_begun = 0
-        self._writes_done = 0
 
     def get(self, key: bytes) -> bytes | None:
         value = self._memory.get(key)
         if value is None:
-            writes_before = self._writes_done
             try:
                 value = self._db.get(key)
             except Exception as exc:
                 raise self._failure(exc, _Operation.READ) from exc
             if value is not None:
-                self._remember_read([(key, value)], writes_before)
+                self._memory.remember(key, value)
         return value
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
@@ -130,25 +123,15 @@ class RocksStore:
         if None not in values:
             return values
         missing = [position for position, value in enumerate(values) if value is None]
-        writes_before = self._writes_done
         try:
             found = self._read([keys[position] for position in missing])
         except Exception as exc:
             raise self._failure(exc, _Operation.READ) from exc
-        read: list[tuple[bytes, bytes]] = []
         for position, value in zip(missing, found, strict=True):
             if value is not None:
                 values[position] = value
-                read.append((keys[position], value))
-        self._remember_read(read, writes_before)
+                self._memory.remember(keys[position], value)
         return values
-
-    def _remember_read(self, read: Sequence[tuple[bytes, bytes]], writes_before: int) -> None:
-        """Remember values read from the engine, unless a write began or ran meanwhile."""
-        with self._memory_lock:
-            if self._writes_begun == self._writes_done == writes_before:
-                for key, value in read:
-                    self._memory.remember(key, value)
 
     def _read(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if len(keys) <= _SMALL_READ:
@@ -159,27 +142,16 @@ class RocksStore:
         return values
 
     def write(self, ops: WriteBatchOps) -> None:
-        with self._memory_lock:
-            self._writes_begun += 1
-        try:
-            if (
-                len(ops) == 1
-                and isinstance(key := ops[0][0], bytes)
-                and isinstance(value := ops[0][1], bytes)
-            ):
-                # One put is atomic and logged like a batch of one, without building the batch.
-                self._apply(ops, self._db.put, key, value, self._write_options)
+        if len(ops) == 1 and isinstance(key := ops[0][0], bytes) and isinstance(value := ops[0][1], bytes):
+            # One put is atomic and logged like a batch of one, without building the batch.
+            self._apply(ops, self._db.put, key, value, self._write_options)
+        else:
+            self._apply(ops, self._db.write, _batch(ops), self._write_options)
+        for key, value in ops:
+            if value is None:
+                self._memory.forget(key)
             else:
-                self._apply(ops, self._db.write, _batch(ops), self._write_options)
-            with self._memory_lock:
-                for key, value in ops:
-                    if value is None:
-                        self._memory.forget(key)
-                    else:
-                        self._memory.remember(key, value)
-        finally:
-            with self._memory_lock:
-                self._writes_done += 1
+                self._memory.remember(key, value)
 
     def _apply(self, ops: WriteBatchOps, operation: Callable[..., None], *arguments: object) -> None:
         try:
