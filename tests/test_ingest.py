@@ -18,6 +18,7 @@ from utwin.service.status import INTERNAL_DETAIL
 from utwin.twin import Outcome, StoredMessage
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, ucode_pb2, umessage_pb2, uri_pb2
+from utwin_proto.utwin.digitwin.v1 import digitwin_pb2, digitwin_pb2_grpc
 from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
 
 PUBLISH = "/utwin.v1.Ingest/Publish"
@@ -294,3 +295,16 @@ def test_the_gil_switch_interval_is_short_only_while_a_stream_stores(server: Ser
     with server.channel() as channel:
         _stream(ingest_pb2_grpc.IngestStub(channel), [[publish(uuri())]])
     assert ([GIL_SWITCH_INTERVAL_S], before) == (during, sys.getswitchinterval())
+
+
+def test_a_unary_call_of_another_service_also_keeps_turns_small(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any unary call counts, not only the uTwin's: a DigiTwin caller is not left behind large turns."""
+    monkeypatch.setattr(ingest_servicer, "CALLS_RECENT_S", 3600.0)  # the call below stays recent
+    server = servers.start(ingest_turn_messages=10)
+    with server.channel() as channel:
+        digitwin_pb2_grpc.DigiTwinStub(channel).ListThings(
+            digitwin_pb2.ListThingsRequest(), timeout=TIMEOUT_S
+        )
+    assert [10, 10, 10, 5] == _turns_of_one_frame(server, 35)[0]

@@ -93,8 +93,6 @@ class UTwin:
         self._limits = limits
         self._topic_count = store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
         self._listeners: list[Listener] = []
-        # Reads and single writes served so far: ingest stores in small turns while it moves.
-        self.calls_served = 0
         self._key_cache: dict[bytes, bytes] = {}
         # Sources seen in valid messages, by their four fields: the topic, its key and
         # message_rules.plain_prefix_size (bounded).
@@ -198,7 +196,6 @@ class UTwin:
 
     def store_message(self, raw_message: bytes, now_ms: int) -> Outcome:
         """store_messages of one message (a unary SetLastMessage), without a batch's lists."""
-        self.calls_served += 1
         outcome, stored = self._store_one(raw_message, now_ms)
         self._announce(stored)
         return outcome
@@ -286,7 +283,6 @@ class UTwin:
 
     def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
         """As get_last, for serialized UUris (what the service receives and sends back)."""
-        self.calls_served += 1
         self.check_batch(len(topics))
         keys, refused = self._keys_of(topics)
         answers: list[Answer] = []

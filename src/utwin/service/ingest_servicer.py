@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -38,7 +38,12 @@ _END = None
 
 class IngestServicer:
     def __init__(
-        self, twin: UTwin, group_sync: GroupSync | None, queue_frames: int, turn_messages: int = 16
+        self,
+        twin: UTwin,
+        group_sync: GroupSync | None,
+        queue_frames: int,
+        turn_messages: int = 16,
+        unary_calls: Callable[[], int] = lambda: 0,
     ) -> None:
         self._twin = twin
         self._group_sync = group_sync
@@ -46,8 +51,10 @@ class IngestServicer:
         self._turn_messages = max(1, turn_messages)
         self._idle_switch_interval_s = sys.getswitchinterval()
         self._storing_streams = 0  # streams in _store_in_turns (counted on the event loop)
-        self._calls_seen = twin.calls_served
-        self._calls_seen_at = float("-inf")  # time.monotonic() when calls_served last moved
+        # How many unary calls the server has let in (the error gate counts them, every service).
+        self._unary_calls = unary_calls
+        self._calls_seen = unary_calls()
+        self._calls_seen_at = float("-inf")  # time.monotonic() when the count last moved
 
     async def publish(
         self, frames: AsyncIterator[bytes], context: Context
@@ -134,10 +141,11 @@ class IngestServicer:
         return outcomes
 
     def _calls_served_lately(self) -> bool:
-        """Whether the uTwin served a unary call within the last CALLS_RECENT_S."""
+        """Whether the server let in a unary call within the last CALLS_RECENT_S."""
         now = time.monotonic()
-        if self._twin.calls_served != self._calls_seen:
-            self._calls_seen = self._twin.calls_served
+        calls = self._unary_calls()
+        if calls != self._calls_seen:
+            self._calls_seen = calls
             self._calls_seen_at = now
         return now - self._calls_seen_at < CALLS_RECENT_S
 

@@ -195,7 +195,11 @@ async def start_server(config: Config) -> RunningServer:
         federation = build_federation(config, twin, lambda name, address: PeerClient(address, name))
         utwin_servicer = UTwinServicer(twin, group_sync, federation)
         ingest_servicer = IngestServicer(
-            twin, group_sync, config.ingest_queue_frames, config.ingest_turn_messages
+            twin,
+            group_sync,
+            config.ingest_queue_frames,
+            config.ingest_turn_messages,
+            unary_calls=lambda: gate.unary_calls,
         )
         digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
         admin_servicer = AdminServicer(twin, config.authority, federation)

@@ -110,6 +110,8 @@ class ErrorGate:
 
     def __init__(self) -> None:
         self._closing = False
+        # Unary calls let in so far, of every service: ingest stores in small turns while it moves.
+        self.unary_calls = 0
         self._ending_streams: dict[asyncio.Task[Any], _OpenStream] = {}
 
     def service(
@@ -176,6 +178,7 @@ class ErrorGate:
         if decode is None:
 
             async def gated(request: Any, context: Context) -> Any:
+                self.unary_calls += 1
                 try:
                     return await behaviour(request, context)
                 except Exception as error:
@@ -186,6 +189,7 @@ class ErrorGate:
             return gated
 
         async def decoding(request: Any, context: Context) -> Any:
+            self.unary_calls += 1
             try:
                 return await behaviour(decode(request), context)
             except Exception as error:
