@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from utwin import __version__, uuid
-from utwin.cli_security import add_security_commands, run_certs, run_token
+from utwin.cli_security import (
+    add_credential_options,
+    add_security_commands,
+    add_serve_security_options,
+    credentials_from,
+    run_certs,
+    run_token,
+    serve_security_flags,
+)
 from utwin.cli_things import DEFAULT_TARGET, add_things_command, run_things
 from utwin.config import Config, load_config
 from utwin.errors import StoreLocked, UTwinError, code_of
@@ -39,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"utwin {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve_cmd = commands.add_parser("serve", help="run the service")
+    serve_cmd = commands.add_parser(
+        "serve",
+        help="run the service",
+        epilog="Settings also come from a TOML file and UTWIN_<SETTING> variables, except tls_cert and "
+        "tls_key: UTWIN_TLS_CERT and UTWIN_TLS_KEY are the client commands' certificate. "
+        "SIGHUP reloads the certificates, the policy and the JWT keys.",
+    )
     serve_cmd.add_argument("--listen", metavar="HOST:PORT", help=f"address to serve on ({Config.listen})")
     serve_cmd.add_argument("--data-dir", metavar="DIR", help=f"RocksDB folder ({Config.data_dir})")
     serve_cmd.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
@@ -55,17 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--default-peer", metavar="AUTHORITY", help="peer asked for other authorities")
     serve_cmd.add_argument("--stale-after", metavar="SECONDS", type=float, help="refresh older entries")
     serve_cmd.add_argument("--hop-limit", metavar="N", type=int, help="forwards a request may make")
+    add_serve_security_options(serve_cmd)
 
     stats_cmd = commands.add_parser("stats", help="print the counters of a running instance and its peers")
     stats_cmd.add_argument("--target", default=os.environ.get("UTWIN_TARGET", DEFAULT_TARGET))
     stats_cmd.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     stats_cmd.add_argument("--json", action="store_true", help="print JSON")
+    add_credential_options(stats_cmd)
 
     for name, help_text in (("get", "print the last message of topics"), ("set", "publish a message")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--target", default=os.environ.get("UTWIN_TARGET", DEFAULT_TARGET))
         command.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
         command.add_argument("--json", action="store_true", help="print JSON")
+        add_credential_options(command)
         if name == "get":
             command.add_argument(
                 "uris", nargs="+", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE"
@@ -91,6 +108,7 @@ def _run_serve(options: argparse.Namespace) -> int:
         "default_peer": options.default_peer,
         "stale_after_s": options.stale_after,
         "hop_limit": options.hop_limit,
+        **serve_security_flags(options),
     }
     config_file = options.config or (
         Path(os.environ["UTWIN_CONFIG"]) if "UTWIN_CONFIG" in os.environ else None
@@ -157,7 +175,7 @@ def _print_entry(entry: dict[str, Any]) -> None:
 
 def _run_get(options: argparse.Namespace) -> int:
     topics = [parse_uri(text) for text in options.uris]
-    with UTwinClient(options.target, options.timeout) as client:
+    with UTwinClient(options.target, options.timeout, credentials_from(options)) as client:
         responses = client.get_last_messages(topics)
     entries = [_answer_as_dict(response) for response in responses]
     if options.json:
@@ -173,7 +191,7 @@ def _run_set(options: argparse.Namespace) -> int:
     text: str = options.payload
     payload = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
     message = publish_message(topic, payload, _FORMATS[options.format], options.ttl)
-    with UTwinClient(options.target, options.timeout) as client:
+    with UTwinClient(options.target, options.timeout, credentials_from(options)) as client:
         status = client.set_last_message(message)
     result = {
         "topic": str(topic),
@@ -213,7 +231,7 @@ def _peer_as_dict(peer: admin_pb2.PeerStats) -> dict[str, Any]:
 
 
 def _run_stats(options: argparse.Namespace) -> int:
-    stats = fetch_stats(options.target, options.timeout)
+    stats = fetch_stats(options.target, options.timeout, credentials_from(options))
     peers = [_peer_as_dict(peer) for peer in stats.peers]
     if options.json:
         summary = {"authority": stats.authority, "topics": stats.topic_count, "peers": peers}

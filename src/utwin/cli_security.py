@@ -34,6 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from utwin.errors import InvalidArgument
 from utwin.security.patterns import parse_scope_entry
+from utwin.service.client import ClientCredentials
 
 CERTIFICATE_DAYS = 365
 ALWAYS_SERVED_HOSTS = ("localhost", "127.0.0.1")
@@ -77,6 +78,85 @@ def add_security_commands(commands: argparse._SubParsersAction[argparse.Argument
     token.add_argument("--issuer", metavar="I", help="claim iss")
     token.add_argument("--group", action="append", default=[], metavar="G", help="claim groups (repeat)")
     token.add_argument("--lifetime", default="1h", metavar="N[s|m|h|d]", help="validity (1h)")
+
+
+# The server's security settings that `utwin serve` takes as flags: (flag, setting, metavar, help).
+SERVE_SECURITY_FLAGS = (
+    ("--tls-cert", "tls_cert", "PEM", "server certificate chain; TLS on (not read from $UTWIN_TLS_CERT)"),
+    ("--tls-key", "tls_key", "PEM", "server private key (not read from $UTWIN_TLS_KEY)"),
+    ("--tls-client-ca", "tls_client_ca", "PEM", "require client certificates signed by this CA (mTLS)"),
+    ("--peer-tls-ca", "peer_tls_ca", "PEM", "CA the peers' certificates must chain to; TLS to peers"),
+    ("--peer-tls-cert", "peer_tls_cert", "PEM", "certificate this instance shows its peers"),
+    ("--peer-tls-key", "peer_tls_key", "PEM", "its private key"),
+    ("--jwt-keys", "jwt_keys", "FILE", "public keys verifying bearer tokens (PEM or JWKS)"),
+    ("--jwt-issuer", "jwt_issuer", "ISS", "required token issuer"),
+    ("--jwt-audience", "jwt_audience", "AUD", "required token audience"),
+    ("--policy", "policy", "TOML", "the authorization policy (reloaded on SIGHUP)"),
+)
+
+
+def add_serve_security_options(serve: argparse.ArgumentParser) -> None:
+    for flag, _, metavar, help_text in SERVE_SECURITY_FLAGS:
+        serve.add_argument(flag, metavar=metavar, help=help_text)
+    serve.add_argument(
+        "--auth", choices=["none", "required"], help="required: every call needs a certificate or token"
+    )
+    serve.add_argument(
+        "--allow-insecure",
+        action="store_const",
+        const=True,
+        help="listen beyond loopback without TLS, a policy and auth required",
+    )
+
+
+def serve_security_flags(options: argparse.Namespace) -> dict[str, object]:
+    flags: dict[str, object] = {
+        setting: getattr(options, setting) for _, setting, _, _ in SERVE_SECURITY_FLAGS
+    }
+    flags["auth"] = options.auth
+    flags["allow_insecure"] = options.allow_insecure
+    return flags
+
+
+def add_credential_options(parser: argparse.ArgumentParser) -> None:
+    """--tls-ca, --tls-cert, --tls-key and --token of a client command, defaulting to UTWIN_* variables."""
+    environ = os.environ
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=environ.get("UTWIN_TLS_CA") or None,
+        metavar="PEM",
+        help="CA of the server's certificate: TLS on (default $UTWIN_TLS_CA)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=environ.get("UTWIN_TLS_CERT") or None,
+        metavar="PEM",
+        help="client certificate for mTLS (default $UTWIN_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=environ.get("UTWIN_TLS_KEY") or None,
+        metavar="PEM",
+        help="its private key (default $UTWIN_TLS_KEY)",
+    )
+    parser.add_argument(
+        "--token",
+        default=environ.get("UTWIN_TOKEN", ""),
+        metavar="JWT",
+        help="bearer token sent as 'authorization: Bearer JWT' (default $UTWIN_TOKEN)",
+    )
+
+
+def credentials_from(options: argparse.Namespace) -> ClientCredentials:
+    return ClientCredentials(
+        tls_ca=None if options.tls_ca is None else Path(options.tls_ca),
+        tls_cert=None if options.tls_cert is None else Path(options.tls_cert),
+        tls_key=None if options.tls_key is None else Path(options.tls_key),
+        token=options.token.strip(),
+    )
 
 
 def run_certs(options: argparse.Namespace) -> int:

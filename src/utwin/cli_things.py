@@ -11,6 +11,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from utwin.cli_security import add_credential_options, credentials_from
 from utwin.errors import InvalidArgument
 from utwin.service.digitwin_client import DigiTwinClient
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
@@ -36,8 +37,9 @@ def add_things_command(commands: Any) -> None:
         parser.add_argument(
             "--agent",
             default=os.environ.get("UTWIN_AGENT", ""),
-            help="the caller's agent id, needed to write (default $UTWIN_AGENT)",
+            help="the caller's agent id, needed to write without authentication (default $UTWIN_AGENT)",
         )
+        add_credential_options(parser)
         return parser
 
     register = action("register", "create or replace the twin of a TD (JSON file, or - for stdin)")
@@ -114,7 +116,8 @@ def _watch(client: DigiTwinClient, options: argparse.Namespace) -> int:
 
 
 def run_things(options: argparse.Namespace) -> int:
-    with DigiTwinClient(options.target, options.agent, options.timeout) as client:
+    credentials = credentials_from(options)
+    with DigiTwinClient(options.target, options.agent, options.timeout, credentials) as client:
         command = options.things_command
         if command == "register":
             source = sys.stdin.read() if options.td_file == "-" else Path(options.td_file).read_text()

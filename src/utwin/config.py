@@ -21,8 +21,11 @@ from utwin.errors import InvalidArgument
 from utwin.uri import MAX_AUTHORITY_CHARS
 
 ENV_PREFIX = "UTWIN_"
-# Variables of the prefix that are not settings: where the file is, and the CLI clients' server and agent.
-NOT_SETTINGS = frozenset({"UTWIN_CONFIG", "UTWIN_TARGET", "UTWIN_AGENT"})
+# Variables of the prefix that are not settings: where the file is, and the CLI clients' server,
+# agent and credentials. UTWIN_TLS_CERT and UTWIN_TLS_KEY are the client commands' certificate,
+# so the server's tls_cert and tls_key come from the file or the flags, never from the environment.
+CLIENT_CREDENTIAL_VARIABLES = ("UTWIN_TLS_CA", "UTWIN_TLS_CERT", "UTWIN_TLS_KEY", "UTWIN_TOKEN")
+NOT_SETTINGS = frozenset({"UTWIN_CONFIG", "UTWIN_TARGET", "UTWIN_AGENT", *CLIENT_CREDENTIAL_VARIABLES})
 
 
 class Durability(enum.StrEnum):

@@ -63,6 +63,8 @@ DUPLICATE = Outcome(Code.OK, "already stored (same id)")
 SUPERSEDED = Outcome(Code.OK, "not stored: older than the topic's stored message, which is kept")
 
 Listener = Callable[[Sequence[StoredMessage]], None]
+# Whether the caller may write a topic (the service's authorization); None admits every topic.
+Admit = Callable[[Topic], bool]
 
 
 IdPair = tuple[int, int]  # a message id as (msb, lsb): ordered as newest-wins orders ids
@@ -111,7 +113,7 @@ class UTwin:
         """Call listener with every batch of messages that became last messages."""
         self._listeners.append(listener)
 
-    def _parse(self, raw: bytes, now_ms: int, position: int) -> _Candidate | Outcome:
+    def _parse(self, raw: bytes, now_ms: int, position: int, admit: Admit | None) -> _Candidate | Outcome:
         if len(raw) > self._limits.max_message_bytes:
             return Outcome(
                 Code.RESOURCE_EXHAUSTED,
@@ -144,6 +146,8 @@ class UTwin:
             except UTwinError as error:
                 return Outcome(error.code, error.message)
             known = self._remember_source(topic)
+        if admit is not None and not admit(known[0]):
+            return Outcome(Code.PERMISSION_DENIED, f"attributes.source: no write permission on {known[0]}")
         expires_at = 0
         if ttl:  # most messages never expire: skip the arithmetic for them
             expires_at = uuid.expires_at_ms(msb, ttl)
@@ -178,7 +182,9 @@ class UTwin:
             return SUPERSEDED
         return None
 
-    def store_messages(self, raw_messages: Sequence[bytes], now_ms: int) -> list[Outcome]:
+    def store_messages(
+        self, raw_messages: Sequence[bytes], now_ms: int, admit: Admit | None = None
+    ) -> list[Outcome]:
         """Store each serialized UMessage as its topic's last message if it is the newest.
 
         Returns one Outcome per message, in order. All stored messages go to
@@ -187,16 +193,16 @@ class UTwin:
         store itself fails.
         """
         if len(raw_messages) == 1:
-            outcome, stored = self._store_one(raw_messages[0], now_ms)
+            outcome, stored = self._store_one(raw_messages[0], now_ms, admit)
             outcomes = [outcome]
         else:
-            outcomes, stored = self._store_many(raw_messages, now_ms)
+            outcomes, stored = self._store_many(raw_messages, now_ms, admit)
         self._announce(stored)
         return outcomes
 
-    def store_message(self, raw_message: bytes, now_ms: int) -> Outcome:
+    def store_message(self, raw_message: bytes, now_ms: int, admit: Admit | None = None) -> Outcome:
         """store_messages of one message (a unary SetLastMessage), without a batch's lists."""
-        outcome, stored = self._store_one(raw_message, now_ms)
+        outcome, stored = self._store_one(raw_message, now_ms, admit)
         self._announce(stored)
         return outcome
 
@@ -212,12 +218,12 @@ class UTwin:
                 log.exception("listener %r failed", listener)
 
     def _store_many(
-        self, raw_messages: Sequence[bytes], now_ms: int
+        self, raw_messages: Sequence[bytes], now_ms: int, admit: Admit | None
     ) -> tuple[list[Outcome], list[StoredMessage]]:
         outcomes: list[Outcome] = [STORED] * len(raw_messages)
         candidates: list[_Candidate] = []
         for position, raw in enumerate(raw_messages):
-            parsed = self._parse(raw, now_ms, position)
+            parsed = self._parse(raw, now_ms, position, admit)
             if isinstance(parsed, Outcome):
                 outcomes[position] = parsed
             else:
@@ -246,9 +252,9 @@ class UTwin:
             return outcomes, []
         return outcomes, self._write(list(puts.values()), new_topics)
 
-    def _store_one(self, raw: bytes, now_ms: int) -> tuple[Outcome, list[StoredMessage]]:
+    def _store_one(self, raw: bytes, now_ms: int, admit: Admit | None) -> tuple[Outcome, list[StoredMessage]]:
         """_store_many of one message: the same rules without a batch's bookkeeping."""
-        candidate = self._parse(raw, now_ms, 0)
+        candidate = self._parse(raw, now_ms, 0, admit)
         if isinstance(candidate, Outcome):
             return candidate, []
         value = self._store.get(candidate.key)

@@ -69,9 +69,15 @@ def _translate(error: grpc.aio.AioRpcError) -> UTwinError:
 class PeerClient:
     """A `PeerTransport` over one long-lived grpc.aio channel to the peer at `address`."""
 
-    def __init__(self, address: str, authority: str = "") -> None:
+    def __init__(
+        self, address: str, authority: str = "", credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self._address = address
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        # TLS (the peer's certificate checked against peer_tls_ca, ours shown) when credentials are set.
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         self._get_last_messages = self._channel.unary_unary(
             GET_LAST_MESSAGES_PATH,
             request_serializer=None,

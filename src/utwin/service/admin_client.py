@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import grpc
-
+from utwin.service.client import PLAINTEXT, ClientCredentials, open_channel
 from utwin_proto.utwin.v1 import admin_pb2
 
 GET_STATS_PATH = "/utwin.v1.Admin/GetStats"
 
 
-def fetch_stats(target: str, timeout_s: float) -> admin_pb2.GetStatsResponse:
+def fetch_stats(
+    target: str, timeout_s: float, credentials: ClientCredentials = PLAINTEXT
+) -> admin_pb2.GetStatsResponse:
     """The counters of the instance at target (HOST:PORT)."""
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, credentials) as channel:
         get_stats = channel.unary_unary(
             GET_STATS_PATH,
             request_serializer=admin_pb2.GetStatsRequest.SerializeToString,
             response_deserializer=admin_pb2.GetStatsResponse.FromString,
         )
-        response: admin_pb2.GetStatsResponse = get_stats(admin_pb2.GetStatsRequest(), timeout=timeout_s)
+        response: admin_pb2.GetStatsResponse = get_stats(
+            admin_pb2.GetStatsRequest(), metadata=credentials.metadata(), timeout=timeout_s
+        )
         return response

@@ -7,6 +7,9 @@ from typing import Any
 import grpc
 
 from utwin.federation import BreakerState, Federation, PeerStats
+from utwin.security.guard import Guard
+from utwin.security.policy import Role
+from utwin.service.authorize import Authorizer
 from utwin.twin import UTwin
 from utwin_proto.utwin.v1 import admin_pb2
 
@@ -42,14 +45,18 @@ def peer_stats_message(stats: PeerStats) -> admin_pb2.PeerStats:
 
 
 class AdminServicer:
-    def __init__(self, twin: UTwin, authority: str, federation: Federation | None) -> None:
+    def __init__(
+        self, twin: UTwin, authority: str, federation: Federation | None, access: Authorizer | None = None
+    ) -> None:
         self._twin = twin
+        self._access = access or Authorizer(Guard(None))
         self._authority = authority
         self._federation = federation
 
     async def get_stats(
         self, request: admin_pb2.GetStatsRequest, context: Context
     ) -> admin_pb2.GetStatsResponse:
+        self._access.require(Role.ADMIN, "GetStats")
         response = admin_pb2.GetStatsResponse(authority=self._authority, topic_count=self._twin.topic_count)
         if self._federation is not None:
             response.peers.extend(peer_stats_message(stats) for stats in self._federation.stats())

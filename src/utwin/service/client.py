@@ -6,12 +6,16 @@ the DigiTwin client) raises, so that the CLI handles it without importing grpc.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
 import grpc
 
 from utwin import uuid
+from utwin.errors import InvalidArgument
+from utwin.service.tls import channel_credentials
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2, ustatus_pb2
@@ -23,6 +27,39 @@ CallFailed = grpc.RpcError
 def call_failure(error: grpc.RpcError) -> str:
     """A failed call as people read it: its status code and the server's detail."""
     return f"{error.code().name}: {error.details()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientCredentials:
+    """What a client shows the server: TLS trust and certificate, and a bearer token."""
+
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str = ""
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+PLAINTEXT = ClientCredentials()
+
+
+def open_channel(target: str, credentials: ClientCredentials = PLAINTEXT) -> grpc.Channel:
+    """A blocking channel to target: TLS when a CA is given (mTLS with a certificate), else plaintext."""
+    if (credentials.tls_cert is None) != (credentials.tls_key is None):
+        raise InvalidArgument("--tls-cert, --tls-key: give both or neither")
+    if credentials.tls_ca is None:
+        if credentials.tls_cert is not None:
+            raise InvalidArgument("--tls-cert: needs --tls-ca to verify the server")
+        return grpc.insecure_channel(target)
+    tls = channel_credentials(
+        credentials.tls_ca,
+        credentials.tls_cert,
+        credentials.tls_key,
+        ("--tls-ca", "--tls-cert", "--tls-key"),
+    )
+    return grpc.secure_channel(target, tls)
 
 
 def to_uuri(topic: Topic) -> uri_pb2.UUri:
@@ -58,19 +95,24 @@ def publish_message(
 class UTwinClient:
     """Blocking calls to a uTwin at `target` (HOST:PORT), each with a deadline."""
 
-    def __init__(self, target: str, timeout_s: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(
+        self, target: str, timeout_s: float = 10.0, credentials: ClientCredentials = PLAINTEXT
+    ) -> None:
+        self._channel = open_channel(target, credentials)
         self._stub = utwin_pb2_grpc.uTwinStub(self._channel)  # generated, untyped
         self._timeout_s = timeout_s
+        self._metadata = credentials.metadata()
 
     def get_last_messages(self, topics: Sequence[Topic]) -> list[utwin_pb2.MessageResponse]:
         request = utwin_pb2.GetLastMessagesRequest()
         request.topics.uris.extend(to_uuri(topic) for topic in topics)
-        response = self._stub.GetLastMessages(request, timeout=self._timeout_s)
+        response = self._stub.GetLastMessages(request, metadata=self._metadata, timeout=self._timeout_s)
         return list(response.responses)
 
     def set_last_message(self, message: umessage_pb2.UMessage) -> ustatus_pb2.UStatus:
-        status: ustatus_pb2.UStatus = self._stub.SetLastMessage(message, timeout=self._timeout_s)
+        status: ustatus_pb2.UStatus = self._stub.SetLastMessage(
+            message, metadata=self._metadata, timeout=self._timeout_s
+        )
         return status
 
     def close(self) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
-import grpc
-
+from utwin.service.client import PLAINTEXT, ClientCredentials, open_channel
 from utwin.service.digitwin_servicer import agent_metadata
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
@@ -15,10 +14,17 @@ from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
 class DigiTwinClient:
     """Blocking calls to a DigiTwin at `target` (HOST:PORT) as `agent`, each with a deadline."""
 
-    def __init__(self, target: str, agent: str = "", timeout_s: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        agent: str = "",
+        timeout_s: float = 10.0,
+        credentials: ClientCredentials = PLAINTEXT,
+    ) -> None:
+        self._channel = open_channel(target, credentials)
         self._stub = pb_grpc.DigiTwinStub(self._channel)
-        self._metadata = agent_metadata(agent) if agent else ()
+        # The agent header counts only on a server without authentication; the token names the caller.
+        self._metadata = (agent_metadata(agent) if agent else ()) + credentials.metadata()
         self._timeout_s = timeout_s
 
     def update_thing(self, td_json: str) -> pb.UpdateThingResponse:
@@ -30,7 +36,9 @@ class DigiTwinClient:
 
     def get_thing(self, twin_id: str, original: bool = False) -> pb.Thing:
         request = pb.GetThingRequest(twin_id=twin_id, original=original)
-        response: pb.GetThingResponse = self._stub.GetThing(request, timeout=self._timeout_s)
+        response: pb.GetThingResponse = self._stub.GetThing(
+            request, metadata=self._metadata, timeout=self._timeout_s
+        )
         return response.thing
 
     def delete_thing(self, twin_id: str) -> None:
@@ -50,7 +58,9 @@ class DigiTwinClient:
                 page_size=page_size,
                 page_token=token,
             )
-            response: pb.ListThingsResponse = self._stub.ListThings(request, timeout=self._timeout_s)
+            response: pb.ListThingsResponse = self._stub.ListThings(
+                request, metadata=self._metadata, timeout=self._timeout_s
+            )
             yield from response.things
             token = response.next_page_token
             if not token:
@@ -80,12 +90,14 @@ class DigiTwinClient:
     def read(self, twin_id: str, names: Sequence[str] = (), events: bool = False) -> dict[str, pb.Value]:
         request = pb.ReadRequest(twin_id=twin_id, names=names)
         method = self._stub.ReadEvents if events else self._stub.ReadProperties
-        response: pb.ReadResponse = method(request, timeout=self._timeout_s)
+        response: pb.ReadResponse = method(request, metadata=self._metadata, timeout=self._timeout_s)
         return dict(response.values)
 
     def watch(self, request: pb.WatchRequest, timeout_s: float | None = None) -> Iterator[pb.WatchResponse]:
         """The Watch stream; no deadline unless timeout_s is given (it runs until cancelled)."""
-        responses: Iterator[pb.WatchResponse] = self._stub.Watch(request, timeout=timeout_s)
+        responses: Iterator[pb.WatchResponse] = self._stub.Watch(
+            request, metadata=self._metadata, timeout=timeout_s
+        )
         return responses
 
     def close(self) -> None:

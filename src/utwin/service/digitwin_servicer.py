@@ -1,10 +1,10 @@
 """utwin.digitwin.v1.DigiTwin over gRPC: a thin shell over `utwin.digitwin.DigiTwin`.
 
-Caller identity is read here and only here (`caller_agent`): the gRPC
-metadata entry `utwin-agent`, holding the agent id percent-encoded as UTF-8
-(metadata values are ASCII; an ordinary ASCII id is sent as it is). The
-domain receives the agent id as a plain argument, so authentication can
-later replace this one function.
+Caller identity is read here and only here (`_agent`): with authentication on,
+the principal's agent id as the policy maps it (`service.authorize`); with it
+off, the gRPC metadata entry `utwin-agent`, holding the agent id
+percent-encoded as UTF-8 (metadata values are ASCII; an ordinary ASCII id is
+sent as it is). The domain receives the agent id as a plain argument.
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ from utwin.digitwin import (
     td,
 )
 from utwin.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from utwin.security.guard import Guard
+from utwin.security.policy import TwinAction
 from utwin.service import wire
+from utwin.service.auth import current_principal
+from utwin.service.authorize import Authorizer
 from utwin.store import GroupSync
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
@@ -168,9 +172,18 @@ def watch_filter(request: pb.WatchRequest) -> WatchFilter:
 
 
 class DigiTwinServicer:
-    def __init__(self, twins: DigiTwin, group_sync: GroupSync | None) -> None:
+    def __init__(
+        self, twins: DigiTwin, group_sync: GroupSync | None, access: Authorizer | None = None
+    ) -> None:
         self._twins = twins
         self._group_sync = group_sync
+        self._access = access or Authorizer(Guard(None))
+
+    def _agent(self, context: Context, twin_text: str, action: TwinAction, method: str) -> str:
+        """The agent a write acts as: the header's without authentication, else the twin's owner."""
+        if not self._access.enforcing:
+            return caller_agent(context)
+        return self._access.twin_agent(twin_text, action, method)
 
     async def _acknowledge(self) -> None:
         """Wait until the writes just made survive what the configured durability promises."""
@@ -178,15 +191,22 @@ class DigiTwinServicer:
             await self._group_sync.sync()
 
     async def update_thing(self, request: pb.UpdateThingRequest, context: Context) -> pb.UpdateThingResponse:
-        twin, created = self._twins.update_thing(caller_agent(context), request.td_json, uuid.now_ms())
+        now_ms = uuid.now_ms()
+        if self._access.enforcing:
+            agent = self._access.registering_agent(request.td_json, now_ms, "UpdateThing")
+        else:
+            agent = caller_agent(context)
+        twin, created = self._twins.update_thing(agent, request.td_json, now_ms)
         await self._acknowledge()
         return pb.UpdateThingResponse(twin_id=twin.text, created=created)
 
     async def get_thing(self, request: pb.GetThingRequest, context: Context) -> pb.GetThingResponse:
+        self._access.check_view(request.twin_id, "GetThing")
         return pb.GetThingResponse(thing=_thing(self._twins.get_thing(request.twin_id, request.original)))
 
     async def delete_thing(self, request: pb.DeleteThingRequest, context: Context) -> pb.DeleteThingResponse:
-        self._twins.delete_thing(caller_agent(context), request.twin_id)
+        agent = self._agent(context, request.twin_id, TwinAction.CONFIGURE, "DeleteThing")
+        self._twins.delete_thing(agent, request.twin_id)
         await self._acknowledge()
         return pb.DeleteThingResponse()
 
@@ -199,35 +219,38 @@ class DigiTwinServicer:
             page_token=request.page_token,
         )
         entries, token = self._twins.list_things(query)
+        entries = self._access.visible_things(entries)  # a page may come out shorter
         return pb.ListThingsResponse(things=[_thing(entry) for entry in entries], next_page_token=token)
 
     async def publish_properties(
         self, request: pb.PublishPropertiesRequest, context: Context
     ) -> pb.PublishPropertiesResponse:
         updates = {name: _update(value) for name, value in request.values.items()}
-        ignored = self._twins.publish_properties(
-            caller_agent(context), request.twin_id, updates, uuid.now_ms()
-        )
+        agent = self._agent(context, request.twin_id, TwinAction.PUBLISH, "PublishProperties")
+        ignored = self._twins.publish_properties(agent, request.twin_id, updates, uuid.now_ms())
         await self._acknowledge()
         return pb.PublishPropertiesResponse(ignored_older=ignored)
 
     async def publish_event(
         self, request: pb.PublishEventRequest, context: Context
     ) -> pb.PublishEventResponse:
+        agent = self._agent(context, request.twin_id, TwinAction.PUBLISH, "PublishEvent")
         ignored = self._twins.publish_event(
-            caller_agent(context), request.twin_id, request.name, _update(request.value), uuid.now_ms()
+            agent, request.twin_id, request.name, _update(request.value), uuid.now_ms()
         )
         await self._acknowledge()
         return pb.PublishEventResponse(ignored_older=ignored)
 
     async def read_properties(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
-        return self._read(request, ValueKind.PROPERTY)
+        return self._read(request, ValueKind.PROPERTY, "ReadProperties")
 
     async def read_events(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
-        return self._read(request, ValueKind.EVENT)
+        return self._read(request, ValueKind.EVENT, "ReadEvents")
 
-    def _read(self, request: pb.ReadRequest, kind: ValueKind) -> pb.ReadResponse:
+    def _read(self, request: pb.ReadRequest, kind: ValueKind, method: str) -> pb.ReadResponse:
+        self._access.check_view(request.twin_id, method)
         values = self._twins.read_values(request.twin_id, kind, list(request.names))
+        self._access.readable_values(request.twin_id, kind, values)
         response = pb.ReadResponse()
         for name, value in values.items():
             response.values[name].json = value.json
@@ -235,13 +258,15 @@ class DigiTwinServicer:
         return response
 
     async def watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[bytes]:
+        principal = current_principal()
+        visible = self._access.visible_changes
         subscription = self._twins.hub.subscribe(watch_filter(request))
         try:
             if request.include_current_state:
                 after: bytes | None = None
                 while not subscription.overflowed:
                     changes, after = self._twins.current_state_step(subscription, after)
-                    for response in watch_responses(changes):
+                    for response in watch_responses(visible(principal, changes)):
                         yield response
                     if after is None:
                         break
@@ -254,7 +279,7 @@ class DigiTwinServicer:
                         "which reads too slowly; the stream ends here (watch again, with "
                         "include_current_state, to resume)"
                     )
-                for response in watch_responses(subscription.take(_CHANGES_PER_TAKE)):
+                for response in watch_responses(visible(principal, subscription.take(_CHANGES_PER_TAKE))):
                     yield response
         finally:
             self._twins.hub.unsubscribe(subscription)

@@ -13,10 +13,12 @@ from google.protobuf.message import DecodeError
 
 from utwin import uuid
 from utwin.errors import InvalidArgument, UTwinError
+from utwin.security.guard import Guard
 from utwin.service import wire
+from utwin.service.authorize import Authorizer
 from utwin.service.status import abort, close_requests, log_unexpected, ustatus
 from utwin.store import GroupSync
-from utwin.twin import Outcome, UTwin
+from utwin.twin import Admit, Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
 
 SERVICE_NAME = "utwin.v1.Ingest"
@@ -44,8 +46,10 @@ class IngestServicer:
         queue_frames: int,
         turn_messages: int = 16,
         unary_calls: Callable[[], int] = lambda: 0,
+        access: Authorizer | None = None,
     ) -> None:
         self._twin = twin
+        self._access = access or Authorizer(Guard(None))
         self._group_sync = group_sync
         self._queue_frames = max(1, queue_frames)
         self._turn_messages = max(1, turn_messages)
@@ -85,7 +89,9 @@ class IngestServicer:
                 if not raw_messages:
                     continue
                 try:
-                    outcomes = await self._store_in_turns(raw_messages)
+                    # Authorized per batch under the policy in force; a refused topic is a rejection.
+                    admit = self._access.write_admission("Publish")
+                    outcomes = await self._store_in_turns(raw_messages, admit)
                     if self._group_sync is not None:
                         await self._group_sync.sync()
                 except UTwinError as error:
@@ -110,7 +116,7 @@ class IngestServicer:
         finally:
             reader.cancel()
 
-    async def _store_in_turns(self, raw_messages: list[bytes]) -> list[Outcome]:
+    async def _store_in_turns(self, raw_messages: list[bytes], admit: Admit | None) -> list[Outcome]:
         """Store the messages in turns on the event loop, letting other calls run between turns.
 
         Stored in one go, one stream's backlog of frames held the loop for tens of
@@ -132,7 +138,9 @@ class IngestServicer:
                         await asyncio.sleep(0)
                     calls_waiting = self._calls_served_lately()
                 turn = self._turn_messages if calls_waiting else IDLE_TURN_MESSAGES
-                outcomes += self._twin.store_messages(raw_messages[start : start + turn], uuid.now_ms())
+                outcomes += self._twin.store_messages(
+                    raw_messages[start : start + turn], uuid.now_ms(), admit
+                )
                 start += turn
         finally:
             self._storing_streams -= 1

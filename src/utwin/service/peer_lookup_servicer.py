@@ -19,7 +19,10 @@ from utwin import uuid
 from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.federation import Federation, Forwarding
 from utwin.federation.forwarding import CLIENT_REQUEST
+from utwin.security.guard import Guard
+from utwin.security.policy import Role
 from utwin.service import wire
+from utwin.service.authorize import Authorizer, with_denials
 from utwin.service.status import close_requests, log_unexpected, ustatus_bytes
 from utwin.twin import Answer, UTwin
 from utwin_proto.utwin.v1 import peer_pb2
@@ -57,13 +60,17 @@ class _StreamWriter:
 
 
 class PeerLookupServicer:
-    def __init__(self, twin: UTwin, federation: Federation | None = None) -> None:
+    def __init__(
+        self, twin: UTwin, federation: Federation | None = None, access: Authorizer | None = None
+    ) -> None:
         self._twin = twin
+        self._access = access or Authorizer(Guard(None))
         self._federation = federation
         # The lookups waiting for peers of each open stream.
         self._streams: dict[_StreamWriter, set[asyncio.Task[None]]] = {}
 
     async def lookup(self, requests: AsyncIterator[bytes], context: Context) -> None:
+        self._access.require(Role.PEER, "Lookup")  # PERMISSION_DENIED through the error gate
         writer = _StreamWriter(context)
         in_flight: set[asyncio.Task[None]] = set()
         self._streams[writer] = in_flight
@@ -104,7 +111,10 @@ class PeerLookupServicer:
             uris = request.topics.uris
             topics = [uri.SerializeToString() for uri in uris]
             now_ms = uuid.now_ms()
+            denied = self._access.unreadable(uris, topics, "Lookup")
             answers = self._twin.get_last_serialized(topics, now_ms)
+            if denied:
+                answers = with_denials(answers, denied)  # not pending: never forwarded
             pending = self._federation.pending(uris, answers, now_ms) if self._federation else []
         except UTwinError as error:
             await writer.write(_failed(request.id, error.code, error.message))

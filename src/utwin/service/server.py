@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from utwin import uuid
-from utwin.config import Config, Durability
+from utwin.config import Config, Durability, check_secure_start
 from utwin.digitwin import DigiTwin, Settings
 from utwin.errors import Unavailable, UTwinError
 from utwin.federation import Federation, build_federation
@@ -29,6 +29,7 @@ from utwin.service.ingest_servicer import IngestServicer
 from utwin.service.memory import return_large_blocks
 from utwin.service.peer_lookup_servicer import SERVICE_NAME as PEER_LOOKUP_SERVICE
 from utwin.service.peer_lookup_servicer import PeerLookupServicer
+from utwin.service.security import ServerSecurity
 from utwin.service.status import ErrorGate
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
@@ -76,6 +77,7 @@ class RunningServer:
     federation: Federation | None = None
     group_sync: GroupSync | None = None
     gate: ErrorGate = dataclasses.field(default_factory=ErrorGate)
+    security: ServerSecurity | None = None
 
     @property
     def address(self) -> str:
@@ -173,6 +175,7 @@ def digitwin_settings(config: Config) -> Settings:
 
 async def start_server(config: Config) -> RunningServer:
     """Open the store and start serving on config.listen (port 0 picks a free port)."""
+    check_secure_start(config)  # before anything is opened or bound
     store = RocksStore(
         config.data_dir,
         block_cache_mb=config.block_cache_mb,
@@ -185,25 +188,32 @@ async def start_server(config: Config) -> RunningServer:
         digitwin = DigiTwin(store, digitwin_settings(config))
         twin.add_listener(digitwin.on_utwin_stored)
         group_sync = GroupSync(store.sync) if config.durability is Durability.POWER else None
+        security = ServerSecurity.from_config(config, digitwin)
+        access = security.access
         server = grpc.aio.server(
+            interceptors=[security.interceptor],
             options=[
                 ("grpc.max_receive_message_length", config.max_frame_bytes),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
-        federation = build_federation(config, twin, lambda name, address: PeerClient(address, name))
-        utwin_servicer = UTwinServicer(twin, group_sync, federation)
+        peer_credentials = security.peer_credentials
+        federation = build_federation(
+            config, twin, lambda name, address: PeerClient(address, name, peer_credentials)
+        )
+        utwin_servicer = UTwinServicer(twin, group_sync, federation, access)
         ingest_servicer = IngestServicer(
             twin,
             group_sync,
             config.ingest_queue_frames,
             config.ingest_turn_messages,
             unary_calls=lambda: gate.unary_calls,
+            access=access,
         )
-        digitwin_servicer = DigiTwinServicer(digitwin, group_sync)
-        admin_servicer = AdminServicer(twin, config.authority, federation)
-        peer_lookup_servicer = PeerLookupServicer(twin, federation)
+        digitwin_servicer = DigiTwinServicer(digitwin, group_sync, access)
+        admin_servicer = AdminServicer(twin, config.authority, federation, access)
+        peer_lookup_servicer = PeerLookupServicer(twin, federation, access)
         # Every service, the project's and the library ones, is served behind the one error gate.
         for name, handlers in (
             (UTWIN_SERVICE, utwin_servicer.handlers()),
@@ -226,7 +236,7 @@ async def start_server(config: Config) -> RunningServer:
             _register(server, name, gate.service(name, handlers, _ENDS_AT_SHUTDOWN.get(name, ())))
 
         try:
-            port = server.add_insecure_port(config.listen)
+            port = security.bind(server, config.listen)
         except RuntimeError as exc:
             raise Unavailable(f"listen: cannot bind {config.listen} ({exc})") from None
         if port == 0:
@@ -257,17 +267,20 @@ async def start_server(config: Config) -> RunningServer:
         federation,
         group_sync,
         gate,
+        security,
     )
 
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads the security files."""
     return_large_blocks()
     running = await start_server(config)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
+    if running.security is not None:
+        loop.add_signal_handler(signal.SIGHUP, running.security.reload)
     if on_ready is not None:
         on_ready(running)
     await stop_requested.wait()

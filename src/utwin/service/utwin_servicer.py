@@ -10,7 +10,9 @@ from google.protobuf.message import DecodeError
 from utwin import uuid
 from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.federation import Federation, forwarding_from
+from utwin.security.guard import Guard
 from utwin.service import wire
+from utwin.service.authorize import Authorizer, with_denials
 from utwin.service.status import log_unexpected, ustatus_bytes
 from utwin.store import GroupSync
 from utwin.twin import UTwin
@@ -32,9 +34,14 @@ def _parse_request(raw_request: bytes) -> utwin_pb2.GetLastMessagesRequest:
 
 class UTwinServicer:
     def __init__(
-        self, twin: UTwin, group_sync: GroupSync | None, federation: Federation | None = None
+        self,
+        twin: UTwin,
+        group_sync: GroupSync | None,
+        federation: Federation | None = None,
+        access: Authorizer | None = None,
     ) -> None:
         self._twin = twin
+        self._access = access or Authorizer(Guard(None))
         self._group_sync = group_sync
         self._federation = federation
         self._request_topics = wire.RequestTopics()
@@ -44,11 +51,15 @@ class UTwinServicer:
         uris = request.topics.uris
         topics = self._request_topics.of(raw_request, uris)
         now_ms = uuid.now_ms()
+        denied = self._access.unreadable(uris, topics, "GetLastMessages")
         answers = self._twin.get_last_serialized(topics, now_ms)
+        if denied:
+            answers = with_denials(answers, denied)  # not pending: never forwarded
         if self._federation is not None:
             pending = self._federation.pending(uris, answers, now_ms)
             if pending:
                 forwarding = forwarding_from(context.invocation_metadata() or ())
+                self._access.check_forwarding(forwarding, "GetLastMessages")
                 answers = await self._federation.resolve(
                     uris, answers, pending, forwarding, context.time_remaining()
                 )
@@ -56,7 +67,8 @@ class UTwinServicer:
 
     async def set_last_message(self, raw_message: bytes, context: Context) -> bytes:
         try:
-            outcome = self._twin.store_message(raw_message, uuid.now_ms())
+            admit = self._access.write_admission("SetLastMessage")
+            outcome = self._twin.store_message(raw_message, uuid.now_ms(), admit)
             if outcome.ok and self._group_sync is not None:
                 await self._group_sync.sync()
         except UTwinError as error:

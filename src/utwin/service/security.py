@@ -1,0 +1,69 @@
+"""The server's security parts built from the settings, and their reload on SIGHUP.
+
+`ServerSecurity.from_config` builds what `start_server` wires in: the auth
+interceptor, the TLS credentials (None for plaintext), the Guard and the
+Authorizer the servicers ask, the credentials of peer links. `reload()` reads
+the certificate files, the policy and the JWT keys again; whatever does not
+load keeps its previous version in force and the reason is logged and
+returned. Open calls are never dropped: they keep their connection and their
+principal, and new handshakes and calls use the new files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grpc
+
+from utwin.config import Config
+from utwin.digitwin import DigiTwin
+from utwin.errors import InvalidArgument
+from utwin.security.guard import Guard
+from utwin.service.auth import AuthInterceptor, authenticator_for
+from utwin.service.authorize import Authorizer
+from utwin.service.tls import ServerTls, peer_channel_credentials
+
+log = logging.getLogger("utwin.service")
+
+
+@dataclasses.dataclass
+class ServerSecurity:
+    config: Config
+    interceptor: AuthInterceptor
+    tls: ServerTls | None
+    guard: Guard
+    access: Authorizer
+    peer_credentials: grpc.ChannelCredentials | None
+
+    @classmethod
+    def from_config(cls, config: Config, digitwin: DigiTwin) -> ServerSecurity:
+        guard = Guard.from_config(config)
+        return cls(
+            config,
+            AuthInterceptor(authenticator_for(config)),
+            ServerTls.from_config(config),
+            guard,
+            Authorizer(guard, digitwin, config.max_message_bytes),
+            peer_channel_credentials(config),
+        )
+
+    def bind(self, server: grpc.aio.Server, listen: str) -> int:
+        """Add the listening port: TLS when tls_cert is set, else plaintext; 0 when it cannot bind."""
+        if self.tls is None:
+            return server.add_insecure_port(listen)
+        return server.add_secure_port(listen, self.tls.credentials())
+
+    def reload(self) -> list[str]:
+        """Read certificates, policy and JWT keys again; the reasons of those kept as they were."""
+        kept: list[str] = []
+        if self.tls is not None and (reason := self.tls.reload()) is not None:
+            kept.append(reason)
+        if (reason := self.guard.reload()) is not None:
+            kept.append(reason)
+        try:
+            self.interceptor.authenticator = authenticator_for(self.config)
+        except InvalidArgument as error:
+            log.error("JWT keys not reloaded, the previous ones stay in force: %s", error.message)
+            kept.append(error.message)
+        return kept
