@@ -49,3 +49,23 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     folder = tmp_path_factory.mktemp("other-pki")
     init_certificates(folder, ["localhost"], [CLIENT])
     return Pki(folder)
+
+
+@pytest.fixture(scope="session")
+def fleet_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The PKI of the README's federation: client certificates of people and of the three instances."""
+    from tests.security.fleet import CERTIFICATE_PRINCIPALS
+
+    folder = tmp_path_factory.mktemp("fleet-pki")
+    init_certificates(folder, ["localhost"], list(CERTIFICATE_PRINCIPALS))
+    return Pki(folder)
+
+
+@pytest.fixture(scope="session")
+def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Certificates with the fleet's names from a CA nobody trusts."""
+    from tests.security.fleet import CERTIFICATE_PRINCIPALS
+
+    folder = tmp_path_factory.mktemp("rogue-pki")
+    init_certificates(folder, ["localhost"], list(CERTIFICATE_PRINCIPALS))
+    return Pki(folder)
