@@ -54,15 +54,17 @@ def authenticator_for(config: Config) -> Authenticator:
     return Authenticator(verifier, required=config.auth is AuthMode.REQUIRED)
 
 
-def call_credentials(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[bytes | None, str | None]:
-    """The client certificate (PEM) and the `authorization` value a call carries, if any."""
-    certificates = context.auth_context().get(_PEM_CERT_PROPERTY, ())
-    authorization = None
+def call_authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The `authorization` metadata value of a call, if any."""
     for key, value in context.invocation_metadata() or ():
         if key == AUTHORIZATION_KEY:
-            authorization = value if isinstance(value, str) else value.decode("latin-1")
-            break
-    return next(iter(certificates), None), authorization
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def call_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    """The client certificate (PEM) of the call's connection, if it showed one."""
+    return next(iter(context.auth_context().get(_PEM_CERT_PROPERTY, ())), None)
 
 
 if TYPE_CHECKING:
@@ -80,20 +82,29 @@ class AuthInterceptor(_ServerInterceptor):
 
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
+        # The guarded handler of each method: the server's handlers do not change once it serves.
+        self._guarded: dict[str, Any] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        guarded = self._guarded.get(method)
+        if guarded is not None:
+            return guarded
+        handler = await continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        return _guarded(handler, self._authenticate)
+        guarded = self._guarded[method] = _guarded(handler, self._authenticate)
+        return guarded
 
     async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        certificate, authorization = call_credentials(context)
+        # A token names the caller whatever certificate opened the connection: read the
+        # certificate (a costly auth context) only for calls without one.
+        authorization = call_authorization(context)
+        certificate = None if authorization is not None else call_certificate(context)
         try:
             return self.authenticator.authenticate(certificate, authorization)
         except Unauthenticated as error:

@@ -48,20 +48,22 @@ class _Allowed:
 
     def __init__(self) -> None:
         self._policy: Policy | None = None
-        self._by_principal: dict[Principal, dict[object, bool]] = {}
+        # By the principal object's id (the verifier hands out the same object for the same token,
+        # and hashing a Principal costs more than the lookup); the object is kept to check identity.
+        self._by_principal: dict[int, tuple[Principal, dict[object, bool]]] = {}
 
     def of(self, principal: Principal, policy: Policy) -> dict[object, bool]:
         if policy is not self._policy:
             self._policy = policy
             self._by_principal = {}
-        allowed = self._by_principal.get(principal)
-        if allowed is None:
+        entry = self._by_principal.get(id(principal))
+        if entry is None or entry[0] is not principal:
             if len(self._by_principal) >= PRINCIPALS_KEPT:
                 self._by_principal.clear()
-            allowed = self._by_principal[principal] = {}
-        elif len(allowed) >= TOPICS_KEPT_PER_PRINCIPAL:
-            allowed.clear()
-        return allowed
+            entry = self._by_principal[id(principal)] = (principal, {})
+        elif len(entry[1]) >= TOPICS_KEPT_PER_PRINCIPAL:
+            entry[1].clear()
+        return entry[1]
 
 
 @functools.lru_cache(maxsize=4096)
