@@ -59,8 +59,10 @@ def _peer_answer(response: peer_pb2.MessageResponseView) -> PeerAnswer:
 
 
 def _translate(error: grpc.aio.AioRpcError) -> UTwinError:
+    # The details may name addresses or files: they go to the log, the callers get the code only.
     code = error.code()
-    text = f"{code.name}: {error.details() or 'no details'}"
+    log.warning("peer call failed: %s: %s", code.name, error.details() or "no details")
+    text = f"{code.name} (details in the server log)"
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(text)
     return Unavailable(text)

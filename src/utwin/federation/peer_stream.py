@@ -238,4 +238,6 @@ def _stream_error(error: grpc.aio.AioRpcError) -> Exception:
     code = error.code()
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return StreamUnsupported(error.details() or "UNIMPLEMENTED")
-    return Unavailable(f"lookup stream: {code.name}: {error.details() or 'no details'}")
+    # The details may name addresses or files: they go to the log, the callers get the code only.
+    log.warning("lookup stream failed: %s: %s", code.name, error.details() or "no details")
+    return Unavailable(f"lookup stream: {code.name} (details in the server log)")
