@@ -20,10 +20,14 @@ from tests.security.fleet import (
     bearer,
     message_bytes,
     readme_policy,
+    secured_settings,
     tls_channel,
+    write_policy,
 )
+from tests.servers import Servers
 from utwin.cli_security import init_certificates
 from utwin.errors import Code
+from utwin.service.security import ServerSecurity
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.utwin.v1 import ingest_pb2
 
@@ -142,3 +146,42 @@ def test_sighup_reloads_certificate_and_policy_while_a_stream_stays_open(
         second_ack,
         rest,
     )
+
+
+def test_reload_replaces_jwt_keys_and_keeps_them_when_the_new_file_is_bad(
+    servers: Servers, tmp_path: Path, fleet_pki: Pki, rogue_pki: Pki
+) -> None:
+    """A reload trusts the new signing key only; a key file that does not load keeps the keys in force."""
+    keys = tmp_path / "jwt-keys.pem"
+    shutil.copy(fleet_pki.path("jwt-public.pem"), keys)
+    settings = secured_settings(fleet_pki, write_policy(tmp_path), jwt_keys=str(keys))
+    server = servers.start("hub", authority="hub", **settings)
+    security = server.running.security if server.running is not None else None
+    assert security is not None
+
+    def reads(pki: Pki) -> str:
+        with tls_channel(server.target, fleet_pki.path("ca.pem")) as channel:
+            try:
+                return _alice_reads(channel, pki.sign(sub=ALICE))
+            except grpc.RpcError as error:
+                return str(error.code().name)
+
+    before = (reads(fleet_pki), reads(rogue_pki))
+    shutil.copy(rogue_pki.path("jwt-public.pem"), keys)
+    first_reload = server.call(_reload(security))
+    after = (reads(fleet_pki), reads(rogue_pki))
+    keys.write_text("no keys here")
+    second_reload = server.call(_reload(security))
+    kept = (reads(fleet_pki), reads(rogue_pki))
+    assert (
+        ("NOT_FOUND", "UNAUTHENTICATED"),
+        [],
+        ("UNAUTHENTICATED", "NOT_FOUND"),
+        [f"jwt_keys: {keys} holds no usable public key"],
+        ("UNAUTHENTICATED", "NOT_FOUND"),
+    ) == (before, first_reload, after, second_reload, kept)
+
+
+async def _reload(security: ServerSecurity) -> list[str]:
+    """A reload as the SIGHUP handler runs it: on the server's event loop."""
+    return security.reload()
