@@ -330,3 +330,48 @@ def test_stored_message_survives_a_denied_overwrite(servers: Servers, tmp_path: 
         )
     payload = utwin_pb2.GetLastMessagesResponse.FromString(raw).responses[0].message.payload
     assert ("OK", "PERMISSION_DENIED", b'"kept"') == (first, denied, payload)
+
+
+def test_current_state_of_a_watch_leaves_out_bound_values_the_watcher_may_not_read(
+    servers: Servers, tmp_path: Path, fleet_pki: Pki
+) -> None:
+    """A Watch's current state, also of twins not in memory, shows bound values only to topic readers."""
+    data_dir = tmp_path / "hub"
+    settings = secured_settings(fleet_pki, write_policy(tmp_path))
+    first = servers.start("first", data_dir=data_dir, authority="hub", **settings)
+    gateway = bearer(fleet_pki.sign(sub=GATEWAY))
+    lamp_td = thing_td(
+        "urn:dev:lamp", properties=("level", "mode"), events=(), topics={"level": "up://vehicle-a/1/1/8001"}
+    )
+    lamp = twin_id("gateway-1", "urn:dev:lamp").text
+    with tls_channel(first.target, fleet_pki.path("ca.pem")) as channel:
+        stub = pb_grpc.DigiTwinStub(channel)
+        stub.UpdateThing(
+            pb.UpdateThingRequest(td_json=json.dumps(lamp_td)), metadata=gateway, timeout=TIMEOUT_S
+        )
+        _set(channel, "up://vehicle-a/1/1/8001", fleet_pki.sign(sub=DISPATCHER), "42")
+        publish = pb.PublishPropertiesRequest(twin_id=lamp)
+        publish.values["mode"].json = '"eco"'
+        stub.PublishProperties(publish, metadata=gateway, timeout=TIMEOUT_S)
+    servers.started.remove(first)
+    first.stop()
+    server = servers.start("again", data_dir=data_dir, authority="hub", **settings)  # nothing loaded
+
+    def current_names(who: str) -> list[str]:
+        with tls_channel(server.target, fleet_pki.path("ca.pem")) as channel:
+            watch = pb_grpc.DigiTwinStub(channel).Watch(
+                pb.WatchRequest(include_current_state=True),
+                metadata=bearer(fleet_pki.sign(sub=who)),
+                timeout=TIMEOUT_S,
+            )
+            names = []
+            for response in watch:
+                if response.subscribed:
+                    break
+                names += [
+                    change.name for change in response.changes if change.kind == pb.CHANGE_KIND_PROPERTY
+                ]
+            watch.cancel()
+        return sorted(names)
+
+    assert (["mode"], ["level", "mode"]) == (current_names(CAROL), current_names(ALICE))

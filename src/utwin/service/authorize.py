@@ -215,7 +215,10 @@ class Authorizer:
 
     def _bound(self, twin: TwinId) -> Mapping[tuple[ValueKind, str], Topic]:
         assert self._digitwin is not None
-        loaded = self._digitwin.cache.get(twin)
+        # Peeked, so that authorization does not count as a use of the twin; loaded only if it
+        # is not (a current-state change of an unloaded twin), since its bindings must be known.
+        cache = self._digitwin.cache
+        loaded = cache.peek(twin) or cache.get(twin)
         if loaded is None or not loaded.summary.bindings:
             return {}
         return _bound_topics(tuple((b.kind, b.name, b.topic_uri) for b in loaded.summary.bindings))
