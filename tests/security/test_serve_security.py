@@ -71,17 +71,15 @@ def _connects(target: str, ca: Path) -> bool:
     return True
 
 
-def _frame(payload: str) -> bytes:
-    return ingest_pb2.PublishRequestView(
-        messages=[message_bytes("up://vehicle-a/1/1/8001", payload)]
-    ).SerializeToString()
+def _frame(payload: str, *topics: str) -> bytes:
+    messages = [message_bytes(topic, payload) for topic in topics or ("up://vehicle-a/1/1/8001",)]
+    return ingest_pb2.PublishRequestView(messages=messages).SerializeToString()
 
 
 def test_sighup_reloads_certificate_and_policy_while_a_stream_stays_open(
     tmp_path: Path, fleet_pki: Pki
 ) -> None:
-    """After SIGHUP new connections get the new certificate and calls the new policy; an open stream goes on;
-    a policy that does not parse is logged and the one in force stays."""
+    """SIGHUP: new certificate for new handshakes, new policy for calls and streams; bad policy refused."""
     served = tmp_path / "served"
     served.mkdir()
     for name in ("server.pem", "server.key"):
@@ -119,7 +117,13 @@ def test_sighup_reloads_certificate_and_policy_while_a_stream_stays_open(
 
         for name in ("server.pem", "server.key"):
             shutil.copy(fresh / name, served / name)
-        policy.write_text(readme_policy().replace('"spiffe://utwin.dev/alice", ', ""))
+        # The new policy: alice leaves fleet-ops, the dispatcher keeps one topic of vehicle-a.
+        narrowed = readme_policy().replace('"spiffe://utwin.dev/alice", ', "")
+        narrowed = narrowed.replace(
+            'write = ["up://vehicle-a/FFFFFFFF/FF/FFFF"]', 'write = ["up://vehicle-a/1/1/8001"]'
+        )
+        assert narrowed.count("up://vehicle-a/1/1/8001") == 1
+        policy.write_text(narrowed)
         process.send(signal.SIGHUP)
         _poll(lambda: _connects(process.target, new_ca), "a handshake with the new certificate")
         with tls_channel(process.target, new_ca) as after:
@@ -132,12 +136,21 @@ def test_sighup_reloads_certificate_and_policy_while_a_stream_stays_open(
         with tls_channel(process.target, new_ca) as later:
             read_later = _alice_reads(later, alice)
 
-        frames.put(_frame("2"))
-        second_ack = next(acks).accepted
+        frames.put(_frame("2", "up://vehicle-a/1/1/8001", "up://vehicle-a/1/1/8002"))
+        ack = next(acks)
+        second_ack = (ack.accepted, [(r.position, Code(r.status.code).name) for r in ack.rejections])
         frames.put(None)
         rest = list(acks)
 
-    assert (1, "OK", "PERMISSION_DENIED", False, "PERMISSION_DENIED", 2, []) == (
+    assert (
+        1,
+        "OK",
+        "PERMISSION_DENIED",
+        False,
+        "PERMISSION_DENIED",
+        (2, [(2, "PERMISSION_DENIED")]),
+        [],
+    ) == (
         first_ack,
         read_before,
         read_after,
