@@ -107,15 +107,21 @@ def serve(data_dir: Path, flags: list[str]) -> Iterator[tuple[str, int]]:
 
 
 class IdClock:
-    """UUID v7 ids with increasing timestamps, so every message is its topic's newest."""
+    """UUID v7 ids, each newer than the last: the clock's millisecond, then a counter within it.
+
+    Ids stay at the real time (the server refuses ids too far ahead of its clock).
+    """
 
     def __init__(self) -> None:
-        self._next_ms = time.time_ns() // 1_000_000
+        self._ms = 0
+        self._counter = 0
 
     def next_id(self) -> tuple[int, int]:
-        self._next_ms = max(self._next_ms + 1, time.time_ns() // 1_000_000)
-        random_bits = int.from_bytes(os.urandom(8), "big")
-        return (self._next_ms << 16) | (7 << 12) | (random_bits & 0xFFF), (0b10 << 62) | (random_bits >> 2)
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > self._ms:
+            self._ms, self._counter = now_ms, 0
+        self._counter += 1
+        return (self._ms << 16) | (7 << 12), (0b10 << 62) | self._counter
 
 
 def uuri(index: int) -> uri_pb2.UUri:
