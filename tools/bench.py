@@ -98,15 +98,27 @@ def child_server(argv: list[str], marker: str) -> Iterator[Child]:
 
 
 class IdClock:
-    """UUID v7 ids with strictly increasing timestamps, so every message is the newest."""
+    """UUID v7 ids, each newer than the last: the clock's millisecond, then a 12-bit counter within it.
+
+    Ids stay at the real time (the server refuses ids dated more than max_clock_skew_s ahead of its
+    clock); only when more than 4,096 ids are taken in one millisecond does the next one move a
+    millisecond ahead.
+    """
 
     def __init__(self) -> None:
-        self._next_ms = time.time_ns() // 1_000_000
+        self._ms = 0
+        self._counter = 0
 
     def next_id(self) -> tuple[int, int]:
-        self._next_ms = max(self._next_ms + 1, time.time_ns() // 1_000_000)
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > self._ms:
+            self._ms, self._counter = now_ms, 0
+        elif self._counter == 0xFFF:
+            self._ms, self._counter = self._ms + 1, 0
+        else:
+            self._counter += 1
         random_bits = int.from_bytes(os.urandom(8), "big")
-        msb = (self._next_ms << 16) | (7 << 12) | (random_bits & 0xFFF)
+        msb = (self._ms << 16) | (7 << 12) | self._counter
         lsb = (0b10 << 62) | (random_bits >> 2)
         return msb, lsb
 

@@ -216,18 +216,29 @@ def poll(condition: Callable[[], bool], limit_s: float, step_s: float = 0.1) -> 
 
 
 class IdClock:
-    """UUID v7 ids with strictly increasing timestamps across threads: each one newer than the last."""
+    """UUID v7 ids, each newer than the last across threads: the clock's millisecond, then a counter.
+
+    Ids stay at the real time (the server refuses ids dated more than max_clock_skew_s ahead of
+    its clock); only past 4,096 ids in one millisecond does the next one move a millisecond ahead.
+    """
 
     def __init__(self) -> None:
-        self._next_ms = time.time_ns() // 1_000_000
+        self._ms = 0
+        self._counter = 0
         self._lock = threading.Lock()
 
     def next_id(self) -> tuple[int, int]:
+        now_ms = time.time_ns() // 1_000_000
         with self._lock:
-            self._next_ms = max(self._next_ms + 1, time.time_ns() // 1_000_000)
-            at_ms = self._next_ms
+            if now_ms > self._ms:
+                self._ms, self._counter = now_ms, 0
+            elif self._counter == 0xFFF:
+                self._ms, self._counter = self._ms + 1, 0
+            else:
+                self._counter += 1
+            at_ms, counter = self._ms, self._counter
         random_bits = int.from_bytes(os.urandom(8), "big")
-        msb = (at_ms << 16) | (7 << 12) | (random_bits & 0xFFF)
+        msb = (at_ms << 16) | (7 << 12) | counter
         lsb = (0b10 << 62) | (random_bits >> 2)
         return msb, lsb
 

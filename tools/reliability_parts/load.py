@@ -98,8 +98,7 @@ class FrameTemplate:
             self.frame += header + encoded
 
     def next_frame(self) -> bytes:
-        at_ms = self._clock.next_id()[0] >> 16
-        msb = (at_ms << 16) | (7 << 12)
+        msb = self._clock.next_id()[0]  # the frame's millisecond and counter: newer than the last frame
         for n, offset in enumerate(self.id_offsets):
             # The lsb follows the msb after its own one-byte tag.
             struct.pack_into("<Q", self.frame, offset, msb)
