@@ -80,8 +80,10 @@ class AuthInterceptor(_ServerInterceptor):
     authenticated keep their principal.
     """
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, client_certificates: bool = True) -> None:
         self.authenticator = authenticator
+        # Without mTLS no call carries a client certificate: skip reading the auth context for one.
+        self._client_certificates = client_certificates
         # The guarded handler of each method: the server's handlers do not change once it serves.
         self._guarded: dict[str, Any] = {}
 
@@ -104,7 +106,9 @@ class AuthInterceptor(_ServerInterceptor):
         # A token names the caller whatever certificate opened the connection: read the
         # certificate (a costly auth context) only for calls without one.
         authorization = call_authorization(context)
-        certificate = None if authorization is not None else call_certificate(context)
+        certificate = (
+            call_certificate(context) if authorization is None and self._client_certificates else None
+        )
         try:
             return self.authenticator.authenticate(certificate, authorization)
         except Unauthenticated as error:

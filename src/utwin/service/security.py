@@ -41,7 +41,7 @@ class ServerSecurity:
         guard = Guard.from_config(config)
         return cls(
             config,
-            AuthInterceptor(authenticator_for(config)),
+            AuthInterceptor(authenticator_for(config), client_certificates=config.tls_client_ca is not None),
             ServerTls.from_config(config),
             guard,
             Authorizer(guard, digitwin, config.max_message_bytes),
