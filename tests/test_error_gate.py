@@ -14,11 +14,13 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tests.messages import publish, uuri
 from tests.servers import ServerThread
-from utwin.errors import StoreError
+from utwin.errors import StoreError, Unavailable
 from utwin.service import ingest_servicer
 from utwin.service.server import SERVED_SERVICES
 from utwin.service.status import INTERNAL_DETAIL, LOG_INTERVAL_S
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, ustatus_pb2
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2, digitwin_pb2_grpc
 from utwin_proto.utwin.v1 import admin_pb2, admin_pb2_grpc
@@ -236,3 +238,21 @@ def test_unexpected_failure_in_a_watch_is_internal(
         list(stub.Watch(digitwin_pb2.WatchRequest(), timeout=CALL_TIMEOUT_S))
     error = cast(grpc.Call, raised.value)
     assert (grpc.StatusCode.INTERNAL, INTERNAL_DETAIL) == (error.code(), error.details())
+
+
+def test_store_refusals_of_set_last_message_are_logged_once_per_interval(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store refusing every SetLastMessage (a full disk) answers each in its UStatus and logs one line."""
+    assert server.running is not None
+
+    def refuse(*arguments: object) -> object:
+        raise Unavailable("storage: the engine stopped accepting writes")
+
+    monkeypatch.setattr(server.running.twin, "store_message", refuse)
+    caplog.set_level(logging.WARNING)
+    with server.channel() as channel:
+        stub = utwin_pb2_grpc.uTwinStub(channel)
+        codes = {stub.SetLastMessage(publish(uuri()), timeout=CALL_TIMEOUT_S).code for _ in range(20)}
+    lines = [record for record in caplog.records if "SetLastMessage failed" in record.getMessage()]
+    assert ({ucode_pb2.UNAVAILABLE}, 1) == (codes, len(lines))

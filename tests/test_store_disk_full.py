@@ -20,9 +20,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.messages import publish, uuri
 from tests.processes import ServeProcess
 from utwin import uuid
+from utwin.config import Limits
 from utwin.errors import Code, StoreFull
 from utwin.service.server import SERVED_SERVICES
 from utwin.store import RocksStore
+from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2
 from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
@@ -121,6 +123,24 @@ def test_reads_keep_working_while_writes_are_refused(full_store: tuple[RocksStor
     assert ([*acknowledged.values(), None], True) == (
         store.get_many(keys),
         acknowledged == dict(store.scan(b"k")),
+    )
+
+
+def test_read_meeting_an_expired_entry_on_a_full_disk_answers_not_found(
+    full_store: tuple[RocksStore, Path],
+) -> None:
+    """A read whose removal of an expired entry is refused still answers, NOT_FOUND for that topic."""
+    store, _ = full_store
+    twin = UTwin(store, Limits())
+    now_ms = uuid.now_ms()
+    expiring = publish(uuri(resource=0x9000), at_ms=now_ms - 1_000, ttl_ms=2_000)
+    kept = publish(uuri(resource=0x9001), at_ms=now_ms - 1_000)
+    stored = twin.store_messages([m.SerializeToString() for m in (expiring, kept)], now_ms)
+    write_until_refused(store)
+    answers = twin.get_last([uuri(resource=0x9000), uuri(resource=0x9001)], now_ms + 5_000)
+    assert ([True, True], [Code.NOT_FOUND, Code.OK]) == (
+        [outcome.ok for outcome in stored],
+        [answer.code for answer in answers],
     )
 
 

@@ -306,7 +306,12 @@ class UTwin:
         for position, answer in refused.items():  # in ascending position order
             answers.insert(position, answer)
         if expired:
-            self._remove(sorted(set(expired)))
+            try:
+                self._remove(sorted(set(expired)))
+            except UTwinError:
+                # A read must not fail because its clean-up write was refused (a full disk): the
+                # entries are answered NOT_FOUND all the same, and the sweep removes them later.
+                log.debug("expired entries kept for the sweep: the store refused their removal")
         return answers
 
     def _keys_of(self, topics: Sequence[bytes]) -> tuple[list[bytes], dict[int, Answer]]:

@@ -16,7 +16,7 @@ from utwin.errors import InvalidArgument, UTwinError
 from utwin.security.guard import Guard
 from utwin.service import wire
 from utwin.service.authorize import Authorizer
-from utwin.service.status import abort, close_requests, log_unexpected, ustatus
+from utwin.service.status import abort, close_requests, log_failure, log_unexpected, ustatus
 from utwin.store import GroupSync
 from utwin.twin import Admit, Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
@@ -95,7 +95,7 @@ class IngestServicer:
                     if self._group_sync is not None:
                         await self._group_sync.sync()
                 except UTwinError as error:
-                    log.error("ingest stream failed: %s", error.message)
+                    log_failure("Ingest/Publish", error.message)
                     await abort(context, error)
                 except Exception:
                     await context.abort(grpc.StatusCode.INTERNAL, log_unexpected("an ingest stream"))

@@ -63,14 +63,25 @@ class _RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def exception(self, site: str, error: BaseException) -> None:
+        more = self._due(site)
+        if more is not None:
+            log.error("unexpected error in %s%s", site, more, exc_info=error)
+
+    def failure(self, site: str, message: str) -> None:
+        """Log a failure that is no bug (the store refusing writes): its message, no traceback."""
+        more = self._due(site)
+        if more is not None:
+            log.error("%s failed: %s%s", site, message, more)
+
+    def _due(self, site: str) -> str | None:
+        """None while site is quiet (counted); else the note of how many were left out."""
         now = time.monotonic()
         if now < self._quiet_until.get(site, 0.0):
             self._suppressed[site] = self._suppressed.get(site, 0) + 1
-            return
+            return None
         self._quiet_until[site] = now + self._interval_s
         suppressed = self._suppressed.pop(site, 0)
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
-        log.error("unexpected error in %s%s", site, more, exc_info=error)
+        return f" ({suppressed} more since the last report)" if suppressed else ""
 
 
 _unexpected_log = _RateLimitedLog(LOG_INTERVAL_S)
@@ -79,6 +90,11 @@ _unexpected_log = _RateLimitedLog(LOG_INTERVAL_S)
 def _unexpected_detail(site: str, error: BaseException) -> str:
     _unexpected_log.exception(site, error)
     return INTERNAL_DETAIL
+
+
+def log_failure(where: str, message: str) -> None:
+    """Log a domain failure of a call (rate-limited per site, like unexpected errors)."""
+    _unexpected_log.failure(where, message)
 
 
 def log_unexpected(where: str) -> str:

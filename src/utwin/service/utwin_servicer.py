@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -13,13 +11,12 @@ from utwin.federation import Federation, forwarding_from
 from utwin.security.guard import Guard
 from utwin.service import wire
 from utwin.service.authorize import Authorizer, with_denials
-from utwin.service.status import log_unexpected, ustatus_bytes
+from utwin.service.status import log_failure, log_unexpected, ustatus_bytes
 from utwin.store import GroupSync
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 
 SERVICE_NAME = "uprotocol.core.utwin.v2.uTwin"
-log = logging.getLogger("utwin.service")
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -72,7 +69,7 @@ class UTwinServicer:
             if outcome.ok and self._group_sync is not None:
                 await self._group_sync.sync()
         except UTwinError as error:
-            log.error("SetLastMessage failed: %s", error.message)
+            log_failure("SetLastMessage", error.message)  # one line per interval on a full disk
             return ustatus_bytes(error.code, error.message)
         except Exception:
             return ustatus_bytes(Code.INTERNAL, log_unexpected("SetLastMessage"))
