@@ -68,31 +68,105 @@ def _translate(error: grpc.aio.AioRpcError) -> UTwinError:
     return Unavailable(text)
 
 
-class PeerClient:
-    """A `PeerTransport` over one long-lived grpc.aio channel to the peer at `address`."""
+# How long a channel replaced by new credentials may go on serving the calls
+# started on it before they are failed and it is closed.
+RETIRE_GRACE_S = 30.0
+
+
+class _Link:
+    """One channel to the peer, with its GetLastMessages callable, lookup stream and unary calls."""
 
     def __init__(
-        self, address: str, authority: str = "", credentials: grpc.ChannelCredentials | None = None
+        self, address: str, authority: str, credentials: grpc.ChannelCredentials | None, streaming: bool
     ) -> None:
-        self._address = address
         # TLS (the peer's certificate checked against peer_tls_ca, ours shown) when credentials are set.
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
-        self._get_last_messages = self._channel.unary_unary(
+            self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        self.get_last_messages = self.channel.unary_unary(
             GET_LAST_MESSAGES_PATH,
             request_serializer=None,
             response_deserializer=peer_pb2.GetLastMessagesResponseView.FromString,
         )
         # None once the peer turned out not to implement the stream.
-        self._stream: LookupStream | None = LookupStream(self._channel, authority or address)
-        self._unary_calls: set[asyncio.Task[None]] = set()
+        self.stream: LookupStream | None = LookupStream(self.channel, authority) if streaming else None
+        self.unary_calls: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Return once the lookups and unary calls started on this link are done."""
+        if self.stream is not None:
+            await self.stream.drained()
+        while self.unary_calls:
+            await asyncio.wait(list(self.unary_calls))
+
+    async def close(self) -> None:
+        """Fail what still waits on this link and close its channel."""
+        if self.stream is not None:
+            await self.stream.close()
+        calls = list(self.unary_calls)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        await self.channel.close(None)
+
+
+class PeerClient:
+    """A `PeerTransport` over one long-lived grpc.aio channel to the peer at `address`.
+
+    `use_credentials` (a reload of the peer TLS files) opens a new channel for
+    the calls made from then on; the old one is closed once the calls started
+    on it are done, or after `retire_grace_s`.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        authority: str = "",
+        credentials: grpc.ChannelCredentials | None = None,
+        retire_grace_s: float = RETIRE_GRACE_S,
+    ) -> None:
+        self._address = address
+        self._authority = authority or address
+        self._retire_grace_s = retire_grace_s
+        self._link = _Link(address, self._authority, credentials, streaming=True)
+        # Each replaced link's task: it waits for the link to drain, then closes it.
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
     def streaming(self) -> bool:
-        return self._stream is not None
+        return self._link.stream is not None
+
+    @property
+    def retiring(self) -> int:
+        """Replaced channels not closed yet."""
+        return len(self._retiring)
+
+    def use_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """New calls go over a new channel with these credentials; the old one drains, then closes."""
+        if self._closed:
+            return
+        old = self._link
+        self._link = _Link(self._address, self._authority, credentials, streaming=old.stream is not None)
+        if old.stream is not None:
+            old.stream.retire()
+        task = asyncio.create_task(self._retire(old), name=f"peer-retire-{self._authority}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, link: _Link) -> None:
+        try:
+            await asyncio.wait_for(link.drain(), self._retire_grace_s)
+        except TimeoutError:
+            log.warning(
+                "peer %s: calls on the replaced channel still running after %.0f s; failed",
+                self._authority,
+                self._retire_grace_s,
+            )
+        finally:
+            # Also when cancelled at shutdown: the old channel never outlives the client.
+            await link.close()
 
     def start(
         self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
@@ -100,19 +174,20 @@ class PeerClient:
         if self._closed:
             done(Unavailable("the server is shutting down"))
             return
-        stream = self._stream
+        link = self._link
+        stream = link.stream
         if stream is None or not stream.available:
             # GetLastMessages also while the stream waits to be opened again.
-            self._start_unary(uris, timeout_s, forwarding, done)
+            self._start_unary(link, uris, timeout_s, forwarding, done)
             return
         deadline = time.monotonic() + timeout_s
 
         def stream_done(outcome: LookupOutcome) -> None:
             if isinstance(outcome, StreamUnsupported):
-                self._fall_back(stream)
+                self._fall_back(link, stream)
                 remaining_s = deadline - time.monotonic()
                 if remaining_s > 0:
-                    self._start_unary(uris, remaining_s, forwarding, done)
+                    self._start_unary(self._link, uris, remaining_s, forwarding, done)
                 else:
                     done(DeadlineExceeded("no time left after the peer refused the lookup stream"))
             elif isinstance(outcome, UTwinError):
@@ -126,24 +201,35 @@ class PeerClient:
 
         stream.start(uris, timeout_s, forwarding, stream_done)
 
-    def _fall_back(self, stream: LookupStream) -> None:
-        if self._stream is stream:
-            self._stream = None
+    def _fall_back(self, link: _Link, stream: LookupStream) -> None:
+        if link.stream is stream:
+            link.stream = None
             stream.retire()
-            log.info("peer at %s has no PeerLookup stream; asking it with GetLastMessages", self._address)
+            if link is self._link:
+                log.info("peer at %s has no PeerLookup stream; asking it with GetLastMessages", self._address)
 
     def _start_unary(
-        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
+        self,
+        link: _Link,
+        uris: Sequence[uri_pb2.UUri],
+        timeout_s: float,
+        forwarding: Forwarding,
+        done: CallDone,
     ) -> None:
-        call = asyncio.create_task(self._ask_unary(uris, timeout_s, forwarding, done))
-        self._unary_calls.add(call)
-        call.add_done_callback(self._unary_calls.discard)
+        call = asyncio.create_task(self._ask_unary(link, uris, timeout_s, forwarding, done))
+        link.unary_calls.add(call)
+        call.add_done_callback(link.unary_calls.discard)
 
     async def _ask_unary(
-        self, uris: Sequence[uri_pb2.UUri], timeout_s: float, forwarding: Forwarding, done: CallDone
+        self,
+        link: _Link,
+        uris: Sequence[uri_pb2.UUri],
+        timeout_s: float,
+        forwarding: Forwarding,
+        done: CallDone,
     ) -> None:
         try:
-            response = await self._get_last_messages(
+            response = await link.get_last_messages(
                 _serialize_request(uris), timeout=timeout_s, metadata=forwarding.metadata()
             )
         except grpc.aio.AioRpcError as error:
@@ -159,13 +245,11 @@ class PeerClient:
 
     async def close(self) -> None:
         self._closed = True
-        if self._stream is not None:
-            await self._stream.close()
-        calls = list(self._unary_calls)
-        for call in calls:
-            call.cancel()
-        await asyncio.gather(*calls, return_exceptions=True)
-        await self._channel.close(None)
+        retiring = list(self._retiring)
+        for task in retiring:
+            task.cancel()
+        await asyncio.gather(*retiring, return_exceptions=True)
+        await self._link.close()
 
 
 def lookup_failure(status: ustatus_pb2.UStatus) -> UTwinError:

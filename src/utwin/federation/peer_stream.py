@@ -71,6 +71,9 @@ class LookupStream:
         self._authority = authority
         self._connection: _Connection | None = None
         self._waiting: dict[int, tuple[LookupDone, asyncio.TimerHandle]] = {}
+        # Set while no lookup waits for its answer (`drained`).
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._next_id = 0
         self._backoff_s = 0.0
         self._retry_at = 0.0
@@ -96,6 +99,7 @@ class LookupStream:
         lookup_id = self._next_id
         expiry = asyncio.get_running_loop().call_later(timeout_s, self._expire, lookup_id, timeout_s)
         self._waiting[lookup_id] = (done, expiry)
+        self._idle.clear()
         # The writer task sends it: a write stuck behind a peer that stopped
         # reading then cannot hold this lookup past its deadline.
         connection.outbox.append((lookup_id, _request(lookup_id, uris, timeout_s, forwarding)))
@@ -169,6 +173,7 @@ class LookupStream:
         if waiting is not None:  # else it expired already
             done, expiry = waiting
             expiry.cancel()
+            self._note_idle()
             _finish(done, response)
 
     def _broken(self, connection: _Connection, failure: Exception) -> None:
@@ -186,6 +191,7 @@ class LookupStream:
             if task is not current:
                 task.cancel()
         waiting, self._waiting = self._waiting, {}
+        self._note_idle()
         for done, expiry in waiting.values():
             expiry.cancel()
             _finish(done, failure)
@@ -194,6 +200,7 @@ class LookupStream:
 
     def _expire(self, lookup_id: int, timeout_s: float) -> None:
         waiting = self._waiting.pop(lookup_id, None)
+        self._note_idle()
         if waiting is not None:
             _finish(waiting[0], DeadlineExceeded(f"no answer within {timeout_s * 1000:.0f} ms"))
         connection = self._connection
@@ -201,6 +208,14 @@ class LookupStream:
             # Unreachable, or not a PeerLookup server that sends its headers at once:
             # give up this stream rather than wait on it forever.
             self._broken(connection, Unavailable("the peer did not accept the lookup stream in time"))
+
+    def _note_idle(self) -> None:
+        if not self._waiting:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """Return once no lookup waits for its answer (each ends by its deadline at the latest)."""
+        await self._idle.wait()
 
     def retire(self) -> None:
         """Refuse every further lookup (the peer is asked another way from now on)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -198,10 +199,7 @@ async def start_server(config: Config) -> RunningServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        peer_credentials = security.peer_credentials
-        federation = build_federation(
-            config, twin, lambda name, address: PeerClient(address, name, peer_credentials)
-        )
+        federation = build_federation(config, twin, functools.partial(_peer_client, security))
         utwin_servicer = UTwinServicer(twin, group_sync, federation, access)
         ingest_servicer = IngestServicer(
             twin,
@@ -269,6 +267,13 @@ async def start_server(config: Config) -> RunningServer:
         gate,
         security,
     )
+
+
+def _peer_client(security: ServerSecurity, name: str, address: str) -> PeerClient:
+    """A client of one peer, registered to get the peer credentials again after a reload."""
+    client = PeerClient(address, name, security.peer_credentials)
+    security.peer_links.append(client)
+    return client
 
 
 async def serve(config: Config, on_ready: Callable[[RunningServer], None] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""TLS credentials: the server's (reloadable without dropping calls) and those of peer links.
+"""TLS credentials: the server's and those of peer links, both reloadable without dropping calls.
 
 The server's certificate, key and client CA are read from PEM files. `reload()`
 reads them again, checks that the key fits the certificate, and hands the new set
@@ -100,30 +100,79 @@ class ServerTls:
         return grpc.ssl_server_certificate_configuration([(key, certificate)], root_certificates=client_ca)
 
 
-def channel_credentials(
+# The PEM bytes behind client-side credentials: CA, and certificate and key when shown (mTLS).
+ClientFiles = tuple[bytes, bytes | None, bytes | None]
+
+
+def read_client_files(
     ca: Path, cert: Path | None = None, key: Path | None = None, settings: tuple[str, str, str] | None = None
-) -> grpc.ChannelCredentials:
-    """Client-side TLS: trust `ca`, and present `cert`/`key` when given (mTLS)."""
+) -> ClientFiles:
+    """Read and check the CA, and the certificate and key when given; InvalidArgument names the setting."""
     ca_setting, cert_setting, key_setting = settings or ("tls_ca", "tls_cert", "tls_key")
     root = read_pem(ca, ca_setting)
     _certificates(root, ca_setting)
-    certificate = private_key = None
-    if cert is not None and key is not None:
-        certificate = read_pem(cert, cert_setting)
-        private_key = read_pem(key, key_setting)
-        check_key_pair(certificate, private_key, (cert_setting, key_setting))
+    if cert is None or key is None:
+        return root, None, None
+    certificate = read_pem(cert, cert_setting)
+    private_key = read_pem(key, key_setting)
+    check_key_pair(certificate, private_key, (cert_setting, key_setting))
+    return root, certificate, private_key
+
+
+def _client_credentials(files: ClientFiles) -> grpc.ChannelCredentials:
+    root, certificate, private_key = files
     return grpc.ssl_channel_credentials(
         root_certificates=root, private_key=private_key, certificate_chain=certificate
     )
 
 
+def channel_credentials(
+    ca: Path, cert: Path | None = None, key: Path | None = None, settings: tuple[str, str, str] | None = None
+) -> grpc.ChannelCredentials:
+    """Client-side TLS: trust `ca`, and present `cert`/`key` when given (mTLS)."""
+    return _client_credentials(read_client_files(ca, cert, key, settings))
+
+
+_PEER_SETTINGS = ("peer_tls_ca", "peer_tls_cert", "peer_tls_key")
+
+
+class PeerTls:
+    """The credentials of links to peers, read again by `reload()`.
+
+    `credentials` changes (and `generation` counts up) only when a reload read
+    files that differ from those in force: the peer clients then open new
+    channels with them, and an unchanged reload leaves their connections alone.
+    """
+
+    def __init__(self, ca: Path, cert: Path | None = None, key: Path | None = None) -> None:
+        self._paths = (ca, cert, key)
+        self._files = read_client_files(ca, cert, key, _PEER_SETTINGS)
+        self.credentials = _client_credentials(self._files)
+        self.generation = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> PeerTls | None:
+        """None (plaintext to peers) unless peer_tls_ca is set."""
+        if config.peer_tls_ca is None:
+            return None
+        return cls(config.peer_tls_ca, config.peer_tls_cert, config.peer_tls_key)
+
+    def reload(self) -> str | None:
+        """Read the files again; on failure keep the credentials in force and return why."""
+        try:
+            files = read_client_files(*self._paths, _PEER_SETTINGS)
+        except InvalidArgument as exc:
+            log.error("peer TLS files not reloaded, the previous ones stay in force: %s", exc.message)
+            return exc.message
+        if files != self._files:
+            self._files = files
+            self.credentials = _client_credentials(files)
+            self.generation += 1
+            log.info("peer TLS files reloaded; new peer connections use them")
+        return None
+
+
 def peer_channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
     """Credentials for links to peers; None (plaintext) unless peer_tls_ca is set."""
-    if config.peer_tls_ca is None:
-        return None
-    return channel_credentials(
-        config.peer_tls_ca,
-        config.peer_tls_cert,
-        config.peer_tls_key,
-        ("peer_tls_ca", "peer_tls_cert", "peer_tls_key"),
-    )
+    peer_tls = PeerTls.from_config(config)
+    return None if peer_tls is None else peer_tls.credentials
