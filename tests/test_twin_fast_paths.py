@@ -172,3 +172,43 @@ def test_source_memory_is_bounded(twin: UTwin, monkeypatch: pytest.MonkeyPatch) 
         )
         assert outcome.ok
     assert len(twin._sources) <= 2
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(messages())
+def test_storing_from_a_new_source_agrees_with_check_publish(twin: UTwin, raw: bytes) -> None:
+    """A message whose source the twin has never seen is stored or refused as check_publish decides."""
+    twin._sources.clear()  # every example's source is new, whatever earlier examples stored
+    expected = precise_verdict(raw)
+    (outcome,) = twin.store_messages([raw], NOW)
+    if expected is None:
+        assert outcome.ok, outcome
+    else:
+        assert expected == (outcome.code, outcome.detail)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        uuri(authority="*"),
+        uuri(authority="a" * 129),
+        uuri(ue_id=0x0001_FFFF),
+        uuri(ue_id=0xFFFF_0001),
+        uuri(version=0xFF),
+        uuri(version=0x100),
+        uuri(resource=0x7FFF),
+        uuri(resource=0xFFFF),
+        uuri(resource=0x10000),
+        uuri(resource=0),
+    ],
+)
+def test_a_new_plain_message_with_a_wrong_source_is_refused_as_check_publish_does(
+    twin: UTwin, source: uri_pb2.UUri
+) -> None:
+    """The first plain message of a source that is no topic gets check_publish's refusal."""
+    twin._sources.clear()
+    raw = publish(source, at_ms=NOW).SerializeToString()
+    expected = precise_verdict(raw)
+    assert expected is not None
+    (outcome,) = twin.store_messages([raw], NOW)
+    assert expected == (outcome.code, outcome.detail)

@@ -21,7 +21,6 @@ response (see MAX_NESTING).
 
 from __future__ import annotations
 
-import functools
 import re
 
 from google.protobuf import unknown_fields
@@ -29,7 +28,17 @@ from google.protobuf.message import DecodeError, Message
 
 from utwin import uri, uuid
 from utwin.errors import InvalidArgument
-from utwin.uri import Topic, topic_from_fields
+from utwin.uri import (
+    MAX_AUTHORITY_CHARS,
+    TOPIC_MAX,
+    TOPIC_MIN,
+    WILDCARD_AUTHORITY,
+    WILDCARD_INSTANCE,
+    WILDCARD_SERVICE,
+    WILDCARD_VERSION,
+    Topic,
+    topic_from_fields,
+)
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2
 
 # upb, C++, Java and C# refuse a message nested more than 100 levels (their default recursion
@@ -217,20 +226,40 @@ def _varint_size(value: int) -> int:
     return (value.bit_length() + 6) // 7 or 1
 
 
-@functools.lru_cache(maxsize=1024)  # asked twice for each new topic: by check_message and its caller
 def plain_prefix_size(topic: Topic) -> int:
     """Bytes a canonical encoding gives the id, the PUBLISH type and this source inside UAttributes."""
-    authority = len(topic.authority.encode())
+    return plain_prefix_size_of(topic.authority, topic.ue_id, topic.version, topic.resource)
+
+
+def plain_prefix_size_of(authority_name: str, ue_id: int, version: int, resource: int) -> int:
+    """plain_prefix_size of a source given by its four fields (resource not zero)."""
+    authority = len(authority_name.encode())
     # Tag and varint of each non-zero field; a topic's resource is never 0. (n.bit_length() + 6) // 7
     # is a varint's length, written out because a call costs more than the arithmetic.
-    source = 1 + (topic.resource.bit_length() + 6) // 7
+    source = 1 + (resource.bit_length() + 6) // 7
     if authority:
         source += 1 + (authority.bit_length() + 6) // 7 + authority
-    if topic.ue_id:
-        source += 1 + (topic.ue_id.bit_length() + 6) // 7
-    if topic.version:
-        source += 1 + (topic.version.bit_length() + 6) // 7
+    if ue_id:
+        source += 1 + (ue_id.bit_length() + 6) // 7
+    if version:
+        source += 1 + (version.bit_length() + 6) // 7
     return _ID_AND_TYPE_BYTES + 1 + (source.bit_length() + 6) // 7 + source
+
+
+def is_topic(authority: str, ue_id: int, version: int, resource: int) -> bool:
+    """Whether the four fields name one topic: exactly when uri.topic_from_fields accepts them.
+
+    One expression instead of that function's chain of checks, for the first
+    message of each new source; the precise function names the problem.
+    """
+    return (
+        TOPIC_MIN <= resource <= TOPIC_MAX
+        and version < WILDCARD_VERSION
+        and ue_id & 0xFFFF != WILDCARD_SERVICE
+        and ue_id >> 16 != WILDCARD_INSTANCE
+        and len(authority) <= MAX_AUTHORITY_CHARS
+        and authority != WILDCARD_AUTHORITY
+    )
 
 
 def is_plain(raw: bytes, prefix_size: int, attributes: uattributes_pb2.UAttributes, ttl: int) -> bool:

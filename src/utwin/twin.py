@@ -127,20 +127,23 @@ class UTwin:
         msb, lsb = attributes.id.msb, attributes.id.lsb
         ttl = attributes.ttl
         source = attributes.source
-        known = self._sources.get(
-            (source.authority_name, source.ue_id, source.ue_version_major, source.resource_id)
-        )
+        fields = (source.authority_name, source.ue_id, source.ue_version_major, source.resource_id)
+        known = self._sources.get(fields)
         # Unset fields read as zero, so a PUBLISH type implies attributes, a v7 id implies an
         # id, and a known source (a valid topic: its resource is not zero) implies a source;
         # is_plain rules out every other field. These checks pass only when
         # message_rules.check_message does, which names the problem if not.
+        # A new source takes the same checks through _plain_new_source.
         if (
-            known is None
-            or attributes.type != _PUBLISH
+            attributes.type != _PUBLISH
             or not uuid.is_v7(msb, lsb)
             or msb >> 16 > now_ms + self._max_ahead_ms
-            or not message_rules.is_plain(raw, known[2], attributes, ttl)
+            or (known is not None and not message_rules.is_plain(raw, known[2], attributes, ttl))
         ):
+            known = None
+        elif known is None:
+            known = self._plain_new_source(fields, raw, attributes, ttl)
+        if known is None:
             try:
                 topic, msb, lsb, _ = message_rules.check_message(message, now_ms, self._max_ahead_ms, raw)
             except UTwinError as error:
@@ -159,6 +162,29 @@ class UTwin:
         value = store_keys.encode_topic_value(msb, lsb, expires_at, raw)
         return _Candidate(position, key, (msb, lsb), value, topic, raw)
 
+    def _plain_new_source(
+        self,
+        fields: tuple[str, int, int, int],
+        raw: bytes,
+        attributes: uattributes_pb2.UAttributes,
+        ttl: int,
+    ) -> tuple[Topic, bytes, int] | None:
+        """The remembered form of a source not seen before if it is a topic and raw is plain; else None.
+
+        The first message of each new topic (a device's first report) mostly
+        is plain: this spares it check_message's field-by-field path.
+        """
+        if not message_rules.is_topic(*fields):
+            return None
+        prefix_size = message_rules.plain_prefix_size_of(*fields)
+        if not message_rules.is_plain(raw, prefix_size, attributes, ttl):
+            return None
+        known = (Topic(*fields), store_keys.topic_key(*fields), prefix_size)
+        if len(self._sources) >= _KEY_CACHE_LIMIT:
+            self._sources.clear()
+        self._sources[fields] = known
+        return known
+
     def _remember_source(self, topic: Topic) -> tuple[Topic, bytes, int]:
         known = (topic, key_of(topic), message_rules.plain_prefix_size(topic))
         if len(self._sources) >= _KEY_CACHE_LIMIT:
@@ -170,17 +196,20 @@ class UTwin:
         """Why candidate does not replace the stored id `current` (None: no entry); None to store it."""
         if current is None:
             if self._topic_count + new_topics >= self._limits.max_topics:
-                return Outcome(
-                    Code.RESOURCE_EXHAUSTED,
-                    f"attributes.source: {candidate.topic} would be a new topic beyond "
-                    f"max_topics ({self._limits.max_topics}); stored topics are kept",
-                )
+                return self._beyond_max_topics(candidate)
             return None
         if candidate.id_pair == current:
             return DUPLICATE
         if candidate.id_pair < current:
             return SUPERSEDED
         return None
+
+    def _beyond_max_topics(self, candidate: _Candidate) -> Outcome:
+        return Outcome(
+            Code.RESOURCE_EXHAUSTED,
+            f"attributes.source: {candidate.topic} would be a new topic beyond "
+            f"max_topics ({self._limits.max_topics}); stored topics are kept",
+        )
 
     def store_messages(
         self, raw_messages: Sequence[bytes], now_ms: int, admit: Admit | None = None
@@ -240,12 +269,15 @@ class UTwin:
         new_topics = 0
         for candidate in candidates:
             current = newest[candidate.key]
-            refusal = self._refusal(candidate, current, new_topics)
-            if refusal is not None:
-                outcomes[candidate.position] = refusal
-                continue
+            # _refusal's rules, its common outcome (store it) decided inline: this runs per message.
             if current is None:
+                if self._topic_count + new_topics >= self._limits.max_topics:
+                    outcomes[candidate.position] = self._beyond_max_topics(candidate)
+                    continue
                 new_topics += 1
+            elif candidate.id_pair <= current:
+                outcomes[candidate.position] = DUPLICATE if candidate.id_pair == current else SUPERSEDED
+                continue
             newest[candidate.key] = candidate.id_pair
             puts[candidate.key] = candidate
         if not puts:

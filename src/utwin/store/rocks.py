@@ -147,11 +147,7 @@ class RocksStore:
             self._apply(ops, self._db.put, key, value, self._write_options)
         else:
             self._apply(ops, self._db.write, _batch(ops), self._write_options)
-        for key, value in ops:
-            if value is None:
-                self._memory.forget(key)
-            else:
-                self._memory.remember(key, value)
+        self._memory.update(ops)
 
     def _apply(self, ops: WriteBatchOps, operation: Callable[..., None], *arguments: object) -> None:
         try:

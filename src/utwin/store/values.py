@@ -31,17 +31,27 @@ class ValueMemory:
         return [self._values.get(key) for key in keys]
 
     def remember(self, key: bytes, value: bytes) -> None:
-        size = len(key) + len(value) + _ENTRY_OVERHEAD
-        if size > self._max_bytes:
-            self.forget(key)
-            return
-        previous = self._values.get(key)
-        if previous is not None:
-            self._bytes -= len(key) + len(previous) + _ENTRY_OVERHEAD
-        if self._bytes + size > self._max_bytes:
-            self.clear()
-        self._values[key] = value
-        self._bytes += size
+        self.update(((key, value),))
+
+    def update(self, ops: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Remember each (key, value) written and forget each key deleted (value None), in order."""
+        values = self._values  # one loop for a whole write: this runs per stored message
+        max_bytes = self._max_bytes
+        for key, value in ops:
+            if value is None:
+                self.forget(key)
+                continue
+            size = len(key) + len(value) + _ENTRY_OVERHEAD
+            if size > max_bytes:
+                self.forget(key)
+                continue
+            previous = values.get(key)
+            if previous is not None:
+                self._bytes -= len(key) + len(previous) + _ENTRY_OVERHEAD
+            if self._bytes + size > max_bytes:
+                self.clear()
+            values[key] = value
+            self._bytes += size
 
     def forget(self, key: bytes) -> None:
         previous = self._values.pop(key, None)
