@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.servers import ServerThread
+from utwin import cli
 from utwin.cli import main
 
 TOPIC = "up://vcu.my_vin/1A40101/1/8000"
@@ -146,3 +148,14 @@ def test_serve_with_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.C
     missing = tmp_path / "missing.toml"
     code, _, err = _run(capsys, "serve", "--config", str(missing), "--data-dir", str(tmp_path / "data"))
     assert (2, True) == (code, str(missing) in err)
+
+
+def test_a_server_process_collects_young_objects_less_often() -> None:
+    """tune_collector sets the server's garbage collector thresholds above CPython's default."""
+    saved = gc.get_threshold()
+    try:
+        cli.tune_collector()
+        assert gc.get_threshold() == cli.GC_THRESHOLDS
+        assert cli.GC_THRESHOLDS[0] > 700
+    finally:
+        gc.set_threshold(*saved)

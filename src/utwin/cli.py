@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import gc
 import json
 import logging
 import os
@@ -97,6 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The server allocates small short-lived objects per message (tuples, decoded messages) beside
+# large long-lived caches; CPython's default of a young collection every 700 allocations made
+# ingest of new topics spend about a sixth of its time in the collector. A larger first
+# threshold delays cyclic garbage by a few thousand objects at most.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_collector() -> None:
+    """Set the garbage collector's thresholds for a server process."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _run_serve(options: argparse.Namespace) -> int:
     flags = {
         "listen": options.listen,
@@ -133,6 +146,7 @@ def _run_serve(options: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         runner = asyncio.run
+    tune_collector()
     try:
         runner(serve(config, on_ready=announce))
     except StoreLocked as error:
