@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from bench import IdClock  # ids at the real time (the server refuses ids far ahead of its clock)
 
 from utwin.cli_security import TokenRequest, init_certificates, issue_token
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
@@ -104,24 +105,6 @@ def serve(data_dir: Path, flags: list[str]) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-class IdClock:
-    """UUID v7 ids, each newer than the last: the clock's millisecond, then a counter within it.
-
-    Ids stay at the real time (the server refuses ids too far ahead of its clock).
-    """
-
-    def __init__(self) -> None:
-        self._ms = 0
-        self._counter = 0
-
-    def next_id(self) -> tuple[int, int]:
-        now_ms = time.time_ns() // 1_000_000
-        if now_ms > self._ms:
-            self._ms, self._counter = now_ms, 0
-        self._counter += 1
-        return (self._ms << 16) | (7 << 12), (0b10 << 62) | self._counter
 
 
 def uuri(index: int) -> uri_pb2.UUri:
