@@ -54,6 +54,12 @@ def topic_key(authority: str, ue_id: int, version: int, resource: int) -> bytes:
     return authority_prefix(authority) + _TAIL.pack(ue_id, version, resource)
 
 
+def split_device(key: bytes) -> tuple[bytes, bytes]:
+    """(authority as UTF-8, the rest) of a topic key: the rest names the topic within its device."""
+    end = 3 + _LENGTH.unpack_from(key, 1)[0]
+    return key[3:end], key[end:]
+
+
 def split_topic_key(key: bytes) -> tuple[str, int, int, int]:
     """(authority, ue_id, version, resource) of a topic key."""
     (length,) = _LENGTH.unpack_from(key, 1)
@@ -70,6 +76,17 @@ class StoredHeader(NamedTuple):
 
 def encode_topic_value(msb: int, lsb: int, expires_at_ms: int, message: bytes) -> bytes:
     return _HEADER.pack(_VALUE_LAYOUT, msb, lsb, expires_at_ms) + message
+
+
+VERSION_SLICE = slice(1, 17)
+
+
+def topic_version(value: bytes) -> bytes:
+    """The version newest-wins orders a topic value by: its id's msb and lsb, big-endian (16 bytes).
+
+    Byte order is id order, so stores compare versions as bytes.
+    """
+    return value[VERSION_SLICE]
 
 
 def decode_topic_header(value: bytes) -> StoredHeader:
