@@ -1,11 +1,22 @@
-"""Storage: a bytes-in, bytes-out `Store` and its RocksDB implementation.
+"""Storage: the asynchronous store contracts and their embedded RocksDB implementation.
 
 The store knows nothing of gRPC or of uProtocol messages; key and value
 layouts of each key space live in `keys`.
 """
 
-from utwin.store.base import Store, WriteBatchOps
+from utwin.store.base import PutResult, RecordStore, Store, TopicStore, Verdict, WriteBatchOps
+from utwin.store.engine import RocksEngine
 from utwin.store.rocks import RocksStore
 from utwin.store.sync import GroupSync
 
-__all__ = ["GroupSync", "RocksStore", "Store", "WriteBatchOps"]
+__all__ = [
+    "GroupSync",
+    "PutResult",
+    "RecordStore",
+    "RocksEngine",
+    "RocksStore",
+    "Store",
+    "TopicStore",
+    "Verdict",
+    "WriteBatchOps",
+]

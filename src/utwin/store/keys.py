@@ -9,6 +9,9 @@ All integers big-endian, so one device's topics, and within it one uE's
 topics, are contiguous and ordered: a prefix scan by authority, or by
 authority and ue_id, reads exactly that device's or that uE's topics.
 
+Device counter (embedded store only: what max_topics_per_device bounds):
+    b"\x00\x01" | authority (UTF-8) -> u64 count
+
 Topic value:
     u8 layout version (1) | u64 id msb | u64 id lsb | u64 expires_at_ms (0 = never) | UMessage bytes
 The header lets newest-wins and expiry be decided without decoding the message.
@@ -30,6 +33,10 @@ TOPIC_PREFIX = b"T"
 DIGITWIN_PREFIX = b"D"
 
 TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
+# One counter per device that holds topics: b"\x00\x01" | authority (UTF-8) -> u64 count.
+DEVICE_COUNT_PREFIX = META_PREFIX + b"\x01"
+# Present once every device has its counter (stores written before counters had none).
+DEVICE_COUNTS_KEY = META_PREFIX + b"device_counters"
 
 _TAIL = struct.Struct(">IBH")
 _LENGTH = struct.Struct(">H")

@@ -1,297 +1,239 @@
-"""RocksDB through rocksdict, in raw mode (bytes only, nothing pickled).
+"""The embedded store: the asynchronous store contract over one RocksDB folder.
 
-Every engine call goes through one gate, `RocksStore._failure`, which turns the
-engine's exceptions (plain `Exception`s carrying RocksDB's status text) into the
-project's error tree. What a caller sees names no path and quotes no engine
-text; both go to the log.
+Its coroutines never suspend (RocksDB answers in microseconds, and a thread
+hand-off would cost more than the call), except `sync` and `close`, which
+wait for an fsync in a worker thread. So each call runs whole on the event
+loop, and newest-wins, decided here from a read and a write of the same
+call, is atomic against every other caller: this process is the folder's
+only writer (RocksDB's lock file).
 
-A write the disk refuses stops the engine's writer (RocksDB keeps refusing
-writes after its first I/O error). The store then answers StoreFull or
-StoreStopped until `resume_writes` reopens the engine, which its owner calls
-until it succeeds.
+Topic counts, the whole store's and each device's, live beside the topics
+and change in the same atomic batch as them.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import os
-import re
-import shutil
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from rocksdict import DbClosedError, Options, Rdict, WriteBatch, WriteOptions
-
-from utwin.errors import StoreError, StoreFull, StoreLocked, StoreStopped, UTwinError
-from utwin.store.base import WriteBatchOps
-from utwin.store.values import ValueMemory
+from utwin.store import keys
+from utwin.store.base import PutResult, Verdict, WriteBatchOps
+from utwin.store.engine import RocksEngine
+from utwin.store.sync import GroupSync
 
 log = logging.getLogger("utwin.store")
 
-_SMALL_READ = 4
-# RocksDB's own texts for its LOCK file held by another process, or by this one.
-_LOCK_ERROR = re.compile(r"^IO error: (?:While lock file|lock hold by current process)\b.*\bLOCK\b")
-_NO_SPACE = "No space left on device"
-# Reopening replays the write-ahead log into a table file: it needs about the log's size free, and more.
-_REOPEN_MARGIN_BYTES = 1 << 20
-# A delete of a key never written: the smallest write that tells whether the engine accepts writes.
-_PROBE_KEY = b"\x00store_write_probe"
-_LOG_INTERVAL_S = 1.0
+_STORED = Verdict.STORED
+_DEVICE_COUNT_CACHE = 65_536
+_CLOSE_SYNC_TIMEOUT_S = 5.0
 
 
-class _Operation(enum.Enum):
-    OPEN = "open"
-    READ = "read"
-    WRITE = "write"
+class _NewTopics:
+    """The new topics a write is about to add: how many, and how many per device."""
 
+    __slots__ = ("by_device", "total")
 
-def _engine_error(exc: Exception, path: Path, operation: _Operation, closed: bool) -> UTwinError:
-    """The project's error for an engine exception (the one place engine failures are classified)."""
-    text = str(exc).strip()
-    if isinstance(exc, DbClosedError):
-        if closed:
-            return StoreError("storage: the store is closed")
-        return StoreStopped("storage: the store is reopening after a write failure; retry later")
-    if operation is _Operation.OPEN:
-        # Only the operator sees these (the server does not start), so they name the folder.
-        if _LOCK_ERROR.search(text):
-            return StoreLocked(f"data folder {path} is in use by another utwin process")
-        return StoreError(f"cannot open data folder {path}: {text}")
-    if _NO_SPACE in text:
-        return StoreFull("storage: no space left on the disk; writes resume once space is freed")
-    if operation is _Operation.WRITE and text.startswith(("IO error", "Corruption")):
-        return StoreStopped("storage: the engine stopped accepting writes; they resume on their own")
-    kind = text.partition(":")[0] if text[:1].isalpha() else type(exc).__name__
-    return StoreError(f"storage: engine failure ({kind[:40]}); see the server log")
-
-
-def _batch(ops: WriteBatchOps) -> WriteBatch:
-    batch = WriteBatch(raw_mode=True)
-    for key, value in ops:
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
-    return batch
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_device: dict[bytes, int] = {}
 
 
 class RocksStore:
-    """A `Store` over one RocksDB folder."""
+    """A `Store` over one RocksDB folder (the embedded default)."""
 
-    def __init__(self, path: Path, *, block_cache_mb: int = 64, value_memory_bytes: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        block_cache_mb: int = 64,
+        value_memory_bytes: int = 32 << 20,
+        max_topics: int = 1_000_000,
+        max_topics_per_device: int = 100_000,
+        fsync: bool = False,
+    ) -> None:
         self.path = path
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        options.increase_parallelism(2)
-        options.set_max_background_jobs(2)
-        options.optimize_for_point_lookup(block_cache_mb)
-        self._options = options
+        self.engine = RocksEngine(path, block_cache_mb=block_cache_mb, value_memory_bytes=value_memory_bytes)
+        self.max_topics = max_topics
+        self.max_topics_per_device = max_topics_per_device
+        # With fsync, sync() waits for an fsync of the log shared by every writer waiting then.
+        self._group_sync = GroupSync(self.engine.fsync_log) if fsync else None
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            self._db = Rdict(str(path), options)
-        except Exception as exc:  # rocksdict raises plain Exception subclasses
-            raise _engine_error(exc, path, _Operation.OPEN, closed=False) from exc
-        self._write_options = WriteOptions()
-        self._closed = False
-        # Set while the engine refuses writes; cleared by resume_writes.
-        self._write_failure: UTwinError | None = None
-        self._on_write_stop: Callable[[], object] | None = None
-        # Held by the calls that may run outside the writing thread (sync, close) and by a reopen.
-        self._engine_lock = threading.Lock()
-        self._last_logged_at = float("-inf")
-        self._unlogged_failures = 0
-        # Values read or written lately. Only this object writes the folder (it holds the lock)
-        # and it updates the memory after each write, so the memory never differs from RocksDB.
-        self._memory = ValueMemory(value_memory_bytes)
-
-    def get(self, key: bytes) -> bytes | None:
-        value = self._memory.get(key)
-        if value is None:
-            try:
-                value = self._db.get(key)
-            except Exception as exc:
-                raise self._failure(exc, _Operation.READ) from exc
-            if value is not None:
-                self._memory.remember(key, value)
-        return value
-
-    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        values = self._memory.get_many(keys)
-        if None not in values:
-            return values
-        missing = [position for position, value in enumerate(values) if value is None]
-        try:
-            found = self._read([keys[position] for position in missing])
-        except Exception as exc:
-            raise self._failure(exc, _Operation.READ) from exc
-        for position, value in zip(missing, found, strict=True):
-            if value is not None:
-                values[position] = value
-                self._memory.remember(keys[position], value)
-        return values
-
-    def _read(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        if len(keys) <= _SMALL_READ:
-            # Point gets keep the GIL; a MultiGet releases and retakes it, which
-            # costs a thread hand-off under gRPC load and only pays off for many keys.
-            return [self._db.get(key) for key in keys]
-        values: list[bytes | None] = self._db.get(list(keys))  # type: ignore[assignment]  # stub: Any | None
-        return values
-
-    def write(self, ops: WriteBatchOps) -> None:
-        if len(ops) == 1 and isinstance(key := ops[0][0], bytes) and isinstance(value := ops[0][1], bytes):
-            # One put is atomic and logged like a batch of one, without building the batch.
-            self._apply(ops, self._db.put, key, value, self._write_options)
-        else:
-            self._apply(ops, self._db.write, _batch(ops), self._write_options)
-        self._memory.update(ops)
-
-    def _apply(self, ops: WriteBatchOps, operation: Callable[..., None], *arguments: object) -> None:
-        try:
-            operation(*arguments)
-        except BaseException as exc:
-            for key, _ in ops:  # applied or not: read them from RocksDB again
-                self._memory.forget(key)
-            if isinstance(exc, Exception):
-                raise self._failure(exc, _Operation.WRITE) from exc
+            self._topic_count = keys.decode_count(self.engine.get(keys.TOPIC_COUNT_KEY))
+            if self.engine.get(keys.DEVICE_COUNTS_KEY) is None:
+                self._count_devices()
+        except BaseException:
+            self.engine.close()
             raise
+        # Counters of devices read or written lately (exact: every write passes through here).
+        self._device_counts: dict[bytes, int] = {}
 
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        first = prefix if start is None or start < prefix else start
-        try:
-            # An iterator, not items(): items() ends quietly where the engine failed (a corrupt
-            # table would list as empty); the iterator's status tells the end from a failure.
-            cursor = self._db.iter()
-            cursor.seek(first)
-            while cursor.valid():
-                key = cursor.key()
-                if not key.startswith(prefix):
-                    return
-                yield key, cursor.value()
-                cursor.next()
-            cursor.status()
-        except Exception as exc:
-            raise self._failure(exc, _Operation.READ) from exc
+    def _count_devices(self) -> None:
+        """Write a counter for every device: stores written before there were counters have none."""
+        counts: dict[bytes, int] = {}
+        for key, _ in self.engine.scan(keys.TOPIC_PREFIX):
+            device = keys.split_device(key)[0]
+            counts[device] = counts.get(device, 0) + 1
+        ops: list[tuple[bytes, bytes | None]] = [
+            (keys.DEVICE_COUNT_PREFIX + device, keys.encode_count(count)) for device, count in counts.items()
+        ]
+        ops.append((keys.DEVICE_COUNTS_KEY, b""))
+        self.engine.write(ops)
+        if counts:
+            log.info("counted the topics of %d devices in %s", len(counts), self.path)
 
-    @property
-    def remembered_bytes(self) -> int:
-        """Bytes of values held in memory in front of RocksDB."""
-        return self._memory.size_bytes
+    # -- topics ------------------------------------------------------------
 
-    def sync(self) -> None:
-        with self._engine_lock:  # runs in a worker thread: never beside a reopen or close
-            try:
-                self._db.flush_wal(True)
-            except Exception as exc:
-                raise self._failure(exc, _Operation.WRITE) from exc
+    async def put_if_newer(self, entries: Sequence[tuple[bytes, bytes]]) -> list[PutResult]:
+        return self.put_if_newer_now(entries)
 
-    @property
-    def writable(self) -> bool:
-        """False from a write the engine refused until resume_writes succeeds."""
-        return self._write_failure is None
+    def put_if_newer_now(self, entries: Sequence[tuple[bytes, bytes]]) -> list[PutResult]:
+        """put_if_newer for callers off the event loop (tools, migrations): the same call."""
+        if len(entries) == 1:
+            return [self._put_one(*entries[0])]
+        stored_versions: dict[bytes, bytes | None] = {}
+        unique_keys = list(dict.fromkeys(key for key, _ in entries))
+        for key, value in zip(unique_keys, self.engine.get_many(unique_keys), strict=True):
+            stored_versions[key] = None if value is None else value[keys.VERSION_SLICE]
+        results: list[PutResult] = []
+        puts: dict[bytes, bytes | None] = {}
+        new_topics = _NewTopics()
+        for key, value in entries:
+            version = value[keys.VERSION_SLICE]
+            stored = stored_versions[key]
+            if stored is None:
+                refusal = self._new_topic_refusal(key, new_topics)
+                if refusal is not None:
+                    results.append(refusal)
+                    continue
+            elif version <= stored:
+                results.append(Verdict.DUPLICATE if version == stored else Verdict.OLDER)
+                continue
+            stored_versions[key] = version
+            puts[key] = value
+            results.append(_STORED)
+        if puts:
+            self._write_topics(list(puts.items()), new_topics.by_device)
+        return results
 
-    def watch_writes(self, on_write_stop: Callable[[], object]) -> None:
-        """Call on_write_stop (from any thread) when the engine starts refusing writes."""
-        self._on_write_stop = on_write_stop
+    def _put_one(self, key: bytes, value: bytes) -> PutResult:
+        """put_if_newer of one entry, without a batch's bookkeeping (a unary SetLastMessage)."""
+        stored = self.engine.get(key)
+        new_topics = _NewTopics()
+        if stored is None:
+            refusal = self._new_topic_refusal(key, new_topics)
+            if refusal is not None:
+                return refusal
+        else:
+            version, stored_version = value[keys.VERSION_SLICE], stored[keys.VERSION_SLICE]
+            if version <= stored_version:
+                return Verdict.DUPLICATE if version == stored_version else Verdict.OLDER
+        self._write_topics([(key, value)], new_topics.by_device)
+        return _STORED
 
-    def resume_writes(self) -> bool:
-        """Make a store whose engine refuses writes accept them again; True once it does.
+    def _new_topic_refusal(self, key: bytes, new_topics: _NewTopics) -> Verdict | None:
+        """Why key cannot become a new topic beside the batch's other new ones; None: it can (counted)."""
+        if self._topic_count + new_topics.total >= self.max_topics:
+            return Verdict.STORE_FULL
+        device = keys.split_device(key)[0]
+        new_of_device = new_topics.by_device.get(device, 0)
+        if self._device_count(device) + new_of_device >= self.max_topics_per_device:
+            return Verdict.DEVICE_FULL
+        new_topics.by_device[device] = new_of_device + 1
+        new_topics.total += 1
+        return None
 
-        Call it from the thread that makes the writes. The engine is first asked
-        for the smallest write; if it still refuses, and the disk has room to
-        replay the write-ahead log, it is closed and opened again, which is what
-        clears RocksDB's error (rocksdict does not expose DB::Resume). Everything
-        acknowledged is in the log and comes back; a write that failed was never
-        acknowledged and is not replayed (the log ends before it).
-        """
-        if self._write_failure is None:
-            return True
-        if self._closed:
-            return False
-        with self._engine_lock:
-            try:
-                self._db.delete(_PROBE_KEY, self._write_options)
-            except Exception:  # still refused: reopen below
-                pass
-            else:
-                return self._writes_resumed("the engine accepts writes again")
-            if not self._room_to_reopen():
-                return False
-            self._memory.clear()
-            self._close_engine()
-            try:
-                self._db = Rdict(str(self.path), self._options)
-            except Exception as exc:
-                # self._db stays the closed handle: reads answer StoreStopped until a reopen succeeds.
-                log.warning("reopening RocksDB at %s failed: %s", self.path, str(exc).strip())
-                return False
-            return self._writes_resumed("reopened")
+    def _write_topics(self, ops: list[tuple[bytes, bytes | None]], count_changes: dict[bytes, int]) -> None:
+        """Write topic values or deletes (ops, extended here) and the counters they change, atomically."""
+        device_counts: dict[bytes, int] = {}
+        topic_count = self._topic_count
+        if count_changes:
+            for device, change in count_changes.items():
+                count = device_counts[device] = self._device_count(device) + change
+                # A device without topics keeps no counter, so that devices() lists only those with topics.
+                ops.append((keys.DEVICE_COUNT_PREFIX + device, keys.encode_count(count) if count else None))
+                topic_count += change
+            ops.append((keys.TOPIC_COUNT_KEY, keys.encode_count(topic_count)))
+        self.engine.write(ops)
+        if count_changes:
+            self._topic_count = topic_count
+            if len(self._device_counts) + len(device_counts) > _DEVICE_COUNT_CACHE:
+                self._device_counts.clear()
+            self._device_counts.update(device_counts)
 
-    def _writes_resumed(self, how: str) -> bool:
-        self._write_failure = None
-        log.warning("RocksDB at %s: writes resumed (%s)", self.path, how)
-        return True
+    def _device_count(self, device: bytes) -> int:
+        count = self._device_counts.get(device)
+        if count is None:
+            count = keys.decode_count(self.engine.get(keys.DEVICE_COUNT_PREFIX + device))
+            if len(self._device_counts) >= _DEVICE_COUNT_CACHE:
+                self._device_counts.clear()
+            self._device_counts[device] = count
+        return count
 
-    def _room_to_reopen(self) -> bool:
-        try:
-            log_bytes = sum(
-                entry.stat().st_size for entry in os.scandir(self.path) if entry.name.endswith(".log")
-            )
-            free_bytes = shutil.disk_usage(self.path).free
-        except OSError:
-            return True  # cannot tell: let the reopen decide
-        return free_bytes >= log_bytes + _REOPEN_MARGIN_BYTES
+    async def get_topics(self, topic_keys: Sequence[bytes]) -> list[bytes | None]:
+        return self.engine.get_many(topic_keys)
 
-    def _failure(self, exc: Exception, operation: _Operation) -> UTwinError:
-        """The gate every engine exception passes: classify it, log it, note a refused write."""
-        error = _engine_error(exc, self.path, operation, self._closed)
-        text = str(exc).strip()
-        if isinstance(error, StoreFull | StoreStopped) and operation is _Operation.WRITE:
-            if self._write_failure is None:
-                self._write_failure = error
-                log.error("RocksDB at %s refuses writes until they can resume: %s", self.path, text)
-                if self._on_write_stop is not None:
-                    self._on_write_stop()
-            return error
-        self._log_engine_failure(operation, text)
-        return error
+    async def delete_if_same(self, entries: Sequence[tuple[bytes, bytes]]) -> int:
+        unique = dict(entries)
+        stored = self.engine.get_many(list(unique))
+        deletes: list[tuple[bytes, bytes | None]] = []
+        removed_by_device: dict[bytes, int] = {}
+        for (key, version), value in zip(unique.items(), stored, strict=True):
+            if value is not None and value[keys.VERSION_SLICE] == version:
+                deletes.append((key, None))
+                device = keys.split_device(key)[0]
+                removed_by_device[device] = removed_by_device.get(device, 0) - 1
+        removed = len(deletes)
+        if deletes:
+            self._write_topics(deletes, removed_by_device)
+        return removed
 
-    def _log_engine_failure(self, operation: _Operation, text: str) -> None:
-        # At most one record a second: a failing engine fails every call.
-        now = time.monotonic()
-        if now - self._last_logged_at < _LOG_INTERVAL_S:
-            self._unlogged_failures += 1
-            return
-        suppressed, self._unlogged_failures = self._unlogged_failures, 0
-        self._last_logged_at = now
-        log.error(
-            "RocksDB at %s: %s failed: %s (%d more failures unlogged)",
-            self.path,
-            operation.value,
-            text,
-            suppressed,
-        )
+    async def scan_device(self, authority: str, ue_id: int | None = None) -> list[tuple[bytes, bytes]]:
+        prefix = keys.authority_prefix(authority) if ue_id is None else keys.ue_prefix(authority, ue_id)
+        return list(self.engine.scan(prefix))
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._memory.clear()
-            with self._engine_lock:
-                self._close_engine()
+    async def devices(self, cursor: bytes | None, limit: int) -> tuple[list[str], bytes | None]:
+        # Every device with topics has a counter: one key per device, in authority order.
+        found: list[str] = []
+        for key, _ in self.engine.scan(keys.DEVICE_COUNT_PREFIX, cursor):
+            if len(found) == max(1, limit):
+                return found, key
+            found.append(key[len(keys.DEVICE_COUNT_PREFIX) :].decode())
+        return found, None
 
-    def _close_engine(self) -> None:
-        try:
-            if self._write_failure is not None:
-                # Else close waits a second for RocksDB's own error recovery, which cannot help
-                # with a stopped log writer; there is nothing left to flush either.
-                self._db.cancel_all_background(False)
-            self._db.close()
-        except DbClosedError:
-            pass  # a reopen after a write failure had not succeeded
-        except Exception as exc:
-            # "Writer has previous error" after a refused write: the lock is released all the
-            # same, and what was acknowledged is in the log, replayed at the next open.
-            log.warning("closing RocksDB at %s: %s", self.path, str(exc).strip())
+    async def topic_count(self) -> int:
+        return self._topic_count
+
+    async def device_topic_count(self, authority: str) -> int:
+        return self._device_count(authority.encode())
+
+    # -- records -----------------------------------------------------------
+
+    async def get(self, key: bytes) -> bytes | None:
+        return self.engine.get(key)
+
+    async def get_many(self, record_keys: Sequence[bytes]) -> list[bytes | None]:
+        return self.engine.get_many(record_keys)
+
+    async def write(self, ops: WriteBatchOps) -> None:
+        self.engine.write(ops)
+
+    async def scan(self, prefix: bytes, start: bytes | None = None) -> AsyncIterator[tuple[bytes, bytes]]:
+        for item in self.engine.scan(prefix, start):
+            yield item
+
+    # -- durability and life cycle ------------------------------------------
+
+    async def sync(self) -> None:
+        if self._group_sync is not None:
+            await self._group_sync.sync()
+
+    async def close(self, timeout_s: float = _CLOSE_SYNC_TIMEOUT_S) -> None:
+        """Wait up to timeout_s for the fsyncs asked for, then close the engine."""
+        if self._group_sync is not None:
+            await self._group_sync.close(timeout_s)
+        self.engine.close()
+
+    def close_now(self) -> None:
+        """Close without waiting for fsyncs (no event loop: tools, and a server that failed to start)."""
+        self.engine.close()
