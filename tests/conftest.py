@@ -7,6 +7,7 @@ no socket, and the method its fake-server mode lacks.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,14 @@ import pytest_grpc.plugin
 from tests.servers import Servers, ServerThread
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2_grpc
 from utwin_proto.utwin.v1 import ingest_pb2_grpc
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop of the test's own, for Blocking views of the async domain and store."""
+    opened = asyncio.new_event_loop()
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

@@ -172,7 +172,10 @@ def test_unexpected_failures_are_internal_and_logged_once(
     def fail() -> int:
         raise RuntimeError("engine detail at /var/lib/secret")
 
-    monkeypatch.setattr(type(server.running.twin), "topic_count", property(lambda twin: fail()))
+    async def failing_count(twin: object) -> int:
+        return fail()
+
+    monkeypatch.setattr(type(server.running.twin), "topic_count", failing_count)
     caplog.set_level(logging.WARNING)
     with server.channel() as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
@@ -199,7 +202,10 @@ def test_engine_failure_is_internal_without_its_text(
     def fail() -> int:
         raise StoreError("IO error: /var/lib/utwin/000123.sst: checksum mismatch")
 
-    monkeypatch.setattr(type(server.running.twin), "topic_count", property(lambda twin: fail()))
+    async def failing_count(twin: object) -> int:
+        return fail()
+
+    monkeypatch.setattr(type(server.running.twin), "topic_count", failing_count)
     with server.channel() as channel, pytest.raises(grpc.RpcError) as raised:
         admin_pb2_grpc.AdminStub(channel).GetStats(admin_pb2.GetStatsRequest(), timeout=CALL_TIMEOUT_S)
     error = cast(grpc.Call, raised.value)

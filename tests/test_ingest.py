@@ -255,10 +255,10 @@ def _turns_of_one_frame(server: ServerThread, frame_size: int) -> tuple[list[int
     turns: list[int] = []
     last_topic_seen_after_first_turn: list[Code] = []
 
-    def on_stored(stored: Sequence[StoredMessage]) -> None:  # runs on the server's event loop
+    async def on_stored(stored: Sequence[StoredMessage]) -> None:  # runs on the server's event loop
         turns.append(len(stored))
         if len(turns) == 1:
-            (answer,) = twin.get_last([topics[-1]], uuid.now_ms())
+            (answer,) = await twin.get_last([topics[-1]], uuid.now_ms())
             last_topic_seen_after_first_turn.append(answer.code)
 
     twin.add_listener(on_stored)

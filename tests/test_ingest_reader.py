@@ -42,4 +42,4 @@ def test_cancelled_stream_with_full_queue_leaves_no_task(tmp_path: Path) -> None
     try:
         assert [] == asyncio.run(run())
     finally:
-        store.close()
+        store.engine.close()

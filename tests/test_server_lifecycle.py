@@ -283,14 +283,14 @@ def test_stop_closes_group_commit_before_the_store(servers: Servers) -> None:
     """With durability power, stop() closes the group commit: a later fsync request is refused, not run."""
     server = servers.start(durability="power")
     running = server.running
-    assert running is not None and running.group_sync is not None
-    group_sync = running.group_sync
+    assert running is not None
+    store = running.store
     with server.channel() as channel:
         assert ucode_pb2.OK == _set(channel, publish(uuri()))
 
     async def sync_after_stop() -> str:
         try:
-            await group_sync.sync()
+            await store.sync()
         except Unavailable as error:
             return error.message
         return "fsync ran after stop"

@@ -129,7 +129,7 @@ def test_invalid_message_is_rejected_naming_the_field(server: ServerThread, case
         assert (ucode_pb2.INVALID_ARGUMENT, f"{field}:") == (status.code, status.message[: len(field) + 1])
         assert first.SerializeToString() == _served(stub, uuri())
     assert server.running is not None
-    assert 1 == server.running.twin.topic_count
+    assert 1 == server.call(server.running.twin.topic_count())
 
 
 def test_authority_of_128_characters_is_accepted(utwin_stub: utwin_pb2_grpc.uTwinStub) -> None:

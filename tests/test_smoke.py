@@ -35,4 +35,4 @@ def test_without_value_memory_reads_come_from_rocksdb(servers: Servers) -> None:
         response = stub.GetLastMessages(request, timeout=5)
     assert message.SerializeToString() == response.responses[0].message.SerializeToString()
     assert server.running is not None
-    assert 0 == server.running.store.remembered_bytes
+    assert 0 == server.running.store.engine.remembered_bytes

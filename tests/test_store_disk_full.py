@@ -5,6 +5,7 @@ Each test fills a small tmpfs of its own; where mounting is not allowed, the tes
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
@@ -17,13 +18,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.blocking import Blocking, run
 from tests.messages import publish, uuri
 from tests.processes import ServeProcess
 from utwin import uuid
 from utwin.config import Limits
 from utwin.errors import Code, StoreFull
 from utwin.service.server import SERVED_SERVICES
-from utwin.store import RocksStore
+from utwin.store import RocksEngine, RocksStore
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2
@@ -81,7 +83,7 @@ def value_of(number: int) -> bytes:
     return number.to_bytes(4, "big") * (VALUE_BYTES // 4)
 
 
-def write_until_refused(store: RocksStore) -> tuple[dict[bytes, bytes], bytes, StoreFull]:
+def write_until_refused(store: RocksEngine) -> tuple[dict[bytes, bytes], bytes, StoreFull]:
     """Write new keys until one is refused: (what was acknowledged, the refused key, the error)."""
     acknowledged: dict[bytes, bytes] = {}
     for number in range(MAX_WRITES):
@@ -94,19 +96,25 @@ def write_until_refused(store: RocksStore) -> tuple[dict[bytes, bytes], bytes, S
     raise AssertionError(f"{MAX_WRITES} writes of {VALUE_BYTES} bytes all succeeded on a full disk")
 
 
+# An open store's engine, the file that fills the disk, and the store.
+FullStore = tuple[RocksEngine, Path, RocksStore]
+
+
 @pytest.fixture
-def full_store(small_disk: Path) -> Iterator[tuple[RocksStore, Path]]:
-    """An open store on small_disk, and the filler file that leaves it almost no space."""
+def full_store(small_disk: Path, loop: asyncio.AbstractEventLoop) -> Iterator[FullStore]:
+    """An open store's engine on small_disk, the filler file that leaves it almost no space, the store."""
     store = RocksStore(small_disk / "db", block_cache_mb=1)
     try:
-        yield store, fill(small_disk)
+        yield store.engine, fill(small_disk), store
     finally:
-        store.close()
+        run(loop, store.close())
 
 
-def test_refused_write_raises_store_full_naming_no_path(full_store: tuple[RocksStore, Path]) -> None:
+def test_refused_write_raises_store_full_naming_no_path(
+    full_store: FullStore,
+) -> None:
     """A write on a full disk raises StoreFull (RESOURCE_EXHAUSTED) whose message names no path."""
-    store, _ = full_store
+    store, _, _ = full_store
     _, _, error = write_until_refused(store)
     assert (Code.RESOURCE_EXHAUSTED, False, False) == (
         error.code,
@@ -115,9 +123,11 @@ def test_refused_write_raises_store_full_naming_no_path(full_store: tuple[RocksS
     )
 
 
-def test_reads_keep_working_while_writes_are_refused(full_store: tuple[RocksStore, Path]) -> None:
+def test_reads_keep_working_while_writes_are_refused(
+    full_store: FullStore,
+) -> None:
     """Every acknowledged value reads back while the disk is full, and the refused one reads as absent."""
-    store, _ = full_store
+    store, _, _ = full_store
     acknowledged, refused, _ = write_until_refused(store)
     keys = [*acknowledged, refused]
     assert ([*acknowledged.values(), None], True) == (
@@ -127,11 +137,11 @@ def test_reads_keep_working_while_writes_are_refused(full_store: tuple[RocksStor
 
 
 def test_read_meeting_an_expired_entry_on_a_full_disk_answers_not_found(
-    full_store: tuple[RocksStore, Path],
+    full_store: FullStore, loop: asyncio.AbstractEventLoop
 ) -> None:
     """A read whose removal of an expired entry is refused still answers, NOT_FOUND for that topic."""
-    store, _ = full_store
-    twin = UTwin(store, Limits())
+    store, _, rocks = full_store
+    twin = Blocking(UTwin(rocks, Limits()), loop)
     now_ms = uuid.now_ms()
     expiring = publish(uuri(resource=0x9000), at_ms=now_ms - 1_000, ttl_ms=2_000)
     kept = publish(uuri(resource=0x9001), at_ms=now_ms - 1_000)
@@ -144,9 +154,9 @@ def test_read_meeting_an_expired_entry_on_a_full_disk_answers_not_found(
     )
 
 
-def test_resume_fails_while_the_disk_is_still_full(full_store: tuple[RocksStore, Path]) -> None:
+def test_resume_fails_while_the_disk_is_still_full(full_store: FullStore) -> None:
     """resume_writes reports False while there is no space, and writes stay refused."""
-    store, _ = full_store
+    store, _, _ = full_store
     write_until_refused(store)
     resumed = store.resume_writes()
     with pytest.raises(StoreFull):
@@ -154,9 +164,9 @@ def test_resume_fails_while_the_disk_is_still_full(full_store: tuple[RocksStore,
     assert (False, False) == (resumed, store.writable)
 
 
-def test_writes_resume_once_space_is_freed(full_store: tuple[RocksStore, Path]) -> None:
+def test_writes_resume_once_space_is_freed(full_store: FullStore) -> None:
     """After the filler is removed, resume_writes succeeds and a new write lands beside every earlier one."""
-    store, filler = full_store
+    store, filler, _ = full_store
     acknowledged, refused, _ = write_until_refused(store)
     filler.unlink()
     resumed = store.resume_writes()
@@ -172,14 +182,14 @@ def test_writes_resume_once_space_is_freed(full_store: tuple[RocksStore, Path]) 
 
 def test_reopened_folder_holds_every_acknowledged_write(small_disk: Path) -> None:
     """Close on a full disk does not raise, and the folder reopens with exactly the acknowledged writes."""
-    store = RocksStore(small_disk / "db", block_cache_mb=1)
+    store = RocksEngine(small_disk / "db", block_cache_mb=1)
     filler = fill(small_disk)
     try:
         acknowledged, _, _ = write_until_refused(store)
     finally:
         store.close()
     filler.unlink()
-    reopened = RocksStore(small_disk / "db", block_cache_mb=1)
+    reopened = RocksEngine(small_disk / "db", block_cache_mb=1)
     try:
         assert acknowledged == dict(reopened.scan(b"k"))
     finally:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from utwin.errors import Code, StoreError, StoreLocked
-from utwin.store import RocksStore
+from utwin.store import RocksEngine
 
 KEYS = [b"T%05d" % number for number in range(2000)]
 VALUE = b"v" * 100
@@ -16,10 +16,10 @@ FOOTER_BYTES = 60
 
 def table_folder(path: Path) -> Path:
     """A folder whose keys all sit in one table file (reopening replays the log into it)."""
-    store = RocksStore(path)
+    store = RocksEngine(path)
     store.write([(key, VALUE) for key in KEYS])
     store.close()
-    RocksStore(path).close()
+    RocksEngine(path).close()
     return path
 
 
@@ -50,7 +50,7 @@ def test_corrupt_table_on_open_is_store_error_not_locked(tmp_path: Path) -> None
     size = table.stat().st_size
     flip(table, size - 2_000, size - FOOTER_BYTES)
     with pytest.raises(StoreError) as raised:
-        RocksStore(path)
+        RocksEngine(path)
     assert (False, True) == (
         isinstance(raised.value, StoreLocked),
         "checksum mismatch" in raised.value.message,
@@ -59,7 +59,7 @@ def test_corrupt_table_on_open_is_store_error_not_locked(tmp_path: Path) -> None
 
 def test_get_of_a_corrupt_block_is_store_error_naming_no_path(corrupt_data: Path) -> None:
     """get of a key in a corrupt block raises StoreError (INTERNAL) whose message names no path."""
-    store = RocksStore(corrupt_data)
+    store = RocksEngine(corrupt_data)
     try:
         with pytest.raises(StoreError) as raised:
             store.get(KEYS[1])
@@ -76,7 +76,7 @@ def test_get_of_a_corrupt_block_is_store_error_naming_no_path(corrupt_data: Path
 @pytest.mark.parametrize("count", [2, 10], ids=["point reads", "multi-get"])
 def test_get_many_of_a_corrupt_block_is_store_error(corrupt_data: Path, count: int) -> None:
     """get_many over a corrupt block raises StoreError, whether it reads key by key or in one call."""
-    store = RocksStore(corrupt_data)
+    store = RocksEngine(corrupt_data)
     try:
         with pytest.raises(StoreError) as raised:
             store.get_many(KEYS[:count])
@@ -87,7 +87,7 @@ def test_get_many_of_a_corrupt_block_is_store_error(corrupt_data: Path, count: i
 
 def test_scan_of_a_corrupt_table_raises_instead_of_listing_nothing(corrupt_data: Path) -> None:
     """scan over a corrupt table raises StoreError instead of ending as if the table were empty."""
-    store = RocksStore(corrupt_data)
+    store = RocksEngine(corrupt_data)
     try:
         with pytest.raises(StoreError):
             list(store.scan(b"T"))
@@ -97,9 +97,9 @@ def test_scan_of_a_corrupt_table_raises_instead_of_listing_nothing(corrupt_data:
 
 def test_lock_held_by_this_process_is_store_locked(tmp_path: Path) -> None:
     """A folder open in this same process is recognised as locked (RocksDB words it differently)."""
-    store = RocksStore(tmp_path / "db")
+    store = RocksEngine(tmp_path / "db")
     try:
         with pytest.raises(StoreLocked):
-            RocksStore(tmp_path / "db")
+            RocksEngine(tmp_path / "db")
     finally:
         store.close()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utwin.store import RocksStore, keys
+from utwin.store import RocksEngine, keys
 
 authorities = st.text(max_size=20)
 ue_ids = st.integers(min_value=0, max_value=0xFFFF_FFFF)
@@ -33,8 +33,8 @@ def all_topics() -> list[tuple[str, int, int, int]]:
 
 
 @pytest.fixture
-def topic_store(tmp_path: Path) -> Iterator[RocksStore]:
-    store = RocksStore(tmp_path / "db")
+def topic_store(tmp_path: Path) -> Iterator[RocksEngine]:
+    store = RocksEngine(tmp_path / "db")
     store.write([(keys.topic_key(*topic), b"v") for topic in all_topics()])
     store.write([(keys.TOPIC_COUNT_KEY, keys.encode_count(len(all_topics())))])
     yield store
@@ -74,7 +74,7 @@ def test_authority_prefix_of_a_is_not_a_prefix_of_ab() -> None:
 
 @pytest.mark.parametrize("authority", NESTED_AUTHORITIES)
 def test_authority_prefix_scan_returns_exactly_that_authoritys_topics(
-    topic_store: RocksStore, authority: str
+    topic_store: RocksEngine, authority: str
 ) -> None:
     """A scan by authority prefix reads all of that device's topics and nothing else, in order."""
     expected = sorted(keys.topic_key(*topic) for topic in all_topics() if topic[0] == authority)
@@ -85,7 +85,7 @@ def test_authority_prefix_scan_returns_exactly_that_authoritys_topics(
 @pytest.mark.parametrize("authority", NESTED_AUTHORITIES)
 @pytest.mark.parametrize("ue_id", UE_IDS)
 def test_ue_prefix_scan_returns_exactly_that_ues_topics(
-    topic_store: RocksStore, authority: str, ue_id: int
+    topic_store: RocksEngine, authority: str, ue_id: int
 ) -> None:
     """A scan by uE prefix reads all of that uE's topics and nothing else."""
     expected = sorted(
@@ -95,7 +95,7 @@ def test_ue_prefix_scan_returns_exactly_that_ues_topics(
     assert expected == actual
 
 
-def test_topic_prefix_scan_skips_meta_keys(topic_store: RocksStore) -> None:
+def test_topic_prefix_scan_skips_meta_keys(topic_store: RocksEngine) -> None:
     """A scan of the topic key space returns every topic and no meta key."""
     expected = sorted(keys.topic_key(*topic) for topic in all_topics())
     assert expected == [key for key, _ in topic_store.scan(keys.TOPIC_PREFIX)]

@@ -1,4 +1,4 @@
-"""RocksStore driven by Hypothesis through random operation sequences, checked against a dict."""
+"""RocksEngine driven by Hypothesis through random operation sequences, checked against a dict."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from utwin.store import RocksStore
+from utwin.store import RocksEngine
 
 # A small key alphabet so operations keep hitting the same keys and shared prefixes.
 keys = st.binary(min_size=0, max_size=3).map(lambda raw: bytes(byte % 4 for byte in raw))
@@ -26,7 +26,7 @@ class StoreAgainstDict(RuleBasedStateMachine):
         super().__init__()
         self.path = path
         self.value_memory_bytes = value_memory_bytes
-        self.store = RocksStore(path, value_memory_bytes=value_memory_bytes)
+        self.store = RocksEngine(path, value_memory_bytes=value_memory_bytes)
         self.oracle: dict[bytes, bytes] = {}
         self.touched: set[bytes] = set()  # every key written or deleted, kept after deletes
 
@@ -72,7 +72,7 @@ class StoreAgainstDict(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.store.close()
-        self.store = RocksStore(self.path, value_memory_bytes=self.value_memory_bytes)
+        self.store = RocksEngine(self.path, value_memory_bytes=self.value_memory_bytes)
 
     @invariant()
     def same_contents(self) -> None:

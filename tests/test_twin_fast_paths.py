@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.blocking import Blocking, run
 from tests.messages import publish, uuri
 from utwin.config import Limits
 from utwin.errors import UTwinError
@@ -93,10 +95,17 @@ def precise_verdict(raw: bytes) -> tuple[int, str] | None:
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UTwin]:
+def module_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    opened = asyncio.new_event_loop()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory: pytest.TempPathFactory, module_loop: asyncio.AbstractEventLoop) -> Iterator[UTwin]:
     store = RocksStore(tmp_path_factory.mktemp("twin") / "db")
-    yield UTwin(store, Limits())
-    store.close()
+    yield Blocking(UTwin(store, Limits()), module_loop)
+    run(module_loop, store.close())
 
 
 def source_of(raw: bytes) -> uri_pb2.UUri:
@@ -144,23 +153,26 @@ def histories(draw: st.DrawFn) -> list[bytes]:
 @settings(max_examples=100, derandomize=True, deadline=None)
 @given(histories(), st.sampled_from([1, 2, 10]))
 def test_one_batch_decides_as_one_message_at_a_time(
-    tmp_path_factory: pytest.TempPathFactory, history: list[bytes], max_topics: int
+    tmp_path_factory: pytest.TempPathFactory,
+    module_loop: asyncio.AbstractEventLoop,
+    history: list[bytes],
+    max_topics: int,
 ) -> None:
     """A batch gets the outcomes, and leaves the store, that its messages stored singly would."""
-    one_by_one_store = RocksStore(tmp_path_factory.mktemp("single") / "db")
-    batch_store = RocksStore(tmp_path_factory.mktemp("batch") / "db")
+    one_by_one_store = RocksStore(tmp_path_factory.mktemp("single") / "db", max_topics=max_topics)
+    batch_store = RocksStore(tmp_path_factory.mktemp("batch") / "db", max_topics=max_topics)
     try:
-        one_by_one = UTwin(one_by_one_store, Limits(max_topics=max_topics))
-        batched = UTwin(batch_store, Limits(max_topics=max_topics))
+        one_by_one = Blocking(UTwin(one_by_one_store, Limits(max_topics=max_topics)), module_loop)
+        batched = Blocking(UTwin(batch_store, Limits(max_topics=max_topics)), module_loop)
         singly: list[Outcome] = [
             outcome for raw in history for outcome in one_by_one.store_messages([raw], NOW)
         ]
         assert singly == batched.store_messages(history, NOW)
-        assert list(one_by_one_store.scan(b"")) == list(batch_store.scan(b""))
-        assert one_by_one.topic_count == batched.topic_count
+        assert list(one_by_one_store.engine.scan(b"")) == list(batch_store.engine.scan(b""))
+        assert one_by_one.topic_count() == batched.topic_count()
     finally:
-        one_by_one_store.close()
-        batch_store.close()
+        run(module_loop, one_by_one_store.close())
+        run(module_loop, batch_store.close())
 
 
 def test_source_memory_is_bounded(twin: UTwin, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,14 +183,14 @@ def test_source_memory_is_bounded(twin: UTwin, monkeypatch: pytest.MonkeyPatch) 
             [publish(uuri(resource=resource), at_ms=NOW).SerializeToString()], NOW
         )
         assert outcome.ok
-    assert len(twin._sources) <= 2
+    assert len(twin.target._sources) <= 2
 
 
 @settings(max_examples=400, derandomize=True, deadline=None)
 @given(messages())
 def test_storing_from_a_new_source_agrees_with_check_publish(twin: UTwin, raw: bytes) -> None:
     """A message whose source the twin has never seen is stored or refused as check_publish decides."""
-    twin._sources.clear()  # every example's source is new, whatever earlier examples stored
+    twin.target._sources.clear()  # every example's source is new, whatever earlier examples stored
     expected = precise_verdict(raw)
     (outcome,) = twin.store_messages([raw], NOW)
     if expected is None:
@@ -206,7 +218,7 @@ def test_a_new_plain_message_with_a_wrong_source_is_refused_as_check_publish_doe
     twin: UTwin, source: uri_pb2.UUri
 ) -> None:
     """The first plain message of a source that is no topic gets check_publish's refusal."""
-    twin._sources.clear()
+    twin.target._sources.clear()
     raw = publish(source, at_ms=NOW).SerializeToString()
     expected = precise_verdict(raw)
     assert expected is not None

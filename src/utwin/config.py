@@ -41,6 +41,17 @@ class Durability(enum.StrEnum):
     POWER = "power"
 
 
+class StoreBackend(enum.StrEnum):
+    """Where the topics live.
+
+    ROCKSDB: the embedded RocksDB in data_dir, owned by this process alone.
+    REDIS: a Redis Cluster that several utwin frontends share (redis_nodes).
+    """
+
+    ROCKSDB = "rocksdb"
+    REDIS = "redis"
+
+
 class AuthMode(enum.StrEnum):
     """Whether callers must prove who they are.
 
@@ -57,7 +68,9 @@ class AuthMode(enum.StrEnum):
 class Limits:
     """Bounds the uTwin enforces on what it is asked to store and answer."""
 
+    # The embedded store's bound on all topics (a cluster's is its memory).
     max_topics: int = 1_000_000
+    max_topics_per_device: int = 100_000
     max_message_bytes: int = 1 << 20
     max_batch_topics: int = 1000
     # Ids dated further than this after the server's clock are refused: they would pin their topic.
@@ -70,6 +83,7 @@ class Config:
     data_dir: Path = Path("utwin-data")
     durability: Durability = Durability.PROCESS
     max_topics: int = Limits.max_topics
+    max_topics_per_device: int = Limits.max_topics_per_device
     max_message_bytes: int = Limits.max_message_bytes
     max_batch_topics: int = Limits.max_batch_topics
     max_clock_skew_s: float = Limits.max_clock_skew_s
@@ -84,6 +98,18 @@ class Config:
     block_cache_mb: int = 64
     # Recently read or written values kept in memory in front of RocksDB (0 turns it off).
     value_memory_mb: int = 32
+    # The shared store: a Redis Cluster reached through any of redis_nodes (HOST:PORT each).
+    store_backend: StoreBackend = StoreBackend.ROCKSDB
+    redis_nodes: tuple[str, ...] = ()
+    redis_username: str = ""
+    redis_password: str = ""
+    redis_tls_ca: Path | None = None
+    redis_tls_cert: Path | None = None
+    redis_tls_key: Path | None = None
+    # Replicas that must hold a batch before it is acknowledged (Redis WAIT), and how long to wait.
+    redis_replica_acks: int = 0
+    redis_replica_timeout_ms: int = 1000
+    redis_key_prefix: str = "utwin"
     log_level: str = "info"
     # DigiTwin: accept property and event names the TD does not declare.
     digitwin_lenient: bool = False
@@ -120,6 +146,7 @@ class Config:
     def limits(self) -> Limits:
         return Limits(
             max_topics=self.max_topics,
+            max_topics_per_device=self.max_topics_per_device,
             max_message_bytes=self.max_message_bytes,
             max_batch_topics=self.max_batch_topics,
             max_clock_skew_s=self.max_clock_skew_s,
@@ -137,6 +164,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return _to_bool(raw)
         if field_type == "Mapping[str, str]":
             return _peer_table(raw)
+        if field_type == "tuple[str, ...]":
+            return _address_list(raw)
         if field_type in ("int", int):
             if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ValueError("not a whole number")
@@ -163,6 +192,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             raise ValueError("not text")
         if field_type in ("Durability", Durability):
             return Durability(raw.lower())
+        if field_type in ("StoreBackend", StoreBackend):
+            return StoreBackend(raw.lower())
         if field_type in ("AuthMode", AuthMode):
             return AuthMode(raw.lower())
         return raw
@@ -203,6 +234,12 @@ def _check_address(address: str) -> str:
     return address
 
 
+def _address_list(raw: Any) -> tuple[str, ...]:
+    """HOST:PORT entries from "H:P,H:P" text or a list of them."""
+    entries = raw.split(",") if isinstance(raw, str) else [str(entry) for entry in raw]
+    return tuple(_check_address(entry.strip()) for entry in entries if entry.strip())
+
+
 def _peer_table(raw: Any) -> types.MappingProxyType[str, str]:
     """AUTHORITY -> HOST:PORT from a TOML table, "A=H:P,B=H:P" text, or a list of "A=H:P"."""
     if isinstance(raw, Mapping):
@@ -220,6 +257,20 @@ def _peer_table(raw: Any) -> types.MappingProxyType[str, str]:
     return types.MappingProxyType(
         {_check_authority_name(name): _check_address(address) for name, address in pairs}
     )
+
+
+def _check_store(config: Config) -> None:
+    if config.store_backend is StoreBackend.REDIS:
+        if not config.redis_nodes:
+            raise InvalidArgument(
+                "redis_nodes: store_backend 'redis' needs at least one HOST:PORT of the cluster"
+            )
+    elif config.redis_nodes:
+        raise InvalidArgument("redis_nodes: set store_backend = 'redis' to use the cluster")
+    if config.max_topics_per_device < 1 or config.max_topics < 1:
+        raise InvalidArgument("max_topics, max_topics_per_device: must be at least 1")
+    if (config.redis_tls_cert is None) != (config.redis_tls_key is None):
+        raise InvalidArgument("redis_tls_cert, redis_tls_key: set both or neither")
 
 
 def _check_federation(config: Config) -> None:
@@ -270,6 +321,7 @@ def load_config(
     if flags is not None:
         merged.update(_layer(flags, "command line"))
     config = Config(**merged)
+    _check_store(config)
     _check_federation(config)
     _check_security(config)
     return config
@@ -285,6 +337,9 @@ _SECURITY_FILES = (
     "peer_tls_key",
     "jwt_keys",
     "policy",
+    "redis_tls_ca",
+    "redis_tls_cert",
+    "redis_tls_key",
 )
 
 

@@ -1,15 +1,15 @@
 """uTwin domain logic over a Store: validation, newest-wins, expiry and limits.
 
 No gRPC here: the service layer hands in serialized UMessages and UUri
-messages and turns the outcomes into responses. Every method runs to
-completion without yielding, so on the event loop each call is atomic with
-respect to the others (the read-compare-write of newest-wins needs that).
+messages and turns the outcomes into responses. Newest-wins, the topic
+limits and expiry's removals are decided inside the store, atomically per
+topic, so any number of frontends may share one store.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
@@ -18,7 +18,7 @@ from utwin import message_rules, uuid
 from utwin.config import Limits
 from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.message_rules import validate_publish as validate_publish
-from utwin.store import Store
+from utwin.store import PutResult, Store, Verdict
 from utwin.store import keys as store_keys
 from utwin.uri import Topic, topic_from_fields
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
@@ -62,18 +62,14 @@ STORED = Outcome(Code.OK, "")
 DUPLICATE = Outcome(Code.OK, "already stored (same id)")
 SUPERSEDED = Outcome(Code.OK, "not stored: older than the topic's stored message, which is kept")
 
-Listener = Callable[[Sequence[StoredMessage]], None]
+Listener = Callable[[Sequence[StoredMessage]], Awaitable[None]]
 # Whether the caller may write a topic (the service's authorization); None admits every topic.
 Admit = Callable[[Topic], bool]
-
-
-IdPair = tuple[int, int]  # a message id as (msb, lsb): ordered as newest-wins orders ids
 
 
 class _Candidate(NamedTuple):
     position: int
     key: bytes
-    id_pair: IdPair
     value: bytes
     topic: Topic
     message: bytes
@@ -93,7 +89,6 @@ class UTwin:
     def __init__(self, store: Store, limits: Limits) -> None:
         self._store = store
         self._limits = limits
-        self._topic_count = store_keys.decode_count(store.get(store_keys.TOPIC_COUNT_KEY))
         self._listeners: list[Listener] = []
         self._key_cache: dict[bytes, bytes] = {}
         # Sources seen in valid messages, by their four fields: the topic, its key and
@@ -101,9 +96,8 @@ class UTwin:
         self._sources: dict[tuple[str, int, int, int], tuple[Topic, bytes, int]] = {}
         self._max_ahead_ms = int(limits.max_clock_skew_s * 1000)
 
-    @property
-    def topic_count(self) -> int:
-        return self._topic_count
+    async def topic_count(self) -> int:
+        return await self._store.topic_count()
 
     @property
     def limits(self) -> Limits:
@@ -160,7 +154,7 @@ class UTwin:
                 )
         topic, key, _ = known
         value = store_keys.encode_topic_value(msb, lsb, expires_at, raw)
-        return _Candidate(position, key, (msb, lsb), value, topic, raw)
+        return _Candidate(position, key, value, topic, raw)
 
     def _plain_new_source(
         self,
@@ -192,63 +186,41 @@ class UTwin:
         self._sources[topic] = known  # found by the plain field tuple: a Topic is equal to it
         return known
 
-    def _refusal(self, candidate: _Candidate, current: IdPair | None, new_topics: int) -> Outcome | None:
-        """Why candidate does not replace the stored id `current` (None: no entry); None to store it."""
-        if current is None:
-            if self._topic_count + new_topics >= self._limits.max_topics:
-                return self._beyond_max_topics(candidate)
-            return None
-        if candidate.id_pair == current:
+    def _refused(self, candidate: _Candidate, result: PutResult) -> Outcome:
+        """The Outcome of a put_if_newer result other than STORED."""
+        if result is Verdict.DUPLICATE:
             return DUPLICATE
-        if candidate.id_pair < current:
+        if result is Verdict.OLDER:
             return SUPERSEDED
-        return None
+        if result is Verdict.DEVICE_FULL:
+            return Outcome(
+                Code.RESOURCE_EXHAUSTED,
+                f"attributes.source: {candidate.topic} would be a new topic beyond "
+                f"max_topics_per_device ({self._limits.max_topics_per_device}) of device "
+                f"{candidate.topic.authority!r}; its stored topics are kept",
+            )
+        if result is Verdict.STORE_FULL:
+            return Outcome(
+                Code.RESOURCE_EXHAUSTED,
+                f"attributes.source: {candidate.topic} would be a new topic beyond "
+                f"max_topics ({self._limits.max_topics}); stored topics are kept",
+            )
+        assert isinstance(result, UTwinError)
+        return Outcome(result.code, result.message)
 
-    def _beyond_max_topics(self, candidate: _Candidate) -> Outcome:
-        return Outcome(
-            Code.RESOURCE_EXHAUSTED,
-            f"attributes.source: {candidate.topic} would be a new topic beyond "
-            f"max_topics ({self._limits.max_topics}); stored topics are kept",
-        )
-
-    def store_messages(
+    async def store_messages(
         self, raw_messages: Sequence[bytes], now_ms: int, admit: Admit | None = None
     ) -> list[Outcome]:
         """Store each serialized UMessage as its topic's last message if it is the newest.
 
-        Returns one Outcome per message, in order. All stored messages go to
-        the store in one atomic write, which is in the write-ahead log when
-        this returns, and the listeners have been told. Raises only if the
-        store itself fails.
+        Returns one Outcome per message, in order. Messages are decided in
+        order (a later message of a topic is compared with an earlier one of
+        the batch). Stored messages are in the write-ahead log (or the
+        cluster) when this returns, and the listeners have been told. Raises
+        only if the store failed for every message.
         """
         if len(raw_messages) == 1:
-            outcome, stored = self._store_one(raw_messages[0], now_ms, admit)
-            outcomes = [outcome]
-        else:
-            outcomes, stored = self._store_many(raw_messages, now_ms, admit)
-        self._announce(stored)
-        return outcomes
-
-    def store_message(self, raw_message: bytes, now_ms: int, admit: Admit | None = None) -> Outcome:
-        """store_messages of one message (a unary SetLastMessage), without a batch's lists."""
-        outcome, stored = self._store_one(raw_message, now_ms, admit)
-        self._announce(stored)
-        return outcome
-
-    def _announce(self, stored: Sequence[StoredMessage]) -> None:
-        """Tell the listeners about messages that became last messages."""
-        if not stored:
-            return
-        for listener in self._listeners:
-            try:
-                listener(stored)
-            except Exception:
-                # The write is done and acknowledged; a listener's failure must not undo that.
-                log.exception("listener %r failed", listener)
-
-    def _store_many(
-        self, raw_messages: Sequence[bytes], now_ms: int, admit: Admit | None
-    ) -> tuple[list[Outcome], list[StoredMessage]]:
+            return [await self.store_message(raw_messages[0], now_ms, admit)]
         outcomes: list[Outcome] = [STORED] * len(raw_messages)
         candidates: list[_Candidate] = []
         for position, raw in enumerate(raw_messages):
@@ -258,54 +230,43 @@ class UTwin:
             else:
                 candidates.append(parsed)
         if not candidates:
-            return outcomes, []
+            return outcomes
+        results = await self._store.put_if_newer(
+            [(candidate.key, candidate.value) for candidate in candidates]
+        )
+        # The listeners hear the last stored message of each topic (a batch may store several).
+        stored: dict[bytes, StoredMessage] = {}
+        listening = bool(self._listeners)
+        for candidate, result in zip(candidates, results, strict=True):
+            if result is Verdict.STORED:
+                if listening:
+                    stored[candidate.key] = StoredMessage(candidate.topic, candidate.message)
+            else:
+                outcomes[candidate.position] = self._refused(candidate, result)
+        if stored:
+            await self._announce(list(stored.values()))
+        return outcomes
 
-        unique_keys = list(dict.fromkeys(candidate.key for candidate in candidates))
-        newest: dict[bytes, IdPair | None] = {}
-        for key, value in zip(unique_keys, self._store.get_many(unique_keys), strict=True):
-            newest[key] = None if value is None else store_keys.decode_topic_id(value)
-
-        puts: dict[bytes, _Candidate] = {}
-        new_topics = 0
-        for candidate in candidates:
-            current = newest[candidate.key]
-            # _refusal's rules, its common outcome (store it) decided inline: this runs per message.
-            if current is None:
-                if self._topic_count + new_topics >= self._limits.max_topics:
-                    outcomes[candidate.position] = self._beyond_max_topics(candidate)
-                    continue
-                new_topics += 1
-            elif candidate.id_pair <= current:
-                outcomes[candidate.position] = DUPLICATE if candidate.id_pair == current else SUPERSEDED
-                continue
-            newest[candidate.key] = candidate.id_pair
-            puts[candidate.key] = candidate
-        if not puts:
-            return outcomes, []
-        return outcomes, self._write(list(puts.values()), new_topics)
-
-    def _store_one(self, raw: bytes, now_ms: int, admit: Admit | None) -> tuple[Outcome, list[StoredMessage]]:
-        """_store_many of one message: the same rules without a batch's bookkeeping."""
-        candidate = self._parse(raw, now_ms, 0, admit)
+    async def store_message(self, raw_message: bytes, now_ms: int, admit: Admit | None = None) -> Outcome:
+        """store_messages of one message (a unary SetLastMessage), without a batch's lists."""
+        candidate = self._parse(raw_message, now_ms, 0, admit)
         if isinstance(candidate, Outcome):
-            return candidate, []
-        value = self._store.get(candidate.key)
-        current = None if value is None else store_keys.decode_topic_id(value)
-        refusal = self._refusal(candidate, current, 0)
-        if refusal is not None:
-            return refusal, []
-        return STORED, self._write([candidate], 1 if current is None else 0)
+            return candidate
+        (result,) = await self._store.put_if_newer(((candidate.key, candidate.value),))
+        if result is not Verdict.STORED:
+            return self._refused(candidate, result)
+        if self._listeners:
+            await self._announce((StoredMessage(candidate.topic, candidate.message),))
+        return STORED
 
-    def _write(self, winners: Sequence[_Candidate], new_topics: int) -> list[StoredMessage]:
-        """Write the winners (one per topic) in one atomic write; what the listeners are to hear."""
-        ops: list[tuple[bytes, bytes | None]] = [(winner.key, winner.value) for winner in winners]
-        if new_topics:
-            ops.append((store_keys.TOPIC_COUNT_KEY, store_keys.encode_count(self._topic_count + new_topics)))
-        self._store.write(ops)
-        self._topic_count += new_topics
-        if not self._listeners:
-            return []
-        return [StoredMessage(winner.topic, winner.message) for winner in winners]
+    async def _announce(self, stored: Sequence[StoredMessage]) -> None:
+        """Tell the listeners about messages that became last messages."""
+        for listener in self._listeners:
+            try:
+                await listener(stored)
+            except Exception:
+                # The write is done and acknowledged; a listener's failure must not undo that.
+                log.exception("listener %r failed", listener)
 
     def check_batch(self, size: int) -> None:
         if size == 0:
@@ -315,31 +276,35 @@ class UTwin:
                 f"topics.uris: {size} topics, above max_batch_topics ({self._limits.max_batch_topics})"
             )
 
-    def get_last(self, uris: Sequence[uri_pb2.UUri], now_ms: int) -> list[Answer]:
+    async def get_last(self, uris: Sequence[uri_pb2.UUri], now_ms: int) -> list[Answer]:
         """The last message of each requested topic, one Answer per entry, in order."""
-        return self.get_last_serialized([uri.SerializeToString() for uri in uris], now_ms)
+        return await self.get_last_serialized([uri.SerializeToString() for uri in uris], now_ms)
 
-    def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
-        """As get_last, for serialized UUris (what the service receives and sends back)."""
+    async def get_last_serialized(self, topics: Sequence[bytes], now_ms: int) -> list[Answer]:
+        """As get_last, for serialized UUris (what the service receives and sends back).
+
+        An expired entry is answered NOT_FOUND and removed, unless a newer
+        message replaced it meanwhile (another frontend may have).
+        """
         self.check_batch(len(topics))
         keys, refused = self._keys_of(topics)
         answers: list[Answer] = []
-        expired: list[bytes] = []
-        for key, value in zip(keys, self._store.get_many(keys), strict=True):
+        expired: list[tuple[bytes, bytes]] = []
+        for key, value in zip(keys, await self._store.get_topics(keys), strict=True):
             if value is None:
                 answers.append(_NOT_FOUND)
                 continue
             msb, expires_at, message = store_keys.read_topic_value(value)
             if expires_at and now_ms > expires_at:
                 answers.append(_EXPIRED)
-                expired.append(key)
+                expired.append((key, store_keys.topic_version(value)))
                 continue
             answers.append(Answer(Code.OK, "", message, uuid.timestamp_ms(msb)))
         for position, answer in refused.items():  # in ascending position order
             answers.insert(position, answer)
         if expired:
             try:
-                self._remove(sorted(set(expired)))
+                await self._store.delete_if_same(expired)
             except UTwinError:
                 # A read must not fail because its clean-up write was refused (a full disk): the
                 # entries are answered NOT_FOUND all the same, and the sweep removes them later.
@@ -382,26 +347,20 @@ class UTwin:
         self._key_cache[topic] = key
         return key
 
-    def _remove(self, topic_keys: Sequence[bytes]) -> None:
-        ops: list[tuple[bytes, bytes | None]] = [(key, None) for key in topic_keys]
-        ops.append((store_keys.TOPIC_COUNT_KEY, store_keys.encode_count(self._topic_count - len(topic_keys))))
-        self._store.write(ops)
-        self._topic_count -= len(topic_keys)
+    async def sweep_expired(self, now_ms: int, cursor: bytes | None, devices: int) -> bytes | None:
+        """Remove the expired entries of the next `devices` devices from `cursor`.
 
-    def sweep_expired(self, now_ms: int, start: bytes | None, limit: int) -> bytes | None:
-        """Remove expired entries among the next `limit` topics from `start`.
-
-        Returns where the next sweep step starts, or None when the scan is done.
+        Returns where the next sweep step starts, or None when every device
+        was seen. A removal takes an entry only if it is still the one found
+        expired, so a message stored meanwhile (by any frontend) is kept.
         """
-        limit = max(1, limit)
-        expired: list[bytes] = []
-        next_start: bytes | None = None
-        for seen, (key, value) in enumerate(self._store.scan(store_keys.TOPIC_PREFIX, start)):
-            if seen == limit:
-                next_start = key
-                break
-            if uuid.is_expired(store_keys.decode_topic_header(value).expires_at_ms, now_ms):
-                expired.append(key)
-        if expired:
-            self._remove(expired)
-        return next_start
+        authorities, next_cursor = await self._store.devices(cursor, max(1, devices))
+        for authority in authorities:
+            expired = [
+                (key, store_keys.topic_version(value))
+                for key, value in await self._store.scan_device(authority)
+                if uuid.is_expired(store_keys.decode_topic_header(value).expires_at_ms, now_ms)
+            ]
+            if expired:
+                await self._store.delete_if_same(expired)
+        return next_cursor

@@ -33,7 +33,7 @@ class HeldTransport:
         pass
 
 
-def _settle(peer: Peer, asked: Sequence[Wanted], answers: Sequence[PeerAnswer]) -> dict[bytes, Fetched]:
+async def _settle(peer: Peer, asked: Sequence[Wanted], answers: Sequence[PeerAnswer]) -> dict[bytes, Fetched]:
     return {item.key: Fetched(Code.OK, "from the peer") for item in asked}
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from utwin.errors import Code, Unavailable, UTwinError
@@ -81,7 +81,7 @@ class Fetched(NamedTuple):
 
 
 # Turns a peer's answers into one Fetched per asked topic, storing messages on the way.
-Settle = Callable[["Peer", Sequence[Wanted], Sequence[PeerAnswer]], Mapping[bytes, Fetched]]
+Settle = Callable[["Peer", Sequence[Wanted], Sequence[PeerAnswer]], Awaitable[Mapping[bytes, Fetched]]]
 
 
 @dataclasses.dataclass
@@ -131,6 +131,7 @@ class Peer:
         self._clock = clock
         self._in_flight: dict[bytes, asyncio.Future[Fetched]] = {}
         self._calls_in_flight = 0
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def fetch(
         self, wanted: Sequence[Wanted], forwarding: Forwarding, timeout_s: float, settle: Settle
@@ -222,29 +223,54 @@ class Peer:
         outcome: CallOutcome,
     ) -> None:
         self._calls_in_flight -= 1
+        if isinstance(outcome, UTwinError):
+            self._resolve(asked, futures, finished, self._failed(asked, outcome.code, outcome.message))
+            return
+        self.breaker.record_success()
+        # Storing the answers awaits the store: a task per answered call, kept until it is done.
+        task = asyncio.get_running_loop().create_task(
+            self._settle(asked, futures, finished, settle, started, outcome)
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(
+        self,
+        asked: Sequence[Wanted],
+        futures: Mapping[bytes, asyncio.Future[Fetched]],
+        finished: tuple[asyncio.Future[None], asyncio.TimerHandle],
+        settle: Settle,
+        started: float,
+        answers: Sequence[PeerAnswer],
+    ) -> None:
         results: Mapping[bytes, Fetched] = {}
         try:
-            if isinstance(outcome, UTwinError):
-                results = self._failed(asked, outcome.code, outcome.message)
-            else:
-                self.breaker.record_success()
-                results = settle(self, asked, outcome)
-                if log.isEnabledFor(logging.DEBUG):
-                    self._log_call(asked, results, started)
+            results = await settle(self, asked, answers)
+            if log.isEnabledFor(logging.DEBUG):
+                self._log_call(asked, results, started)
         except Exception:
             log.exception("peer %s: settling an answer failed", self.authority)
         finally:
-            # Resolve every future on every path, and only now leave the in-flight
-            # map: a caller arriving later finds either this call or the store filled.
-            for item in asked:
-                self._in_flight.pop(item.key, None)
-                future = futures[item.key]
-                if not future.done():
-                    fallback = Fetched(Code.UNAVAILABLE, f"peer {self.authority} gave no answer")
-                    future.set_result(results.get(item.key, fallback))
-            future_finished, bound = finished
-            bound.cancel()
-            _set_done(future_finished)
+            self._resolve(asked, futures, finished, results)
+
+    def _resolve(
+        self,
+        asked: Sequence[Wanted],
+        futures: Mapping[bytes, asyncio.Future[Fetched]],
+        finished: tuple[asyncio.Future[None], asyncio.TimerHandle],
+        results: Mapping[bytes, Fetched],
+    ) -> None:
+        # Resolve every future on every path, and only now leave the in-flight
+        # map: a caller arriving later finds either this call or the store filled.
+        for item in asked:
+            self._in_flight.pop(item.key, None)
+            future = futures[item.key]
+            if not future.done():
+                fallback = Fetched(Code.UNAVAILABLE, f"peer {self.authority} gave no answer")
+                future.set_result(results.get(item.key, fallback))
+        future_finished, bound = finished
+        bound.cancel()
+        _set_done(future_finished)
 
     def _log_call(self, asked: Sequence[Wanted], results: Mapping[bytes, Fetched], started: float) -> None:
         codes = [results[item.key].code for item in asked if item.key in results]
@@ -290,3 +316,5 @@ class Peer:
     async def close(self) -> None:
         """End the calls in flight (their topics get UNAVAILABLE) and close the transport."""
         await self._transport.close()
+        if self._settling:  # answers being stored: they finish before the store closes
+            await asyncio.wait(self._settling)

@@ -144,7 +144,7 @@ class Federation:
             decided.update(results)
         return decided
 
-    def _settle(
+    async def _settle(
         self, peer: Peer, asked: Sequence[Wanted], answers: Sequence[PeerAnswer]
     ) -> dict[bytes, Fetched]:
         """Store what the peer sent (newest wins) and say what each asked topic gets."""
@@ -172,21 +172,23 @@ class Federation:
             else:
                 results[item.key] = Fetched(answer.code, f"via peer {peer.authority}: {answer.detail}")
         if to_store:
-            results.update(self._store(peer, to_store))
+            results.update(await self._store(peer, to_store))
         return results
 
-    def _store(self, peer: Peer, to_store: Sequence[tuple[Wanted, bytes, int, str]]) -> dict[bytes, Fetched]:
+    async def _store(
+        self, peer: Peer, to_store: Sequence[tuple[Wanted, bytes, int, str]]
+    ) -> dict[bytes, Fetched]:
         try:
-            outcomes = self._twin.store_messages([raw for _, raw, _, _ in to_store], uuid.now_ms())
+            outcomes = await self._twin.store_messages([raw for _, raw, _, _ in to_store], uuid.now_ms())
         except UTwinError as error:
             return {item.key: Fetched(error.code, error.message) for item, _, _, _ in to_store}
         results: dict[bytes, Fetched] = {}
         for (item, raw, published_ms, detail), outcome in zip(to_store, outcomes, strict=True):
             peer.counters.hits += 1
-            results[item.key] = self._after_store(item, raw, published_ms, detail, outcome)
+            results[item.key] = await self._after_store(item, raw, published_ms, detail, outcome)
         return results
 
-    def _after_store(
+    async def _after_store(
         self, item: Wanted, raw: bytes, published_ms: int, detail: str, outcome: Outcome
     ) -> Fetched:
         if outcome is twin_rules.STORED or outcome is twin_rules.DUPLICATE:
@@ -197,7 +199,7 @@ class Federation:
             return Fetched(Code.OK, detail, raw, published_ms)
         if outcome is twin_rules.SUPERSEDED:
             # A newer message arrived here meanwhile: newest wins, so answer with it.
-            (local,) = self._twin.get_last([item.uri], uuid.now_ms())
+            (local,) = await self._twin.get_last([item.uri], uuid.now_ms())
             return Fetched(local.code, local.detail, local.message, local.published_ms)
         if outcome.code is Code.OK:  # expired on arrival: never hand out an expired message
             return Fetched(Code.NOT_FOUND, "the topic's last message has expired")

@@ -57,7 +57,9 @@ class AdminServicer:
         self, request: admin_pb2.GetStatsRequest, context: Context
     ) -> admin_pb2.GetStatsResponse:
         self._access.require(Role.ADMIN, "GetStats")
-        response = admin_pb2.GetStatsResponse(authority=self._authority, topic_count=self._twin.topic_count)
+        response = admin_pb2.GetStatsResponse(
+            authority=self._authority, topic_count=await self._twin.topic_count()
+        )
         if self._federation is not None:
             response.peers.extend(peer_stats_message(stats) for stats in self._federation.stats())
         return response

@@ -17,7 +17,7 @@ from utwin.security.guard import Guard
 from utwin.service import wire
 from utwin.service.authorize import Authorizer
 from utwin.service.status import abort, close_requests, log_failure, log_unexpected, ustatus
-from utwin.store import GroupSync
+from utwin.store import Durable
 from utwin.twin import Admit, Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
 
@@ -42,7 +42,7 @@ class IngestServicer:
     def __init__(
         self,
         twin: UTwin,
-        group_sync: GroupSync | None,
+        sync: Durable | None,
         queue_frames: int,
         turn_messages: int = 16,
         unary_calls: Callable[[], int] = lambda: 0,
@@ -50,7 +50,7 @@ class IngestServicer:
     ) -> None:
         self._twin = twin
         self._access = access or Authorizer(Guard(None))
-        self._group_sync = group_sync
+        self._sync = sync
         self._queue_frames = max(1, queue_frames)
         self._turn_messages = max(1, turn_messages)
         self._idle_switch_interval_s = sys.getswitchinterval()
@@ -92,8 +92,8 @@ class IngestServicer:
                     # Authorized per batch under the policy in force; a refused topic is a rejection.
                     admit = self._access.write_admission("Publish")
                     outcomes = await self._store_in_turns(raw_messages, admit)
-                    if self._group_sync is not None:
-                        await self._group_sync.sync()
+                    if self._sync is not None:
+                        await self._sync()
                 except UTwinError as error:
                     log_failure("Ingest/Publish", error.message)
                     await abort(context, error)
@@ -123,7 +123,7 @@ class IngestServicer:
         milliseconds per ack and unary callers starved. While unary calls are being
         served a turn is `turn_messages` long and several loop passes follow it;
         a stream alone stores large turns. Each turn is one atomic store_messages
-        call on the loop, so newest-wins needs no lock.
+        call; newest-wins is the store's, atomic per topic.
         """
         outcomes: list[Outcome] = []
         self._storing_streams += 1
@@ -138,7 +138,7 @@ class IngestServicer:
                         await asyncio.sleep(0)
                     calls_waiting = self._calls_served_lately()
                 turn = self._turn_messages if calls_waiting else IDLE_TURN_MESSAGES
-                outcomes += self._twin.store_messages(
+                outcomes += await self._twin.store_messages(
                     raw_messages[start : start + turn], uuid.now_ms(), admit
                 )
                 start += turn

@@ -112,7 +112,7 @@ class PeerLookupServicer:
             topics = [uri.SerializeToString() for uri in uris]
             now_ms = uuid.now_ms()
             denied = self._access.unreadable(uris, topics, "Lookup")
-            answers = self._twin.get_last_serialized(topics, now_ms)
+            answers = await self._twin.get_last_serialized(topics, now_ms)
             if denied:
                 answers = with_denials(answers, denied)  # not pending: never forwarded
             pending = self._federation.pending(uris, answers, now_ms) if self._federation else []

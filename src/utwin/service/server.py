@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -34,8 +34,8 @@ from utwin.service.security import ServerSecurity
 from utwin.service.status import ErrorGate
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
-from utwin.store import GroupSync, RocksStore
-from utwin.twin import UTwin
+from utwin.store import Durable, RocksEngine, RocksStore, Store
+from utwin.twin import StoredMessage, UTwin
 
 log = logging.getLogger("utwin.server")
 
@@ -56,7 +56,8 @@ _ENDS_AT_SHUTDOWN = {
     PEER_LOOKUP_SERVICE: ("Lookup",),
     health.SERVICE_NAME: ("Watch",),
 }
-_SWEEP_STEP_TOPICS = 5_000
+# Devices whose expired entries one sweep step removes before other work gets the event loop.
+_SWEEP_STEP_DEVICES = 100
 # How often a store that refuses writes is asked to resume: soon at first, then at most each second.
 _RESUME_FIRST_S = 0.05
 _RESUME_MAX_S = 1.0
@@ -69,14 +70,13 @@ class RunningServer:
     config: Config
     server: grpc.aio.Server
     port: int
-    store: RocksStore
+    store: Store
     twin: UTwin
     health: HealthStatus
     background: list[asyncio.Task[None]]
     digitwin: DigiTwin
     peer_lookup: PeerLookupServicer
     federation: Federation | None = None
-    group_sync: GroupSync | None = None
     gate: ErrorGate = dataclasses.field(default_factory=ErrorGate)
     security: ServerSecurity | None = None
 
@@ -102,9 +102,7 @@ class RunningServer:
         await self.server.stop(max(0.0, deadline - loop.time()))
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it
-        if self.group_sync is not None:
-            await self.group_sync.close(grace)  # its fsync runs in a thread: never beside the close
-        self.store.close()
+        await self.store.close()  # waits for the fsyncs asked for, then closes
 
 
 class _GeneratedHandlers:
@@ -134,11 +132,11 @@ async def _sweep_expired(twin: UTwin, interval_s: float) -> None:
     """Remove expired entries in small steps so the event loop is never held for long."""
     while True:
         await asyncio.sleep(interval_s)
-        start: bytes | None = None
+        cursor: bytes | None = None
         try:
             while True:
-                start = twin.sweep_expired(uuid.now_ms(), start, _SWEEP_STEP_TOPICS)
-                if start is None:
+                cursor = await twin.sweep_expired(uuid.now_ms(), cursor, _SWEEP_STEP_DEVICES)
+                if cursor is None:
                     break
                 await asyncio.sleep(0)
         except UTwinError as error:  # a full disk, say: the next round tries again
@@ -150,7 +148,9 @@ async def _set_health(health: HealthStatus, status: int) -> None:
         await health.set(name, status)
 
 
-async def _keep_store_writable(store: RocksStore, health: HealthStatus, write_stopped: asyncio.Event) -> None:
+async def _keep_store_writable(
+    store: RocksEngine, health: HealthStatus, write_stopped: asyncio.Event
+) -> None:
     """Health is NOT_SERVING while the store refuses writes, which it is asked to resume until it does."""
     while True:
         await write_stopped.wait()
@@ -174,21 +174,35 @@ def digitwin_settings(config: Config) -> Settings:
     )
 
 
-async def start_server(config: Config) -> RunningServer:
-    """Open the store and start serving on config.listen (port 0 picks a free port)."""
-    check_secure_start(config)  # before anything is opened or bound
-    store = RocksStore(
+async def open_store(config: Config) -> Store:
+    """The store the configuration names: the embedded RocksDB folder, or the shared cluster."""
+    return RocksStore(
         config.data_dir,
         block_cache_mb=config.block_cache_mb,
         value_memory_bytes=config.value_memory_mb << 20,
+        max_topics=config.max_topics,
+        max_topics_per_device=config.max_topics_per_device,
+        fsync=config.durability is Durability.POWER,
     )
+
+
+async def start_server(config: Config) -> RunningServer:
+    """Open the store and start serving on config.listen (port 0 picks a free port)."""
+    check_secure_start(config)  # before anything is opened or bound
+    store = await open_store(config)
     federation: Federation | None = None
     gate = ErrorGate()
     try:
         twin = UTwin(store, config.limits)
-        digitwin = DigiTwin(store, digitwin_settings(config))
-        twin.add_listener(digitwin.on_utwin_stored)
-        group_sync = GroupSync(store.sync) if config.durability is Durability.POWER else None
+        # Interim, until the DigiTwin runs on the asynchronous contract: its synchronous engine.
+        assert isinstance(store, RocksStore)
+        digitwin = DigiTwin(store.engine, digitwin_settings(config))  # type: ignore[arg-type]
+
+        async def bridge(stored: Sequence[StoredMessage]) -> None:
+            digitwin.on_utwin_stored(stored)
+
+        twin.add_listener(bridge)
+        sync: Durable | None = store.sync if config.durability is Durability.POWER else None
         security = ServerSecurity.from_config(config, digitwin)
         access = security.access
         server = grpc.aio.server(
@@ -200,16 +214,16 @@ async def start_server(config: Config) -> RunningServer:
             ],
         )
         federation = build_federation(config, twin, functools.partial(_peer_client, security))
-        utwin_servicer = UTwinServicer(twin, group_sync, federation, access)
+        utwin_servicer = UTwinServicer(twin, sync, federation, access)
         ingest_servicer = IngestServicer(
             twin,
-            group_sync,
+            sync,
             config.ingest_queue_frames,
             config.ingest_turn_messages,
             unary_calls=lambda: gate.unary_calls,
             access=access,
         )
-        digitwin_servicer = DigiTwinServicer(digitwin, group_sync, access)
+        digitwin_servicer = DigiTwinServicer(digitwin, sync, access)
         admin_servicer = AdminServicer(twin, config.authority, federation, access)
         peer_lookup_servicer = PeerLookupServicer(twin, federation, access)
         # Every service, the project's and the library ones, is served behind the one error gate.
@@ -243,13 +257,17 @@ async def start_server(config: Config) -> RunningServer:
     except BaseException:
         if federation is not None:
             await federation.close()
-        store.close()
+        await store.close()
         raise
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    write_stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    store.watch_writes(lambda: loop.call_soon_threadsafe(write_stopped.set))
-    background = [asyncio.create_task(_keep_store_writable(store, health_servicer, write_stopped))]
+    background: list[asyncio.Task[None]] = []
+    if isinstance(store, RocksStore):
+        write_stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        store.engine.watch_writes(lambda: loop.call_soon_threadsafe(write_stopped.set))
+        background.append(
+            asyncio.create_task(_keep_store_writable(store.engine, health_servicer, write_stopped))
+        )
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
     return RunningServer(
@@ -263,7 +281,6 @@ async def start_server(config: Config) -> RunningServer:
         digitwin,
         peer_lookup_servicer,
         federation,
-        group_sync,
         gate,
         security,
     )

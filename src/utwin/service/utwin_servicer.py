@@ -12,7 +12,7 @@ from utwin.security.guard import Guard
 from utwin.service import wire
 from utwin.service.authorize import Authorizer, with_denials
 from utwin.service.status import log_failure, log_unexpected, ustatus_bytes
-from utwin.store import GroupSync
+from utwin.store import Durable
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 
@@ -33,13 +33,13 @@ class UTwinServicer:
     def __init__(
         self,
         twin: UTwin,
-        group_sync: GroupSync | None,
+        sync: Durable | None,
         federation: Federation | None = None,
         access: Authorizer | None = None,
     ) -> None:
         self._twin = twin
         self._access = access or Authorizer(Guard(None))
-        self._group_sync = group_sync
+        self._sync = sync
         self._federation = federation
         self._request_topics = wire.RequestTopics()
 
@@ -49,7 +49,7 @@ class UTwinServicer:
         topics = self._request_topics.of(raw_request, uris)
         now_ms = uuid.now_ms()
         denied = self._access.unreadable(uris, topics, "GetLastMessages")
-        answers = self._twin.get_last_serialized(topics, now_ms)
+        answers = await self._twin.get_last_serialized(topics, now_ms)
         if denied:
             answers = with_denials(answers, denied)  # not pending: never forwarded
         if self._federation is not None:
@@ -65,9 +65,9 @@ class UTwinServicer:
     async def set_last_message(self, raw_message: bytes, context: Context) -> bytes:
         try:
             admit = self._access.write_admission("SetLastMessage")
-            outcome = self._twin.store_message(raw_message, uuid.now_ms(), admit)
-            if outcome.ok and self._group_sync is not None:
-                await self._group_sync.sync()
+            outcome = await self._twin.store_message(raw_message, uuid.now_ms(), admit)
+            if outcome.ok and self._sync is not None:
+                await self._sync()
         except UTwinError as error:
             log_failure("SetLastMessage", error.message)  # one line per interval on a full disk
             return ustatus_bytes(error.code, error.message)

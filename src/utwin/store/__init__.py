@@ -4,12 +4,13 @@ The store knows nothing of gRPC or of uProtocol messages; key and value
 layouts of each key space live in `keys`.
 """
 
-from utwin.store.base import PutResult, RecordStore, Store, TopicStore, Verdict, WriteBatchOps
+from utwin.store.base import Durable, PutResult, RecordStore, Store, TopicStore, Verdict, WriteBatchOps
 from utwin.store.engine import RocksEngine
 from utwin.store.rocks import RocksStore
 from utwin.store.sync import GroupSync
 
 __all__ = [
+    "Durable",
     "GroupSync",
     "PutResult",
     "RecordStore",

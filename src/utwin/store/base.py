@@ -16,7 +16,7 @@ id, the version newest-wins orders by (`keys.topic_version`).
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from utwin.errors import UTwinError
@@ -34,6 +34,9 @@ class Verdict(enum.Enum):
     DEVICE_FULL = "device_full"  # a new topic beyond max_topics_per_device: nothing written
     STORE_FULL = "store_full"  # a new topic beyond the store's max_topics: nothing written
 
+
+# What makes the writes acknowledged so far durable as configured (a bound Store.sync).
+Durable = Callable[[], Awaitable[None]]
 
 # A verdict, or the error that kept this one put from being decided (its shard failed).
 PutResult = Verdict | UTwinError
