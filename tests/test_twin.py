@@ -646,7 +646,7 @@ def test_refused_new_topic_is_not_stored(make_twin: TwinFactory) -> None:
 
 
 def test_new_topic_beyond_max_topics_per_device_is_resource_exhausted(make_twin: TwinFactory) -> None:
-    """A device at its topic limit gets RESOURCE_EXHAUSTED naming the limit; other devices still add topics."""
+    """A device at its limit gets RESOURCE_EXHAUSTED naming the limit; other devices still add topics."""
     twin = make_twin(max_topics_per_device=2)
     twin.store_messages([raw_at(NOW, uuri(resource=r)) for r in (0x8001, 0x8002)], NOW)
     (refused, elsewhere, updated) = twin.store_messages(

@@ -96,7 +96,7 @@ async def _run(calls: int, rounds: int) -> None:
                     f"median of {rounds} alternating rounds of {calls} calls"
                 )
         finally:
-            store.close()
+            await store.close()
 
 
 def main() -> None:

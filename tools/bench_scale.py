@@ -47,21 +47,20 @@ REQUESTS = 500
 def build_store(path: Path, topics: int) -> None:
     """A store holding `topics` topics, written batch by batch as the service would."""
     factory = MessageFactory(new_topic)
-    store = RocksStore(path, value_memory_bytes=0)
+    store = RocksStore(path, value_memory_bytes=0, max_topics=topics + 1)
     try:
         began = time.perf_counter()
         for first in range(0, topics, BUILD_BATCH):
-            ops: list[tuple[bytes, bytes | None]] = []
+            entries: list[tuple[bytes, bytes]] = []
             for index in range(first, min(topics, first + BUILD_BATCH)):
                 message = factory.message(index)
                 msb, lsb = factory.last_id
                 key = store_keys.topic_key(*new_topic(index))
-                ops.append((key, store_keys.encode_topic_value(msb, lsb, 0, message)))
-            store.write(ops)
-        store.write([(store_keys.TOPIC_COUNT_KEY, store_keys.encode_count(topics))])
+                entries.append((key, store_keys.encode_topic_value(msb, lsb, 0, message)))
+            store.put_if_newer_now(entries)
         print(f"built {topics:,} topics in {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
     finally:
-        store.close()
+        store.close_now()
 
 
 def get_request(indices: list[int]) -> bytes:
