@@ -177,6 +177,22 @@ class RocksEngine:
         except Exception as exc:
             raise self._failure(exc, _Operation.READ) from exc
 
+    def scan_keys(self, prefix: bytes, start: bytes | None = None) -> Iterator[bytes]:
+        """scan's keys alone (the values are not read)."""
+        first = prefix if start is None or start < prefix else start
+        try:
+            cursor = self._db.iter()
+            cursor.seek(first)
+            while cursor.valid():
+                key = cursor.key()
+                if not key.startswith(prefix):
+                    return
+                yield key
+                cursor.next()
+            cursor.status()
+        except Exception as exc:
+            raise self._failure(exc, _Operation.READ) from exc
+
     @property
     def remembered_bytes(self) -> int:
         """Bytes of values held in memory in front of RocksDB."""

@@ -9,9 +9,6 @@ All integers big-endian, so one device's topics, and within it one uE's
 topics, are contiguous and ordered: a prefix scan by authority, or by
 authority and ue_id, reads exactly that device's or that uE's topics.
 
-Device counter (embedded store only: what max_topics_per_device bounds):
-    b"\x00\x01" | authority (UTF-8) -> u64 count
-
 Topic value:
     u8 layout version (1) | u64 id msb | u64 id lsb | u64 expires_at_ms (0 = never) | UMessage bytes
 The header lets newest-wins and expiry be decided without decoding the message.
@@ -33,10 +30,6 @@ TOPIC_PREFIX = b"T"
 DIGITWIN_PREFIX = b"D"
 
 TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
-# One counter per device that holds topics: b"\x00\x01" | authority (UTF-8) -> u64 count.
-DEVICE_COUNT_PREFIX = META_PREFIX + b"\x01"
-# Present once every device has its counter (stores written before counters had none).
-DEVICE_COUNTS_KEY = META_PREFIX + b"device_counters"
 
 _TAIL = struct.Struct(">IBH")
 _LENGTH = struct.Struct(">H")
@@ -61,9 +54,18 @@ def topic_key(authority: str, ue_id: int, version: int, resource: int) -> bytes:
     return authority_prefix(authority) + _TAIL.pack(ue_id, version, resource)
 
 
+def device_prefix(device: bytes) -> bytes:
+    """authority_prefix of an authority given as UTF-8 bytes."""
+    return TOPIC_PREFIX + _LENGTH.pack(len(device)) + device
+
+
+# Above every topic key of a device's prefix: its keys continue with exactly _TAIL.size bytes.
+AFTER_DEVICE = b"\xff" * (_TAIL.size + 1)
+
+
 def split_device(key: bytes) -> tuple[bytes, bytes]:
     """(authority as UTF-8, the rest) of a topic key: the rest names the topic within its device."""
-    end = 3 + _LENGTH.unpack_from(key, 1)[0]
+    end = 3 + (key[1] << 8 | key[2])  # after the u16 length of the authority
     return key[3:end], key[end:]
 
 

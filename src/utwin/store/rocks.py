@@ -7,8 +7,10 @@ loop, and newest-wins, decided here from a read and a write of the same
 call, is atomic against every other caller: this process is the folder's
 only writer (RocksDB's lock file).
 
-Topic counts, the whole store's and each device's, live beside the topics
-and change in the same atomic batch as them.
+The whole store's topic count lives beside the topics and changes in the
+same atomic batch as them. A device's count is its keys, counted by a
+prefix scan the first time it is needed and then kept up to date in memory:
+a write of a counter per new topic would cost more than the scan.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from utwin.store.sync import GroupSync
 log = logging.getLogger("utwin.store")
 
 _STORED = Verdict.STORED
-_DEVICE_COUNT_CACHE = 65_536
+_DEVICE_COUNT_CACHE = 262_144  # about 30 MB at most
 _CLOSE_SYNC_TIMEOUT_S = 5.0
 
 
@@ -60,27 +62,11 @@ class RocksStore:
         self._group_sync = GroupSync(self.engine.fsync_log) if fsync else None
         try:
             self._topic_count = keys.decode_count(self.engine.get(keys.TOPIC_COUNT_KEY))
-            if self.engine.get(keys.DEVICE_COUNTS_KEY) is None:
-                self._count_devices()
         except BaseException:
             self.engine.close()
             raise
-        # Counters of devices read or written lately (exact: every write passes through here).
+        # Topic counts of devices seen lately (exact: every write passes through this object).
         self._device_counts: dict[bytes, int] = {}
-
-    def _count_devices(self) -> None:
-        """Write a counter for every device: stores written before there were counters have none."""
-        counts: dict[bytes, int] = {}
-        for key, _ in self.engine.scan(keys.TOPIC_PREFIX):
-            device = keys.split_device(key)[0]
-            counts[device] = counts.get(device, 0) + 1
-        ops: list[tuple[bytes, bytes | None]] = [
-            (keys.DEVICE_COUNT_PREFIX + device, keys.encode_count(count)) for device, count in counts.items()
-        ]
-        ops.append((keys.DEVICE_COUNTS_KEY, b""))
-        self.engine.write(ops)
-        if counts:
-            log.info("counted the topics of %d devices in %s", len(counts), self.path)
 
     # -- topics ------------------------------------------------------------
 
@@ -93,8 +79,44 @@ class RocksStore:
             return [self._put_one(*entries[0])]
         stored_versions: dict[bytes, bytes | None] = {}
         unique_keys = list(dict.fromkeys(key for key, _ in entries))
+        new_by_device: dict[bytes, int] = {}  # keys not stored yet, per device
         for key, value in zip(unique_keys, self.engine.get_many(unique_keys), strict=True):
-            stored_versions[key] = None if value is None else value[keys.VERSION_SLICE]
+            if value is None:
+                device = keys.split_device(key)[0]
+                new_by_device[device] = new_by_device.get(device, 0) + 1
+                stored_versions[key] = None
+            else:
+                stored_versions[key] = value[keys.VERSION_SLICE]
+        if new_by_device and not self._room_for(new_by_device):
+            return self._put_near_limits(entries, stored_versions)
+        # Every new key fits: each entry is decided by its version alone.
+        results: list[PutResult] = []
+        puts: dict[bytes, bytes | None] = {}
+        for key, value in entries:
+            version = value[keys.VERSION_SLICE]
+            stored = stored_versions[key]
+            if stored is not None and version <= stored:
+                results.append(Verdict.DUPLICATE if version == stored else Verdict.OLDER)
+                continue
+            stored_versions[key] = version
+            puts[key] = value
+            results.append(_STORED)
+        self._write_topics(list(puts.items()), new_by_device)
+        return results
+
+    def _room_for(self, new_by_device: dict[bytes, int]) -> bool:
+        """Whether the store and each device can take all these new topics."""
+        self._read_device_counts(set(new_by_device))
+        counts = self._device_counts
+        per_device = self.max_topics_per_device
+        return self._topic_count + sum(new_by_device.values()) <= self.max_topics and all(
+            counts[device] + new <= per_device for device, new in new_by_device.items()
+        )
+
+    def _put_near_limits(
+        self, entries: Sequence[tuple[bytes, bytes]], stored_versions: dict[bytes, bytes | None]
+    ) -> list[PutResult]:
+        """put_if_newer_now's loop when some new topics may be refused: limits checked per entry."""
         results: list[PutResult] = []
         puts: dict[bytes, bytes | None] = {}
         new_topics = _NewTopics()
@@ -102,7 +124,7 @@ class RocksStore:
             version = value[keys.VERSION_SLICE]
             stored = stored_versions[key]
             if stored is None:
-                refusal = self._new_topic_refusal(key, new_topics)
+                refusal = self._new_topic_refusal(keys.split_device(key)[0], new_topics)
                 if refusal is not None:
                     results.append(refusal)
                     continue
@@ -121,7 +143,7 @@ class RocksStore:
         stored = self.engine.get(key)
         new_topics = _NewTopics()
         if stored is None:
-            refusal = self._new_topic_refusal(key, new_topics)
+            refusal = self._new_topic_refusal(keys.split_device(key)[0], new_topics)
             if refusal is not None:
                 return refusal
         else:
@@ -131,11 +153,10 @@ class RocksStore:
         self._write_topics([(key, value)], new_topics.by_device)
         return _STORED
 
-    def _new_topic_refusal(self, key: bytes, new_topics: _NewTopics) -> Verdict | None:
-        """Why key cannot become a new topic beside the batch's other new ones; None: it can (counted)."""
+    def _new_topic_refusal(self, device: bytes, new_topics: _NewTopics) -> Verdict | None:
+        """Why a new topic of device cannot be added beside the batch's other new ones; None: it can."""
         if self._topic_count + new_topics.total >= self.max_topics:
             return Verdict.STORE_FULL
-        device = keys.split_device(key)[0]
         new_of_device = new_topics.by_device.get(device, 0)
         if self._device_count(device) + new_of_device >= self.max_topics_per_device:
             return Verdict.DEVICE_FULL
@@ -144,31 +165,39 @@ class RocksStore:
         return None
 
     def _write_topics(self, ops: list[tuple[bytes, bytes | None]], count_changes: dict[bytes, int]) -> None:
-        """Write topic values or deletes (ops, extended here) and the counters they change, atomically."""
-        device_counts: dict[bytes, int] = {}
-        topic_count = self._topic_count
+        """Write topic values or deletes (ops, extended here) and the topic count they change, atomically."""
         if count_changes:
-            for device, change in count_changes.items():
-                count = device_counts[device] = self._device_count(device) + change
-                # A device without topics keeps no counter, so that devices() lists only those with topics.
-                ops.append((keys.DEVICE_COUNT_PREFIX + device, keys.encode_count(count) if count else None))
-                topic_count += change
+            topic_count = self._topic_count + sum(count_changes.values())
             ops.append((keys.TOPIC_COUNT_KEY, keys.encode_count(topic_count)))
-        self.engine.write(ops)
+        if ops:
+            self.engine.write(ops)
         if count_changes:
             self._topic_count = topic_count
-            if len(self._device_counts) + len(device_counts) > _DEVICE_COUNT_CACHE:
-                self._device_counts.clear()
-            self._device_counts.update(device_counts)
+            counts = self._device_counts
+            for device, change in count_changes.items():
+                count = counts.get(device)
+                if count is not None:  # else a later scan counts the device as it now is
+                    counts[device] = count + change
+
+    def _read_device_counts(self, devices_wanted: set[bytes]) -> None:
+        """Have the topic counts of devices_wanted in memory."""
+        counts = self._device_counts
+        if len(counts) + len(devices_wanted) > _DEVICE_COUNT_CACHE:
+            counts.clear()
+        for device in devices_wanted:
+            if device not in counts:
+                counts[device] = self._counted(device)
 
     def _device_count(self, device: bytes) -> int:
         count = self._device_counts.get(device)
         if count is None:
-            count = keys.decode_count(self.engine.get(keys.DEVICE_COUNT_PREFIX + device))
             if len(self._device_counts) >= _DEVICE_COUNT_CACHE:
                 self._device_counts.clear()
-            self._device_counts[device] = count
+            count = self._device_counts[device] = self._counted(device)
         return count
+
+    def _counted(self, device: bytes) -> int:
+        return sum(1 for _ in self.engine.scan_keys(keys.device_prefix(device)))
 
     async def get_topics(self, topic_keys: Sequence[bytes]) -> list[bytes | None]:
         return self.engine.get_many(topic_keys)
@@ -185,6 +214,7 @@ class RocksStore:
                 removed_by_device[device] = removed_by_device.get(device, 0) - 1
         removed = len(deletes)
         if deletes:
+            self._read_device_counts(set(removed_by_device))
             self._write_topics(deletes, removed_by_device)
         return removed
 
@@ -193,13 +223,18 @@ class RocksStore:
         return list(self.engine.scan(prefix))
 
     async def devices(self, cursor: bytes | None, limit: int) -> tuple[list[str], bytes | None]:
-        # Every device with topics has a counter: one key per device, in authority order.
+        # One seek per device: from the cursor to the first topic key, then past its device's keys.
         found: list[str] = []
-        for key, _ in self.engine.scan(keys.DEVICE_COUNT_PREFIX, cursor):
+        position = cursor or keys.TOPIC_PREFIX
+        while True:
+            key = next(self.engine.scan_keys(keys.TOPIC_PREFIX, position), None)
+            if key is None:
+                return found, None
             if len(found) == max(1, limit):
-                return found, key
-            found.append(key[len(keys.DEVICE_COUNT_PREFIX) :].decode())
-        return found, None
+                return found, position
+            device = keys.split_device(key)[0]
+            found.append(device.decode())
+            position = keys.device_prefix(device) + keys.AFTER_DEVICE
 
     async def topic_count(self) -> int:
         return self._topic_count
