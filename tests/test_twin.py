@@ -949,3 +949,65 @@ def test_max_clock_skew_comes_from_the_configuration() -> None:
     """UTWIN_MAX_CLOCK_SKEW_S sets the limit the uTwin applies; 300 s by default."""
     configured = load_config(env={"UTWIN_MAX_CLOCK_SKEW_S": "2.5"})
     assert (300.0, 2.5) == (Limits().max_clock_skew_s, configured.limits.max_clock_skew_s)
+
+
+# --- flush ------------------------------------------------------------------
+
+
+def test_flushed_topic_is_not_found_and_an_older_message_cannot_bring_it_back(twin: UTwin) -> None:
+    """A flushed topic reads NOT_FOUND; a message dated at or before the flush is refused, a newer stored."""
+    kept = uuri(resource=0x8002)
+    twin.store_messages([raw_at(NOW - 10), raw_at(NOW - 10, kept)], NOW)
+    removed = twin.flush_topics([uuri()], NOW)
+    late, newer = raw_at(NOW - 5, payload=b"late"), raw_at(NOW + 1, payload=b"newer")
+    (late_outcome,) = twin.store_messages([late], NOW + 1)
+    assert (1, None, True) == (
+        removed,
+        stored_message(twin, uuri(), NOW + 1),
+        stored_message(twin, kept) is not None,
+    )
+    assert "flush" in late_outcome.detail and late_outcome.code is Code.OK
+    twin.store_messages([newer], NOW + 1)
+    assert newer == stored_message(twin, uuri(), NOW + 1)
+
+
+@pytest.mark.parametrize("ue_id", [None, 0x01A40101])
+def test_flush_of_a_device_or_ue_removes_its_topics_only(twin: UTwin, ue_id: int | None) -> None:
+    """A device flush removes all its topics, a uE flush that uE's; other devices and uEs keep theirs."""
+    same_ue = [uuri(resource=0x8000 + n) for n in range(3)]
+    other_ue = uuri(ue_id=0x0002_0001)
+    other_device = uuri(authority="other")
+    twin.store_messages([raw_at(NOW - 10, topic) for topic in [*same_ue, other_ue, other_device]], NOW)
+    removed = twin.flush_device(uuri().authority_name, ue_id, NOW)
+    remaining = [stored_message(twin, topic, NOW) is not None for topic in [*same_ue, other_ue, other_device]]
+    expected_other_ue = ue_id is not None
+    assert (3 + (0 if expected_other_ue else 1), [False, False, False, expected_other_ue, True]) == (
+        removed,
+        remaining,
+    )
+    (again,) = twin.store_messages([raw_at(NOW - 1, uuri(resource=0x8009))], NOW)
+    assert "flush" in again.detail
+
+
+def test_flush_floors_survive_a_reopen(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """After a restart an old message of a flushed device is still refused."""
+    first = RocksStore(tmp_path / "db")
+    twin = Blocking(UTwin(first, Limits()), loop)
+    twin.store_messages([raw_at(NOW - 10)], NOW)
+    twin.flush_device(uuri().authority_name, None, NOW)
+    run(loop, first.close())
+    reopened = RocksStore(tmp_path / "db")
+    try:
+        again = Blocking(UTwin(reopened, Limits()), loop)
+        (outcome,) = again.store_messages([raw_at(NOW - 1)], NOW)
+        assert ("flush" in outcome.detail, None) == (True, stored_message(again, uuri(), NOW))
+    finally:
+        run(loop, reopened.close())
+
+
+def test_flush_of_a_wildcard_scope_is_invalid_argument(twin: UTwin) -> None:
+    """A flush scope with a wildcard names the field and removes nothing."""
+    twin.store_messages([raw_at(NOW - 10)], NOW)
+    with pytest.raises(InvalidArgument, match=r"scope\.ue_id"):
+        twin.flush_device(uuri().authority_name, 0xFFFF_FFFF, NOW)
+    assert stored_message(twin, uuri()) is not None

@@ -61,6 +61,7 @@ _EXPIRED = Answer(Code.NOT_FOUND, "the topic's last message has expired")
 STORED = Outcome(Code.OK, "")
 DUPLICATE = Outcome(Code.OK, "already stored (same id)")
 SUPERSEDED = Outcome(Code.OK, "not stored: older than the topic's stored message, which is kept")
+FLUSHED = Outcome(Code.OK, "not stored: older than a flush of its topic, uE or device")
 
 Listener = Callable[[Sequence[StoredMessage]], Awaitable[None]]
 # Whether the caller may write a topic (the service's authorization); None admits every topic.
@@ -192,6 +193,8 @@ class UTwin:
             return DUPLICATE
         if result is Verdict.OLDER:
             return SUPERSEDED
+        if result is Verdict.FLUSHED:
+            return FLUSHED
         if result is Verdict.DEVICE_FULL:
             return Outcome(
                 Code.RESOURCE_EXHAUSTED,
@@ -346,6 +349,20 @@ class UTwin:
             self._key_cache.clear()
         self._key_cache[topic] = key
         return key
+
+    async def flush_topics(self, uris: Sequence[uri_pb2.UUri], now_ms: int) -> int:
+        """Remove the last message of each topic; a message dated now or earlier cannot come back.
+
+        Raises InvalidArgument naming the first URI that is not a topic. Returns how many went.
+        """
+        topic_keys = [key_of(topic_of(uri, f"uris[{position}]")) for position, uri in enumerate(uris)]
+        return await self._store.flush_topics(topic_keys, store_keys.floor_version(now_ms))
+
+    async def flush_device(self, authority: str, ue_id: int | None, now_ms: int) -> int:
+        """flush_topics of every topic of a device (authority), or of one of its uEs."""
+        # The scope's fields get a topic's checks (a resource and a version that pass stand in).
+        topic_from_fields(authority, 1 if ue_id is None else ue_id, 1, 0x8000, "scope")
+        return await self._store.flush_device(authority, ue_id, store_keys.floor_version(now_ms))
 
     async def sweep_expired(self, now_ms: int, cursor: bytes | None, devices: int) -> bytes | None:
         """Remove the expired entries of the next `devices` devices from `cursor`.

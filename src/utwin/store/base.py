@@ -33,6 +33,7 @@ class Verdict(enum.Enum):
     OLDER = "older"  # the stored value has a newer version, and is kept
     DEVICE_FULL = "device_full"  # a new topic beyond max_topics_per_device: nothing written
     STORE_FULL = "store_full"  # a new topic beyond the store's max_topics: nothing written
+    FLUSHED = "flushed"  # its topic, uE or device was flushed after this version: nothing written
 
 
 # What makes the writes acknowledged so far durable as configured (a bound Store.sync).
@@ -70,6 +71,23 @@ class TopicStore(Protocol):
 
         What expiry uses: a reader that found an expired value removes it
         without removing a newer value another writer stored meanwhile.
+        """
+        ...
+
+    async def flush_topics(self, topic_keys: Sequence[bytes], floor: bytes) -> int:
+        """Remove the given topics' values of version `floor` or older; how many went.
+
+        The floor is kept: a later put of the topic at that version or older
+        is refused FLUSHED, so a late message cannot bring a flushed topic back.
+        """
+        ...
+
+    async def flush_device(self, authority: str, ue_id: int | None, floor: bytes) -> int:
+        """flush_topics of every topic of a device, or of one uE of it, with one floor for the scope.
+
+        The floor is written first; values are then removed in bounded
+        batches, other calls running between them. A value newer than the
+        floor (stored meanwhile) is kept.
         """
         ...
 

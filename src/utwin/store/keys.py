@@ -13,6 +13,10 @@ Topic value:
     u8 layout version (1) | u64 id msb | u64 id lsb | u64 expires_at_ms (0 = never) | UMessage bytes
 The header lets newest-wins and expiry be decided without decoding the message.
 
+Flush floor (the newest version a flush removed; older puts are refused):
+    b"F" | the flushed scope: a topic key, or its device or uE prefix, without its b"T"
+    -> 16-byte version
+
 DigiTwin key space:
     b"D" | u8 record kind | ...
 Thing descriptions, twin state and the uTwin bridge index of the DigiTwin
@@ -29,12 +33,15 @@ META_PREFIX = b"\x00"
 TOPIC_PREFIX = b"T"
 DIGITWIN_PREFIX = b"D"
 
+FLOOR_PREFIX = b"F"
+
 TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
 
 _TAIL = struct.Struct(">IBH")
 _LENGTH = struct.Struct(">H")
 _HEADER = struct.Struct(">BQQQ")
 _ID = struct.Struct(">BQQ")  # layout, msb, lsb
+_FLOOR = struct.Struct(">QQ")
 _TIME = struct.Struct(">Q8xQ")  # msb, skip lsb, expires_at_ms
 _VALUE_LAYOUT = 1
 HEADER_SIZE = _HEADER.size
@@ -96,6 +103,16 @@ def topic_version(value: bytes) -> bytes:
     Byte order is id order, so stores compare versions as bytes.
     """
     return value[VERSION_SLICE]
+
+
+def floor_version(flushed_at_ms: int) -> bytes:
+    """The version above every id made at or before flushed_at_ms: a flush's floor."""
+    return _FLOOR.pack((flushed_at_ms << 16) | 0xFFFF, (1 << 64) - 1)
+
+
+def floor_key(scope: bytes) -> bytes:
+    """The floor key of a topic key, or of a device or uE prefix."""
+    return FLOOR_PREFIX + scope[len(TOPIC_PREFIX) :]
 
 
 def decode_topic_header(value: bytes) -> StoredHeader:

@@ -15,6 +15,8 @@ a write of a counter per new topic would cost more than the scan.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -29,6 +31,8 @@ log = logging.getLogger("utwin.store")
 _STORED = Verdict.STORED
 _DEVICE_COUNT_CACHE = 262_144  # about 30 MB at most
 _CLOSE_SYNC_TIMEOUT_S = 5.0
+# Topics one step of a device flush removes before other calls get the event loop.
+_FLUSH_BATCH = 1_000
 
 
 class _NewTopics:
@@ -62,6 +66,10 @@ class RocksStore:
         self._group_sync = GroupSync(self.engine.fsync_log) if fsync else None
         try:
             self._topic_count = keys.decode_count(self.engine.get(keys.TOPIC_COUNT_KEY))
+            # Flush floors by device (flushes are rare: all are kept in memory).
+            self._floors: dict[bytes, dict[bytes, bytes]] = {}
+            for floor_key, floor in self.engine.scan(keys.FLOOR_PREFIX):
+                self._remember_floor(floor_key, floor)
         except BaseException:
             self.engine.close()
             raise
@@ -87,7 +95,9 @@ class RocksStore:
                 stored_versions[key] = None
             else:
                 stored_versions[key] = value[keys.VERSION_SLICE]
-        if new_by_device and not self._room_for(new_by_device):
+        if new_by_device and (
+            not self._room_for(new_by_device) or not self._floors.keys().isdisjoint(new_by_device)
+        ):
             return self._put_near_limits(entries, stored_versions)
         # Every new key fits: each entry is decided by its version alone.
         results: list[PutResult] = []
@@ -124,7 +134,7 @@ class RocksStore:
             version = value[keys.VERSION_SLICE]
             stored = stored_versions[key]
             if stored is None:
-                refusal = self._new_topic_refusal(keys.split_device(key)[0], new_topics)
+                refusal = self._new_topic_refusal(key, version, new_topics)
                 if refusal is not None:
                     results.append(refusal)
                     continue
@@ -143,7 +153,7 @@ class RocksStore:
         stored = self.engine.get(key)
         new_topics = _NewTopics()
         if stored is None:
-            refusal = self._new_topic_refusal(keys.split_device(key)[0], new_topics)
+            refusal = self._new_topic_refusal(key, value[keys.VERSION_SLICE], new_topics)
             if refusal is not None:
                 return refusal
         else:
@@ -153,8 +163,12 @@ class RocksStore:
         self._write_topics([(key, value)], new_topics.by_device)
         return _STORED
 
-    def _new_topic_refusal(self, device: bytes, new_topics: _NewTopics) -> Verdict | None:
-        """Why a new topic of device cannot be added beside the batch's other new ones; None: it can."""
+    def _new_topic_refusal(self, key: bytes, version: bytes, new_topics: _NewTopics) -> Verdict | None:
+        """Why key cannot be a new topic beside the batch's other new ones; None: it can (counted)."""
+        device = keys.split_device(key)[0]
+        floors = self._floors.get(device)
+        if floors is not None and version <= self._floor_of(key, device, floors):
+            return Verdict.FLUSHED
         if self._topic_count + new_topics.total >= self.max_topics:
             return Verdict.STORE_FULL
         new_of_device = new_topics.by_device.get(device, 0)
@@ -198,6 +212,66 @@ class RocksStore:
 
     def _counted(self, device: bytes) -> int:
         return sum(1 for _ in self.engine.scan_keys(keys.device_prefix(device)))
+
+    # -- flush floors --------------------------------------------------------
+
+    def _remember_floor(self, floor_key: bytes, floor: bytes) -> None:
+        scope = keys.TOPIC_PREFIX + floor_key[len(keys.FLOOR_PREFIX) :]
+        device = keys.split_device(scope + keys.AFTER_DEVICE)[0]
+        self._floors.setdefault(device, {})[scope] = floor
+
+    @staticmethod
+    def _floor_of(key: bytes, device: bytes, floors: dict[bytes, bytes]) -> bytes:
+        """The highest floor over key: its device's, its uE's, its own (b"" if none)."""
+        device_end = len(keys.device_prefix(device))
+        scopes = (key[:device_end], key[: device_end + 4], key)
+        return max((floors.get(scope, b"") for scope in scopes), default=b"")
+
+    def _raise_floors(self, scopes: Sequence[bytes], floor: bytes) -> None:
+        """Write floor for each scope (a topic key or a device or uE prefix) unless one is higher."""
+        ops: list[tuple[bytes, bytes | None]] = []
+        for scope in scopes:
+            device = keys.split_device(scope + keys.AFTER_DEVICE)[0]
+            if floor > self._floors.get(device, {}).get(scope, b""):
+                ops.append((keys.floor_key(scope), floor))
+        if ops:
+            self.engine.write(ops)
+            for floor_key, written in ops:
+                assert written is not None
+                self._remember_floor(floor_key, written)
+
+    async def flush_topics(self, topic_keys: Sequence[bytes], floor: bytes) -> int:
+        unique = list(dict.fromkeys(topic_keys))
+        self._raise_floors(unique, floor)
+        return self._remove_up_to(list(zip(unique, self.engine.get_many(unique), strict=True)), floor)
+
+    async def flush_device(self, authority: str, ue_id: int | None, floor: bytes) -> int:
+        prefix = keys.authority_prefix(authority) if ue_id is None else keys.ue_prefix(authority, ue_id)
+        self._raise_floors([prefix], floor)
+        removed = 0
+        start: bytes | None = None
+        while True:
+            found = list(itertools.islice(self.engine.scan(prefix, start), _FLUSH_BATCH))
+            removed += self._remove_up_to(found, floor)
+            if len(found) < _FLUSH_BATCH:
+                return removed
+            start = found[-1][0] + b"\x00"
+            await asyncio.sleep(0)  # a device's topics go in batches: other calls run between them
+
+    def _remove_up_to(self, found: Sequence[tuple[bytes, bytes | None]], floor: bytes) -> int:
+        """Delete the found values whose version is floor or older, in one batch; how many."""
+        deletes: list[tuple[bytes, bytes | None]] = []
+        removed_by_device: dict[bytes, int] = {}
+        for key, value in found:
+            if value is not None and value[keys.VERSION_SLICE] <= floor:
+                deletes.append((key, None))
+                device = keys.split_device(key)[0]
+                removed_by_device[device] = removed_by_device.get(device, 0) - 1
+        removed = len(deletes)
+        if deletes:
+            self._read_device_counts(set(removed_by_device))
+            self._write_topics(deletes, removed_by_device)
+        return removed
 
     async def get_topics(self, topic_keys: Sequence[bytes]) -> list[bytes | None]:
         return self.engine.get_many(topic_keys)
