@@ -40,7 +40,7 @@ def test_set_json_then_get_json(server: ServerThread, capsys: pytest.CaptureFixt
     set_code, stored = _json(capsys, "set", TOPIC, "--payload", "21.5", "--target", server.target)
     get_code, entries = _json(capsys, "get", TOPIC, "--target", server.target)
     (entry,) = entries
-    assert (0, 0, "OK", TOPIC, stored["id"], "21.5", "UPAYLOAD_FORMAT_TEXT") == (
+    assert (0, 0, "OK", TOPIC, stored["id"], "21.5", "text") == (
         set_code,
         get_code,
         entry["status"],
@@ -82,12 +82,12 @@ def test_get_answers_every_topic_in_order(server: ServerThread, capsys: pytest.C
 
 
 def test_payload_from_file(server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--payload @FILE` stores the file's bytes; bytes that are not UTF-8 are shown in hex."""
+    """`--payload @FILE` stores the file's bytes; a raw payload is shown in base64."""
     payload_file = tmp_path / "payload.bin"
     payload_file.write_bytes(b"\x00\xff\x10")
     _run(capsys, "set", TOPIC, "--payload", f"@{payload_file}", "--format", "raw", "--target", server.target)
     _, (entry,) = _json(capsys, "get", TOPIC, "--target", server.target)
-    assert ("00ff10", "UPAYLOAD_FORMAT_RAW") == (entry["payload_hex"], entry["format"])
+    assert ("AP8Q", "raw") == (entry["payload_base64"], entry["format"])
 
 
 def test_ttl_is_stored(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:

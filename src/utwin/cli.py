@@ -1,101 +1,195 @@
-"""The `utwin` command: argument parsing and wiring only."""
+"""The `utwin` command: argument parsing and wiring only.
+
+Each command imports what it needs when it runs (gRPC and protobuf for the
+client commands, the server for `serve`, cryptography for `certs` and `token`),
+so a client command starts in the time of its own imports. One exit-code table
+holds for every command (`cli_options.EXIT_CODES_TEXT`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime
 import gc
-import json
-import logging
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from utwin import __version__, uuid
-from utwin.cli_security import (
-    add_credential_options,
+from utwin import __version__
+from utwin.cli_options import (
+    CLIENT_ENVIRONMENT_TEXT,
+    DEFAULT_TARGET,
+    EXIT_CODES_TEXT,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_OK,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    SERVE_ENVIRONMENT_TEXT,
+    OneLineParser,
+    add_client_options,
     add_security_commands,
     add_serve_security_options,
-    credentials_from,
-    run_certs,
-    run_token,
+    client_epilog,
+    epilog,
+    positive_count,
     serve_security_flags,
+    ttl_ms,
 )
-from utwin.cli_things import DEFAULT_TARGET, add_things_command, run_things
-from utwin.config import Config, load_config
-from utwin.errors import StoreLocked, UTwinError, code_of
-from utwin.service.admin_client import fetch_stats
-from utwin.service.client import CallFailed, UTwinClient, call_failure, publish_message
-from utwin.service.server import RunningServer, serve
-from utwin.uri import Topic, format_uri, parse_uri
-from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
-from utwin_proto.uprotocol.v1 import uattributes_pb2
-from utwin_proto.utwin.v1 import admin_pb2
+from utwin.cli_output import PAYLOAD_FORMATS
+from utwin.cli_things import add_things_command
+from utwin.errors import UTwinError
 
-_FORMATS = {
-    "text": uattributes_pb2.UPAYLOAD_FORMAT_TEXT,
-    "json": uattributes_pb2.UPAYLOAD_FORMAT_JSON,
-    "raw": uattributes_pb2.UPAYLOAD_FORMAT_RAW,
-    "protobuf": uattributes_pb2.UPAYLOAD_FORMAT_PROTOBUF,
+if TYPE_CHECKING:
+    from utwin.cli_options import SubCommands
+
+URI_HELP = "up://AUTHORITY/UE_ID/VERSION/RESOURCE (hexadecimal numbers)"
+DEFAULT_BATCH_TOPICS = 1000  # the server's max_batch_topics by default
+DEFAULT_LOAD_TIMEOUT_S = 3600.0
+DEFAULT_WAIT_TIMEOUT_S = 10.0
+
+# Where each command's code is, imported only when the command runs.
+_COMMANDS = {
+    "serve": "utwin.cli:run_serve",
+    "get": "utwin.cli_utwin:run_get",
+    "set": "utwin.cli_utwin:run_set",
+    "stats": "utwin.cli_utwin:run_stats",
+    "health": "utwin.cli_utwin:run_health",
+    "wait": "utwin.cli_utwin:run_wait",
+    "load": "utwin.cli_load:run_load",
+    "things": "utwin.cli_things:run_things",
+    "certs": "utwin.cli_security:run_certs",
+    "token": "utwin.cli_security:run_token",
 }
+
+# gRPC codes that are the service's answer about what was asked (exit 3); any other failed call,
+# including one refused for its credentials, is exit 4.
+_ANSWER_CODES = frozenset(
+    {
+        "NOT_FOUND",
+        "INVALID_ARGUMENT",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ALREADY_EXISTS",
+        "OUT_OF_RANGE",
+        "ABORTED",
+    }
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="utwin", description="Last known state of every device.")
+    parser = OneLineParser(
+        prog="utwin",
+        description="Last known state of every device.",
+        epilog=epilog(CLIENT_ENVIRONMENT_TEXT, EXIT_CODES_TEXT),
+    )
     parser.add_argument("--version", action="version", version=f"utwin {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve_cmd = commands.add_parser(
+    _add_serve_command(commands)
+
+    get = commands.add_parser("get", help="print the last message of topics", epilog=client_epilog())
+    add_client_options(get)
+    get.add_argument("--json", action="store_true", help="print one JSON array (the shape `load` reads)")
+    get.add_argument(
+        "--batch",
+        type=positive_count,
+        default=DEFAULT_BATCH_TOPICS,
+        metavar="N",
+        help=f"topics per call, as the server's max_batch_topics allows ({DEFAULT_BATCH_TOPICS})",
+    )
+    get.add_argument("uris", nargs="+", metavar="URI", help=URI_HELP)
+
+    set_cmd = commands.add_parser("set", help="publish a message", epilog=client_epilog())
+    add_client_options(set_cmd)
+    set_cmd.add_argument("--json", action="store_true", help="print JSON")
+    set_cmd.add_argument("uri", metavar="URI", help=URI_HELP)
+    set_cmd.add_argument(
+        "--payload", required=True, help="the payload text; - reads stdin, @FILE reads a file's bytes"
+    )
+    set_cmd.add_argument("--format", choices=list(PAYLOAD_FORMATS), default="text", help="payload format")
+    set_cmd.add_argument("--ttl", type=ttl_ms, metavar="MS", help="time to live in milliseconds (0: none)")
+
+    load = commands.add_parser(
+        "load",
+        help="stream messages from JSON lines or length-prefixed UMessages into the uTwin",
+        description="Streams messages through one Ingest stream, with progress on stderr when it is "
+        "a terminal, and prints a summary: accepted, rejected by status code, skipped.",
+        epilog=epilog(
+            "input (--format jsonl): one JSON object per line in the shape `get --json` prints: "
+            "topic, optional id, ttl_ms, format (text, json, raw, ...) and payload (JSON value for "
+            "json, text for text) or payload_base64; a whole `get --json` array is read too; entries "
+            "whose status is not OK are skipped; a missing id is made fresh, later lines winning.\n"
+            "input (--format umessage): serialized UMessages, each after its length (4 bytes, "
+            "big-endian).",
+            client_epilog(),
+        ),
+    )
+    add_client_options(load, f"deadline of the whole stream (default {DEFAULT_LOAD_TIMEOUT_S:g})")
+    load.set_defaults(timeout=DEFAULT_LOAD_TIMEOUT_S)
+    load.add_argument("file", metavar="FILE|-", help="the input file, or - for stdin")
+    load.add_argument("--format", choices=["jsonl", "umessage"], default="jsonl", help="input format")
+    load.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    stats = commands.add_parser(
+        "stats", help="print the counters of a running instance and its peers", epilog=client_epilog()
+    )
+    add_client_options(stats)
+    stats.add_argument("--json", action="store_true", help="print JSON")
+
+    health = commands.add_parser(
+        "health",
+        help="ask the gRPC health service once: exit 0 when SERVING, 3 when not, 4 when unreachable",
+        epilog=client_epilog(),
+    )
+    add_client_options(health)
+    health.add_argument("--json", action="store_true", help="print JSON")
+
+    wait = commands.add_parser(
+        "wait",
+        help="wait until the server is SERVING (exit 0), or exit 4 after --timeout",
+        epilog=client_epilog(),
+    )
+    add_client_options(wait, f"how long to wait (default {DEFAULT_WAIT_TIMEOUT_S:g})")
+    wait.set_defaults(timeout=DEFAULT_WAIT_TIMEOUT_S)
+    wait.add_argument("--json", action="store_true", help="print JSON")
+    wait.add_argument("--quiet", "-q", action="store_true", help="print nothing when serving")
+
+    add_things_command(commands)
+    add_security_commands(commands)
+    return parser
+
+
+def _add_serve_command(commands: SubCommands) -> None:
+    serve = commands.add_parser(
         "serve",
         help="run the service",
-        epilog="Settings also come from a TOML file and UTWIN_<SETTING> variables, except tls_cert and "
-        "tls_key: UTWIN_TLS_CERT and UTWIN_TLS_KEY are the client commands' certificate. "
-        "SIGHUP reloads the certificates, the policy and the JWT keys.",
+        epilog=epilog(
+            "Settings also come from a TOML file and UTWIN_<SETTING> variables. "
+            "SIGHUP reloads the certificates, the policy and the JWT keys; SIGTERM and SIGINT stop.",
+            SERVE_ENVIRONMENT_TEXT,
+            EXIT_CODES_TEXT,
+        ),
     )
-    serve_cmd.add_argument("--listen", metavar="HOST:PORT", help=f"address to serve on ({Config.listen})")
-    serve_cmd.add_argument("--data-dir", metavar="DIR", help=f"RocksDB folder ({Config.data_dir})")
-    serve_cmd.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
-    serve_cmd.add_argument("--durability", choices=["process", "power"], help="what an ack survives")
-    serve_cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve_cmd.add_argument("--authority", metavar="NAME", help="this instance's authority (device name)")
-    serve_cmd.add_argument(
+    serve.add_argument("--listen", metavar="HOST:PORT", help=f"address to serve on ({DEFAULT_TARGET})")
+    serve.add_argument("--data-dir", metavar="DIR", help="RocksDB folder (utwin-data)")
+    serve.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
+    serve.add_argument("--durability", choices=["process", "power"], help="what an ack survives")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--authority", metavar="NAME", help="this instance's authority (device name)")
+    serve.add_argument(
         "--peer",
         metavar="AUTHORITY=HOST:PORT",
         action="append",
         help="where the uTwin of AUTHORITY listens (repeat for each peer)",
     )
-    serve_cmd.add_argument("--default-peer", metavar="AUTHORITY", help="peer asked for other authorities")
-    serve_cmd.add_argument("--stale-after", metavar="SECONDS", type=float, help="refresh older entries")
-    serve_cmd.add_argument("--hop-limit", metavar="N", type=int, help="forwards a request may make")
-    add_serve_security_options(serve_cmd)
-
-    stats_cmd = commands.add_parser("stats", help="print the counters of a running instance and its peers")
-    stats_cmd.add_argument("--target", default=os.environ.get("UTWIN_TARGET", DEFAULT_TARGET))
-    stats_cmd.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
-    stats_cmd.add_argument("--json", action="store_true", help="print JSON")
-    add_credential_options(stats_cmd)
-
-    for name, help_text in (("get", "print the last message of topics"), ("set", "publish a message")):
-        command = commands.add_parser(name, help=help_text)
-        command.add_argument("--target", default=os.environ.get("UTWIN_TARGET", DEFAULT_TARGET))
-        command.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
-        command.add_argument("--json", action="store_true", help="print JSON")
-        add_credential_options(command)
-        if name == "get":
-            command.add_argument(
-                "uris", nargs="+", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE"
-            )
-        else:
-            command.add_argument("uri", metavar="URI", help="up://authority/UE_ID/VERSION/RESOURCE")
-            command.add_argument("--payload", required=True, help="the payload text, or @FILE to read a file")
-            command.add_argument("--format", choices=sorted(_FORMATS), default="text")
-            command.add_argument("--ttl", type=int, metavar="MS", help="time to live in milliseconds")
-    add_things_command(commands)
-    add_security_commands(commands)
-    return parser
+    serve.add_argument("--default-peer", metavar="AUTHORITY", help="peer asked for other authorities")
+    serve.add_argument("--stale-after", metavar="SECONDS", help="refresh older entries")
+    serve.add_argument("--hop-limit", metavar="N", help="forwards a request may make")
+    add_serve_security_options(serve)
 
 
 # The server allocates small short-lived objects per message (tuples, decoded messages) beside
@@ -110,7 +204,13 @@ def tune_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _run_serve(options: argparse.Namespace) -> int:
+def run_serve(options: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from utwin.config import load_config
+    from utwin.service.server import RunningServer, serve
+
     flags = {
         "listen": options.listen,
         "data_dir": options.data_dir,
@@ -124,7 +224,7 @@ def _run_serve(options: argparse.Namespace) -> int:
         **serve_security_flags(options),
     }
     config_file = options.config or (
-        Path(os.environ["UTWIN_CONFIG"]) if "UTWIN_CONFIG" in os.environ else None
+        Path(os.environ["UTWIN_CONFIG"]) if os.environ.get("UTWIN_CONFIG") else None
     )
     config = load_config(config_file, os.environ, flags)
     logging.basicConfig(
@@ -147,143 +247,54 @@ def _run_serve(options: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         runner = asyncio.run
     tune_collector()
-    try:
-        runner(serve(config, on_ready=announce))
-    except StoreLocked as error:
-        print(f"utwin: {error.message}", file=sys.stderr)
-        return 1
+    runner(serve(config, on_ready=announce))
     return 0
 
 
-def _answer_as_dict(response: utwin_pb2.MessageResponse) -> dict[str, Any]:
-    topic = response.topic
-    uri = format_uri(Topic(topic.authority_name, topic.ue_id, topic.ue_version_major, topic.resource_id))
-    entry: dict[str, Any] = {"topic": uri, "status": code_of(response.status.code).name}
-    if response.status.message:
-        entry["detail"] = response.status.message
-    if response.HasField("message"):
-        attributes = response.message.attributes
-        published_ms = uuid.timestamp_ms(attributes.id.msb)
-        entry["id"] = uuid.to_text(attributes.id.msb, attributes.id.lsb)
-        entry["published"] = datetime.datetime.fromtimestamp(published_ms / 1000, datetime.UTC).isoformat()
-        if attributes.HasField("ttl"):
-            entry["ttl_ms"] = attributes.ttl
-        entry["format"] = uattributes_pb2.UPayloadFormat.Name(attributes.payload_format)
-        payload = response.message.payload
-        try:
-            entry["payload"] = payload.decode()
-        except UnicodeDecodeError:
-            entry["payload_hex"] = payload.hex()
-    return entry
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    module_name, _, function_name = _COMMANDS[name].partition(":")
+    run: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module_name), function_name)
+    return run
 
 
-def _print_entry(entry: dict[str, Any]) -> None:
-    head = f"{entry['topic']}  {entry['status']}"
-    if "detail" in entry:
-        head += f"  ({entry['detail']})"
-    print(head)
-    for name in ("id", "published", "ttl_ms", "format", "payload", "payload_hex"):
-        if name in entry:
-            print(f"    {name}: {entry[name]}")
+def _call_failure_exit(error: Exception) -> int | None:
+    """The exit code of a failed gRPC call, after printing it; None when error is not one."""
+    if "grpc" not in sys.modules:
+        return None
+    from utwin.service.client import CallFailed, call_failure
 
-
-def _run_get(options: argparse.Namespace) -> int:
-    topics = [parse_uri(text) for text in options.uris]
-    with UTwinClient(options.target, options.timeout, credentials_from(options)) as client:
-        responses = client.get_last_messages(topics)
-    entries = [_answer_as_dict(response) for response in responses]
-    if options.json:
-        print(json.dumps(entries, indent=2))
-    else:
-        for entry in entries:
-            _print_entry(entry)
-    return 0 if all(entry["status"] == "OK" for entry in entries) else 3
-
-
-def _run_set(options: argparse.Namespace) -> int:
-    topic = parse_uri(options.uri)
-    text: str = options.payload
-    payload = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
-    message = publish_message(topic, payload, _FORMATS[options.format], options.ttl)
-    with UTwinClient(options.target, options.timeout, credentials_from(options)) as client:
-        status = client.set_last_message(message)
-    result = {
-        "topic": str(topic),
-        "id": uuid.to_text(message.attributes.id.msb, message.attributes.id.lsb),
-        "status": code_of(status.code).name,
-    }
-    if status.message:
-        result["detail"] = status.message
-    if options.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{result['topic']}  {result['status']}  id {result['id']}", end="")
-        print(f"  ({result['detail']})" if "detail" in result else "")
-    return 0 if status.code == 0 else 3
-
-
-_STATS_COUNTERS = (
-    "calls",
-    "topics_asked",
-    "hits",
-    "not_found",
-    "failures",
-    "rejected",
-    "joined",
-    "remembered_not_found",
-)
-
-
-def _peer_as_dict(peer: admin_pb2.PeerStats) -> dict[str, Any]:
-    entry: dict[str, Any] = {"authority": peer.authority, "address": peer.address}
-    entry["default_route"] = peer.default_route
-    entry["lookup_stream"] = peer.lookup_stream
-    entry["breaker"] = admin_pb2.BreakerState.Name(peer.breaker).removeprefix("BREAKER_STATE_").lower()
-    entry["consecutive_failures"] = peer.consecutive_failures
-    entry.update((name, getattr(peer, name)) for name in _STATS_COUNTERS)
-    return entry
-
-
-def _run_stats(options: argparse.Namespace) -> int:
-    stats = fetch_stats(options.target, options.timeout, credentials_from(options))
-    peers = [_peer_as_dict(peer) for peer in stats.peers]
-    if options.json:
-        summary = {"authority": stats.authority, "topics": stats.topic_count, "peers": peers}
-        print(json.dumps(summary, indent=2))
-        return 0
-    print(f"authority {stats.authority or '(none)'}  topics {stats.topic_count}  peers {len(peers)}")
-    for peer in peers:
-        route = "  (default route)" if peer["default_route"] else ""
-        via = "lookup stream" if peer["lookup_stream"] else "GetLastMessages"
-        print(f"peer {peer['authority']} at {peer['address']}{route}  via {via}  breaker {peer['breaker']}")
-        print("    " + "  ".join(f"{name} {peer[name]}" for name in _STATS_COUNTERS))
-    return 0
+    if not isinstance(error, CallFailed):
+        return None
+    print(f"utwin: {call_failure(error)}", file=sys.stderr)
+    return EXIT_NOT_OK if error.code().name in _ANSWER_CODES else EXIT_UNREACHABLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = _parser().parse_args(argv)
-    commands = {
-        "serve": _run_serve,
-        "get": _run_get,
-        "set": _run_set,
-        "stats": _run_stats,
-        "things": run_things,
-        "certs": run_certs,
-        "token": run_token,
-    }
     try:
-        return commands[options.command](options)
+        options = _parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, --version, or a usage error already printed
+        return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
+    try:
+        return _command(options.command)(options)
     except UTwinError as error:
+        # Raised in this process: bad input, or settings a server cannot serve with
+        # (a data folder locked by another process, an address in use).
         print(f"utwin: {error.message}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader of stdout went away (`utwin get ... | head`): nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
     except OSError as error:
         print(f"utwin: {error}", file=sys.stderr)
-        return 2
-    except CallFailed as error:
-        print(f"utwin: {call_failure(error)}", file=sys.stderr)
-        return 4
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        code = _call_failure_exit(error)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

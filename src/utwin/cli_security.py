@@ -34,7 +34,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from utwin.errors import InvalidArgument
 from utwin.security.patterns import parse_scope_entry
-from utwin.service.client import ClientCredentials
 
 CERTIFICATE_DAYS = 365
 ALWAYS_SERVED_HOSTS = ("localhost", "127.0.0.1")
@@ -48,115 +47,6 @@ _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES51
 PrivateKey = (
     ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
 )
-
-
-def add_security_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    certs = commands.add_parser("certs", help="development certificates (not for production)")
-    certs_commands = certs.add_subparsers(dest="certs_command", required=True)
-    init = certs_commands.add_parser(
-        "init", help="write a development CA, server and client certificates, and a token signing key"
-    )
-    init.add_argument("dir", type=Path, metavar="DIR", help="folder to write into (created if missing)")
-    init.add_argument(
-        "--host", action="append", default=[], metavar="NAME", help="server host name or IP (repeat)"
-    )
-    init.add_argument(
-        "--client",
-        action="append",
-        default=[],
-        metavar="PRINCIPAL",
-        help="principal of a client certificate, written as its SAN URI (repeat)",
-    )
-
-    token = commands.add_parser("token", help="print a development JWT (not for production)")
-    token.add_argument("--key", type=Path, required=True, metavar="PRIVATE_KEY_PEM", help="signing key")
-    token.add_argument("--subject", required=True, metavar="S", help="the principal (claim sub)")
-    token.add_argument(
-        "--scope", action="append", default=[], metavar="read:URI|write:URI", help="scope entry (repeat)"
-    )
-    token.add_argument("--audience", metavar="A", help="claim aud")
-    token.add_argument("--issuer", metavar="I", help="claim iss")
-    token.add_argument("--group", action="append", default=[], metavar="G", help="claim groups (repeat)")
-    token.add_argument("--lifetime", default="1h", metavar="N[s|m|h|d]", help="validity (1h)")
-
-
-# The server's security settings that `utwin serve` takes as flags: (flag, setting, metavar, help).
-SERVE_SECURITY_FLAGS = (
-    ("--tls-cert", "tls_cert", "PEM", "server certificate chain; TLS on (not read from $UTWIN_TLS_CERT)"),
-    ("--tls-key", "tls_key", "PEM", "server private key (not read from $UTWIN_TLS_KEY)"),
-    ("--tls-client-ca", "tls_client_ca", "PEM", "require client certificates signed by this CA (mTLS)"),
-    ("--peer-tls-ca", "peer_tls_ca", "PEM", "CA the peers' certificates must chain to; TLS to peers"),
-    ("--peer-tls-cert", "peer_tls_cert", "PEM", "certificate this instance shows its peers"),
-    ("--peer-tls-key", "peer_tls_key", "PEM", "its private key"),
-    ("--jwt-keys", "jwt_keys", "FILE", "public keys verifying bearer tokens (PEM or JWKS)"),
-    ("--jwt-issuer", "jwt_issuer", "ISS", "required token issuer"),
-    ("--jwt-audience", "jwt_audience", "AUD", "required token audience"),
-    ("--policy", "policy", "TOML", "the authorization policy (reloaded on SIGHUP)"),
-)
-
-
-def add_serve_security_options(serve: argparse.ArgumentParser) -> None:
-    for flag, _, metavar, help_text in SERVE_SECURITY_FLAGS:
-        serve.add_argument(flag, metavar=metavar, help=help_text)
-    serve.add_argument(
-        "--auth", choices=["none", "required"], help="required: every call needs a certificate or token"
-    )
-    serve.add_argument(
-        "--allow-insecure",
-        action="store_const",
-        const=True,
-        help="listen beyond loopback without TLS, a policy and auth required",
-    )
-
-
-def serve_security_flags(options: argparse.Namespace) -> dict[str, object]:
-    flags: dict[str, object] = {
-        setting: getattr(options, setting) for _, setting, _, _ in SERVE_SECURITY_FLAGS
-    }
-    flags["auth"] = options.auth
-    flags["allow_insecure"] = options.allow_insecure
-    return flags
-
-
-def add_credential_options(parser: argparse.ArgumentParser) -> None:
-    """--tls-ca, --tls-cert, --tls-key and --token of a client command, defaulting to UTWIN_* variables."""
-    environ = os.environ
-    parser.add_argument(
-        "--tls-ca",
-        type=Path,
-        default=environ.get("UTWIN_TLS_CA") or None,
-        metavar="PEM",
-        help="CA of the server's certificate: TLS on (default $UTWIN_TLS_CA)",
-    )
-    parser.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=environ.get("UTWIN_TLS_CERT") or None,
-        metavar="PEM",
-        help="client certificate for mTLS (default $UTWIN_TLS_CERT)",
-    )
-    parser.add_argument(
-        "--tls-key",
-        type=Path,
-        default=environ.get("UTWIN_TLS_KEY") or None,
-        metavar="PEM",
-        help="its private key (default $UTWIN_TLS_KEY)",
-    )
-    parser.add_argument(
-        "--token",
-        default=environ.get("UTWIN_TOKEN", ""),
-        metavar="JWT",
-        help="bearer token sent as 'authorization: Bearer JWT' (default $UTWIN_TOKEN)",
-    )
-
-
-def credentials_from(options: argparse.Namespace) -> ClientCredentials:
-    return ClientCredentials(
-        tls_ca=None if options.tls_ca is None else Path(options.tls_ca),
-        tls_cert=None if options.tls_cert is None else Path(options.tls_cert),
-        tls_key=None if options.tls_key is None else Path(options.tls_key),
-        token=options.token.strip(),
-    )
 
 
 def run_certs(options: argparse.Namespace) -> int:

@@ -7,39 +7,47 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.json_format import MessageToDict
-
-from utwin.cli_security import add_credential_options, credentials_from
+from utwin.cli_options import (
+    EXIT_OK,
+    add_client_options,
+    client_epilog,
+    count,
+    credentials_from,
+    timeout_of,
+)
+from utwin.cli_output import json_value, print_document, print_line, time_fields
 from utwin.errors import InvalidArgument
-from utwin.service.digitwin_client import DigiTwinClient
-from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-_KINDS = {
-    "property": pb.CHANGE_KIND_PROPERTY,
-    "event": pb.CHANGE_KIND_EVENT,
-    "td-updated": pb.CHANGE_KIND_TD_UPDATED,
-    "td-deleted": pb.CHANGE_KIND_TD_DELETED,
-}
+if TYPE_CHECKING:
+    from utwin.cli_options import SubCommands
+    from utwin.service.digitwin_client import DigiTwinClient
+    from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
+
+# The CLI's names of the change kinds, in ChangeKind's order (1..4) in digitwin.proto.
+CHANGE_KINDS = ("property", "event", "td-updated", "td-deleted")
 
 
-def add_things_command(commands: Any) -> None:
+def add_things_command(commands: SubCommands) -> None:
     """Add `things` and its subcommands to the CLI's subparsers."""
-    things = commands.add_parser("things", help="WoT digital twins: register, publish, read, list, watch")
-    actions = things.add_subparsers(dest="things_command", required=True)
+    things = commands.add_parser(
+        "things",
+        help="WoT digital twins: register, publish, read, list, watch",
+        epilog=client_epilog(agent=True),
+    )
+    actions = things.add_subparsers(dest="things_command", required=True, metavar="ACTION")
 
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
-        parser.add_argument("--target", default=os.environ.get("UTWIN_TARGET", DEFAULT_TARGET))
-        parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    def action(name: str, help_text: str, timeout_help: str = "") -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, help=help_text, epilog=client_epilog(agent=True)
+        )
+        add_client_options(parser, timeout_help)
         parser.add_argument(
             "--agent",
             default=os.environ.get("UTWIN_AGENT", ""),
             help="the caller's agent id, needed to write without authentication (default $UTWIN_AGENT)",
         )
-        add_credential_options(parser)
         return parser
 
     register = action("register", "create or replace the twin of a TD (JSON file, or - for stdin)")
@@ -49,7 +57,9 @@ def add_things_command(commands: Any) -> None:
     publish.add_argument("twin_id", metavar="TWIN_ID")
     publish.add_argument("values", nargs="+", metavar="NAME=JSON")
     publish.add_argument("--event", action="store_true", help="publish an event instead of properties")
-    publish.add_argument("--timestamp-ms", type=int, default=0, help="the values' time (default: arrival)")
+    publish.add_argument(
+        "--timestamp-ms", type=count, default=0, help="the values' time, Unix ms (default: arrival)"
+    )
 
     get = action("get", "print a twin's TD")
     get.add_argument("twin_id", metavar="TWIN_ID")
@@ -59,19 +69,26 @@ def add_things_command(commands: Any) -> None:
     read.add_argument("twin_id", metavar="TWIN_ID")
     read.add_argument("names", nargs="*", metavar="NAME")
     read.add_argument("--events", action="store_true", help="latest events instead of properties")
+    read.add_argument("--json", action="store_true", help="each value with its time, in the JSON shape")
 
     listing = action("list", "list twins: twin id, @type and title per line")
     listing.add_argument("--of-agent", default="", metavar="AGENT", help="only twins of this agent")
     listing.add_argument("--type", default="", help="only Things with this @type")
     listing.add_argument("--prefix", default="", help="only Thing ids starting with this")
+    listing.add_argument("--json", action="store_true", help="print one JSON array")
 
-    watch = action("watch", "print changes as JSON lines")
+    watch = action(
+        "watch",
+        "print changes as JSON lines",
+        "stop watching after this many seconds, exit 0 (default: until interrupted)",
+    )
     watch.add_argument("--twin", action="append", default=[], metavar="TWIN_ID")
     watch.add_argument("--of-agent", default="", metavar="AGENT", help="only twins of this agent")
     watch.add_argument("--name", action="append", default=[], help="only these property/event names")
-    watch.add_argument("--kind", action="append", default=[], choices=sorted(_KINDS))
+    watch.add_argument("--kind", action="append", default=[], choices=CHANGE_KINDS)
     watch.add_argument("--current", action="store_true", help="print the current state first")
-    watch.add_argument("--count", type=int, default=0, help="exit after this many changes")
+    watch.add_argument("--count", type=count, default=0, help="exit after this many changes")
+    watch.add_argument("--json", action="store_true", help="accepted for symmetry: always JSON lines")
 
     delete = action("delete", "delete a twin")
     delete.add_argument("twin_id", metavar="TWIN_ID")
@@ -93,65 +110,135 @@ def _parse_values(pairs: list[str]) -> dict[str, str]:
     return values
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
+def _read_td(name: str) -> str:
+    if name == "-":
+        source = sys.stdin.read()
+    else:
+        try:
+            source = Path(name).read_text()
+        except OSError as error:
+            raise InvalidArgument(f"TD_FILE: cannot read {name}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise InvalidArgument(f"TD_FILE: {name} is not UTF-8 text") from None
+    try:
+        json.loads(source)
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"TD_FILE: {name} is not JSON ({error})") from None
+    return source
+
+
+def value_as_dict(value: pb.Value) -> dict[str, Any]:
+    return {"value": json_value(value.json), **time_fields("timestamp", value.timestamp_ms)}
+
+
+def change_as_dict(change: pb.Change) -> dict[str, Any]:
+    """One Watch change in the CLI's JSON shape: values and TDs as JSON, not JSON in strings."""
+    kind = CHANGE_KINDS[change.kind - 1] if 1 <= change.kind <= len(CHANGE_KINDS) else str(change.kind)
+    entry: dict[str, Any] = {
+        "kind": kind,
+        "twin_id": change.twin_id,
+        "agent_id": change.agent_id,
+        "thing_id": change.thing_id,
+    }
+    if change.name:
+        entry["name"] = change.name
+    if change.HasField("value"):
+        entry.update(value_as_dict(change.value))
+    if change.td_json:
+        entry["td"] = json_value(change.td_json)
+    entry["current_state"] = change.current_state
+    return entry
+
+
+def thing_as_dict(thing: pb.Thing) -> dict[str, Any]:
+    td = json_value(thing.td_json)
+    types = td.get("@type", []) if isinstance(td, dict) else []
+    return {
+        "twin_id": thing.twin_id,
+        "agent_id": thing.agent_id,
+        "thing_id": thing.thing_id,
+        "types": types if isinstance(types, list) else [types],
+        "title": td.get("title", "") if isinstance(td, dict) else "",
+        **time_fields("updated", thing.updated_ms),
+    }
 
 
 def _watch(client: DigiTwinClient, options: argparse.Namespace) -> int:
+    from utwin.service.client import CallFailed
+    from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
+
     request = pb.WatchRequest(
         twin_ids=options.twin,
         agent_id=options.of_agent,
         names=options.name,
-        kinds=[_KINDS[kind] for kind in options.kind],
+        kinds=[f"CHANGE_KIND_{kind.upper().replace('-', '_')}" for kind in options.kind],
         include_current_state=options.current,
     )
     printed = 0
-    for response in client.watch(request):
-        for change in response.changes:
-            print(json.dumps(MessageToDict(change), ensure_ascii=False), flush=True)
-            printed += 1
-            if options.count and printed >= options.count:
-                return 0
-    return 0
+    try:
+        for response in client.watch(request, options.timeout):
+            for change in response.changes:
+                print_line(change_as_dict(change))
+                printed += 1
+                if options.count and printed >= options.count:
+                    return EXIT_OK
+    except CallFailed as error:
+        # --timeout is how long to watch: reaching it is the normal end.
+        if options.timeout is not None and error.code().name == "DEADLINE_EXCEEDED":
+            return EXIT_OK
+        raise
+    return EXIT_OK
 
 
 def run_things(options: argparse.Namespace) -> int:
+    from utwin.service.digitwin_client import DigiTwinClient
+
     credentials = credentials_from(options)
-    with DigiTwinClient(options.target, options.agent, options.timeout, credentials) as client:
+    with DigiTwinClient(options.target, options.agent, timeout_of(options), credentials) as client:
         command = options.things_command
         if command == "register":
-            source = sys.stdin.read() if options.td_file == "-" else Path(options.td_file).read_text()
-            response = client.update_thing(source)
-            print(response.twin_id)
+            print(client.update_thing(_read_td(options.td_file)).twin_id)
         elif command == "publish":
-            values = _parse_values(options.values)
-            if options.event:
-                if len(values) != 1:
-                    raise InvalidArgument("--event: publish one NAME=JSON at a time")
-                ((name, json_text),) = values.items()
-                ignored = client.publish_event(options.twin_id, name, json_text, options.timestamp_ms)
-                print("ignored (older than the stored event)" if ignored else "stored")
-            else:
-                ignored_names = client.publish_properties(
-                    options.twin_id, values, options.timestamp_ms
-                ).ignored_older
-                for name in values:
-                    outcome = "ignored (older than the stored value)" if name in ignored_names else "stored"
-                    print(f"{name}: {outcome}")
+            _publish(client, options)
         elif command == "get":
-            _print_json(json.loads(client.get_thing(options.twin_id, options.original).td_json))
+            print_document(json.loads(client.get_thing(options.twin_id, options.original).td_json))
         elif command == "read":
-            values_read = client.read(options.twin_id, options.names, options.events)
-            _print_json({name: json.loads(value.json) for name, value in sorted(values_read.items())})
+            values_read = sorted(client.read(options.twin_id, options.names, options.events).items())
+            if options.json:
+                print_document({name: value_as_dict(value) for name, value in values_read})
+            else:
+                print_document({name: json_value(value.json) for name, value in values_read})
         elif command == "list":
-            for thing in client.list_things(options.of_agent, options.type, options.prefix):
-                td = json.loads(thing.td_json)
-                types = td.get("@type", [])
-                type_text = ",".join(types) if isinstance(types, list) else str(types)
-                print(f"{thing.twin_id}\t{type_text or '-'}\t{td.get('title', '')}")
+            _list(client, options)
         elif command == "watch":
             return _watch(client, options)
         elif command == "delete":
             client.delete_thing(options.twin_id)
             print("deleted")
-    return 0
+    return EXIT_OK
+
+
+def _list(client: DigiTwinClient, options: argparse.Namespace) -> None:
+    listed = client.list_things(options.of_agent, options.type, options.prefix)
+    things = [thing_as_dict(thing) for thing in listed]
+    if options.json:
+        print_document(things)
+        return
+    for thing in things:
+        type_text = ",".join(map(str, thing["types"])) or "-"
+        print(f"{thing['twin_id']}\t{type_text}\t{thing['title']}")
+
+
+def _publish(client: DigiTwinClient, options: argparse.Namespace) -> None:
+    values = _parse_values(options.values)
+    if options.event:
+        if len(values) != 1:
+            raise InvalidArgument("--event: publish one NAME=JSON at a time")
+        ((name, json_text),) = values.items()
+        ignored = client.publish_event(options.twin_id, name, json_text, options.timestamp_ms)
+        print("ignored (older than the stored event)" if ignored else "stored")
+        return
+    ignored_names = client.publish_properties(options.twin_id, values, options.timestamp_ms).ignored_older
+    for name in values:
+        outcome = "ignored (older than the stored value)" if name in ignored_names else "stored"
+        print(f"{name}: {outcome}")

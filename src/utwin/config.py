@@ -21,6 +21,7 @@ from utwin.errors import InvalidArgument
 from utwin.uri import MAX_AUTHORITY_CHARS
 
 ENV_PREFIX = "UTWIN_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 # Variables of the prefix that are not settings: where the file is, and the CLI clients' server,
 # agent and credentials. UTWIN_TLS_CERT and UTWIN_TLS_KEY are the client commands' certificate,
 # so the server's tls_cert and tls_key come from the file or the flags, never from the environment.
@@ -196,7 +197,11 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return StoreBackend(raw.lower())
         if field_type in ("AuthMode", AuthMode):
             return AuthMode(raw.lower())
-        return raw
+        if name == "listen":
+            return check_listen(raw)
+        if name == "log_level" and raw.lower() not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+        return raw.lower() if name == "log_level" else raw
     except ValueError as exc:
         raise InvalidArgument(f"{source}: {name}: {raw!r} is not valid ({exc})") from None
 
@@ -238,6 +243,24 @@ def _address_list(raw: Any) -> tuple[str, ...]:
     """HOST:PORT entries from "H:P,H:P" text or a list of them."""
     entries = raw.split(",") if isinstance(raw, str) else [str(entry) for entry in raw]
     return tuple(_check_address(entry.strip()) for entry in entries if entry.strip())
+
+
+def check_listen(listen: str) -> str:
+    """HOST:PORT with a port from 0 to 65535 (0 picks a free one); an IPv6 host in brackets."""
+    host, colon, port = listen.strip().rpartition(":")
+    expected = "expected HOST:PORT with a port from 0 to 65535, an IPv6 host in brackets"
+    if not colon or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(expected)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(expected)
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{host} is not an IPv6 address") from None
+    elif ":" in host or "[" in host or "]" in host or any(char.isspace() for char in host):
+        raise ValueError(expected)
+    return f"{host}:{int(port)}"
 
 
 def _peer_table(raw: Any) -> types.MappingProxyType[str, str]:

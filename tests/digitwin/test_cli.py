@@ -33,7 +33,7 @@ def test_register_publish_read_list_watch(
     assert (
         {"temperature": 21.5, "mode": "eco"},
         [twin_id],
-        ["CHANGE_KIND_TD_UPDATED", "CHANGE_KIND_PROPERTY", "CHANGE_KIND_PROPERTY"],
+        ["td-updated", "property", "property"],
     ) == (read, [line.split("\t")[0] for line in listed.splitlines()], kinds)
 
 

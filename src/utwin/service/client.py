@@ -10,12 +10,12 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from utwin import uuid
 from utwin.errors import InvalidArgument
-from utwin.service.tls import channel_credentials
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2, ustatus_pb2
@@ -45,21 +45,28 @@ class ClientCredentials:
 PLAINTEXT = ClientCredentials()
 
 
-def open_channel(target: str, credentials: ClientCredentials = PLAINTEXT) -> grpc.Channel:
+def open_channel(
+    target: str,
+    credentials: ClientCredentials = PLAINTEXT,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
     """A blocking channel to target: TLS when a CA is given (mTLS with a certificate), else plaintext."""
     if (credentials.tls_cert is None) != (credentials.tls_key is None):
         raise InvalidArgument("--tls-cert, --tls-key: give both or neither")
     if credentials.tls_ca is None:
         if credentials.tls_cert is not None:
             raise InvalidArgument("--tls-cert: needs --tls-ca to verify the server")
-        return grpc.insecure_channel(target)
+        return grpc.insecure_channel(target, options)
+    # Imported here: it loads the X.509 library, which a plaintext client never needs.
+    from utwin.service.tls import channel_credentials
+
     tls = channel_credentials(
         credentials.tls_ca,
         credentials.tls_cert,
         credentials.tls_key,
         ("--tls-ca", "--tls-cert", "--tls-key"),
     )
-    return grpc.secure_channel(target, tls)
+    return grpc.secure_channel(target, tls, options)
 
 
 def to_uuri(topic: Topic) -> uri_pb2.UUri:

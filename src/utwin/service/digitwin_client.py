@@ -6,7 +6,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
 from utwin.service.client import PLAINTEXT, ClientCredentials, open_channel
-from utwin.service.digitwin_servicer import agent_metadata
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
 
@@ -23,8 +22,13 @@ class DigiTwinClient:
     ) -> None:
         self._channel = open_channel(target, credentials)
         self._stub = pb_grpc.DigiTwinStub(self._channel)
-        # The agent header counts only on a server without authentication; the token names the caller.
-        self._metadata = (agent_metadata(agent) if agent else ()) + credentials.metadata()
+        self._metadata = credentials.metadata()
+        if agent:
+            # Imported only here: the servicer module loads the DigiTwin domain and the store.
+            from utwin.service.digitwin_servicer import agent_metadata
+
+            # The agent header counts only on a server without authentication; the token names the caller.
+            self._metadata = agent_metadata(agent) + self._metadata
         self._timeout_s = timeout_s
 
     def update_thing(self, td_json: str) -> pb.UpdateThingResponse:
