@@ -209,7 +209,6 @@ def run_serve(options: argparse.Namespace) -> int:
     import logging
 
     from utwin.config import load_config
-    from utwin.service.server import RunningServer, serve
 
     flags = {
         "listen": options.listen,
@@ -227,6 +226,9 @@ def run_serve(options: argparse.Namespace) -> int:
         Path(os.environ["UTWIN_CONFIG"]) if os.environ.get("UTWIN_CONFIG") else None
     )
     config = load_config(config_file, os.environ, flags)
+    # Imported once the settings are known good: bad ones are refused without loading the server.
+    from utwin.service.server import RunningServer, serve
+
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

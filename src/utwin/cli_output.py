@@ -7,6 +7,8 @@ messages back through `message_fields_from_entry`, so `get --json` output loads:
 - a payload is `format` (the UPayloadFormat's name in lower case, as `set --format` takes
   it) and `payload`: the decoded JSON value for `json`, the text for `text`, otherwise
   `payload_base64` (also for `json` or `text` bytes that do not decode);
+- read back, an entry without `format` is `text` when its payload is a string and `json`
+  when it is another JSON value;
 - a status is its code's name (`OK`, `NOT_FOUND`, ...) with the service's `detail`.
 
 Imports no protobuf module: values come in as plain numbers, text and bytes.
@@ -89,9 +91,16 @@ def print_line(value: Any) -> None:
     sys.stdout.flush()
 
 
+def _default_format(entry: Mapping[str, Any]) -> str:
+    """The format of an entry that names none: text for a string payload, json for other values."""
+    if "payload" not in entry:
+        return "unspecified"
+    return "text" if isinstance(entry["payload"], str) else "json"
+
+
 def payload_from_entry(entry: Mapping[str, Any], where: str) -> tuple[int, bytes | None]:
     """The format number and payload bytes an entry of the JSON shape names (None: no payload)."""
-    format_text = entry.get("format", "unspecified")
+    format_text = entry.get("format", _default_format(entry))
     if not isinstance(format_text, str) or format_text not in PAYLOAD_FORMATS:
         raise InvalidArgument(f"{where}: format: {format_text!r} is not one of {', '.join(PAYLOAD_FORMATS)}")
     payload_format = PAYLOAD_FORMATS[format_text]
