@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from tests.servers import Servers, ServerThread
 from utwin import uuid
 from utwin.cli import main
+from utwin.cli_load import ProgressLine
 from utwin.service.client import publish_message
 from utwin.uri import parse_uri
 
@@ -135,4 +137,20 @@ def test_a_bad_line_ends_the_load_with_exit_2_naming_it(
         err.startswith(f"utwin: {named}"),
         len(err.splitlines()),
         _get(capsys, server, TOPICS[0])[0]["payload"],
+    )
+
+
+def test_progress_is_shown_only_on_a_terminal(tmp_path: Path) -> None:
+    """The progress line is written when stderr is a terminal (a pty here), and never to a file."""
+    leader, follower = os.openpty()
+    try:
+        with os.fdopen(follower, "w") as terminal, (tmp_path / "stderr.txt").open("w") as plain_file:
+            for stream in (terminal, plain_file):
+                ProgressLine(stream).show(acknowledged=5, sent=10, rejected=1)
+        shown = os.read(leader, 4096).decode()
+    finally:
+        os.close(leader)
+    assert (True, "") == (
+        "loading: 5 of 10 acknowledged, 1 rejected" in shown,
+        (tmp_path / "stderr.txt").read_text(),
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import sys
@@ -36,6 +37,7 @@ FRAME_BYTES = 4 << 20
 _LENGTH_BYTES = 4
 _MASK_62 = (1 << 62) - 1
 _PROGRESS_INTERVAL_S = 0.2
+MAX_TTL = 0xFFFF_FFFF
 FIRST_REJECTIONS_SHOWN = 5
 
 
@@ -50,21 +52,26 @@ class _Reading:
 
 
 class _IdClock:
-    """UUID v7 ids from the clock, each greater than the one before (so later lines win)."""
+    """UUID v7 ids from the clock, each greater than the one before (so later lines win).
+
+    Random bits are drawn once per millisecond; within it the ids count up.
+    """
 
     def __init__(self) -> None:
-        self._last = (0, 0)
+        self._last_ms = -1
+        self._msb = 0
+        self._lsb = 0
 
     def next(self) -> tuple[int, int]:
-        msb, lsb = uuid.new_v7()
-        if (msb, lsb) <= self._last:
-            msb, lsb = self._last
-            if lsb & _MASK_62 == _MASK_62:
-                msb, lsb = msb + 1, lsb & ~_MASK_62
-            else:
-                lsb += 1
-        self._last = (msb, lsb)
-        return msb, lsb
+        now_ms = uuid.now_ms()
+        if now_ms > self._last_ms:
+            self._last_ms = now_ms
+            self._msb, self._lsb = uuid.new_v7(now_ms)
+        elif self._lsb & _MASK_62 == _MASK_62:
+            self._msb, self._lsb = self._msb + 1, self._lsb & ~_MASK_62
+        else:
+            self._lsb += 1
+        return self._msb, self._lsb
 
 
 def _parse_id(text: Any, where: str) -> tuple[int, int]:
@@ -75,34 +82,62 @@ def _parse_id(text: Any, where: str) -> tuple[int, int]:
     return value >> 64, value & ((1 << 64) - 1)
 
 
-def message_from_entry(entry: Any, where: str, ids: _IdClock) -> bytes | None:
-    """The serialized UMessage an entry of the JSON shape stands for; None for an entry to skip."""
-    from utwin.service.client import publish_message  # protobuf: only once there is a message
+class _MessageBuilder:
+    """Serialized PUBLISH UMessages from entries of the JSON shape, topics parsed once each."""
 
-    if not isinstance(entry, Mapping):
-        raise InvalidArgument(f"{where}: expected a JSON object with topic and payload")
-    if entry.get("status", "OK") != "OK":
-        return None
-    topic_text = entry.get("topic")
-    if not isinstance(topic_text, str):
-        raise InvalidArgument(f"{where}: topic: expected a URI string up://AUTHORITY/UE_ID/VERSION/RESOURCE")
-    try:
-        topic = parse_uri(topic_text)
-    except InvalidArgument as error:
-        raise InvalidArgument(f"{where}: topic: {error.message}") from None
-    ttl = entry.get("ttl_ms")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 0xFFFF_FFFF):
-        raise InvalidArgument(f"{where}: ttl_ms: {ttl!r} is not a whole number from 0 to 4294967295")
-    payload_format, payload = payload_from_entry(entry, where)
-    message = publish_message(topic, payload, payload_format, ttl)
-    msb, lsb = _parse_id(entry["id"], where) if "id" in entry else ids.next()
-    message.attributes.id.msb = msb
-    message.attributes.id.lsb = lsb
-    return message.SerializeToString()
+    def __init__(self) -> None:
+        # Imported only once there is input to read.
+        from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uuid_pb2
+
+        self._attributes = uattributes_pb2.UAttributes
+        self._message = umessage_pb2.UMessage
+        self._uuid = uuid_pb2.UUID
+        self._publish = uattributes_pb2.UMESSAGE_TYPE_PUBLISH
+        self._ids = _IdClock()
+
+    def build(self, entry: Any, where: str) -> bytes | None:
+        """The serialized UMessage an entry stands for; None for an entry to skip."""
+        if not isinstance(entry, Mapping):
+            raise InvalidArgument(f"{where}: expected a JSON object with topic and payload")
+        if entry.get("status", "OK") != "OK":
+            return None
+        topic_text = entry.get("topic")
+        if not isinstance(topic_text, str):
+            raise InvalidArgument(
+                f"{where}: topic: expected a URI string up://AUTHORITY/UE_ID/VERSION/RESOURCE"
+            )
+        try:
+            source = _source_of(topic_text)
+        except InvalidArgument as error:
+            raise InvalidArgument(f"{where}: topic: {error.message}") from None
+        ttl = entry.get("ttl_ms")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL):
+            raise InvalidArgument(f"{where}: ttl_ms: {ttl!r} is not a whole number from 0 to {MAX_TTL}")
+        msb, lsb = _parse_id(entry["id"], where) if "id" in entry else self._ids.next()
+        payload_format, payload = payload_from_entry(entry, where)
+        format_field: Any = None if payload is None else payload_format  # the enum's number
+        # One constructor call per message: each field set apart costs a call into protobuf.
+        attributes = self._attributes(
+            id=self._uuid(msb=msb, lsb=lsb),
+            type=self._publish,
+            source=source,
+            ttl=ttl,
+            payload_format=format_field,
+        )
+        message = self._message(attributes=attributes, payload=payload)
+        return bytes(message.SerializeToString())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _source_of(topic_text: str) -> Any:
+    """The UUri of a topic URI (checked as a topic); repeated topics are parsed once."""
+    from utwin.service.client import to_uuri
+
+    return to_uuri(parse_uri(topic_text))
 
 
 def _json_messages(source: IO[bytes], reading: _Reading) -> Iterator[bytes]:
-    ids = _IdClock()
+    builder = _MessageBuilder()
     first = source.peek(1)[:1] if hasattr(source, "peek") else b""
     while first.isspace():
         source.read(1)
@@ -126,7 +161,7 @@ def _json_messages(source: IO[bytes], reading: _Reading) -> Iterator[bytes]:
                 item = json.loads(item)
             except (ValueError, UnicodeDecodeError) as error:
                 raise InvalidArgument(f"{where}: not JSON ({error})") from None
-        message = message_from_entry(item, where, ids)
+        message = builder.build(item, where)
         if message is None:
             reading.skipped += 1
             continue
@@ -169,7 +204,7 @@ def _frames(messages: Iterator[bytes], reading: _Reading) -> Iterator[list[bytes
         yield frame
 
 
-class _Progress:
+class ProgressLine:
     """One line on stderr, rewritten in place, only when stderr is a terminal."""
 
     def __init__(self, stream: IO[str]) -> None:
@@ -234,7 +269,7 @@ def run_load(options: argparse.Namespace) -> int:
     source = _open_source(options.file)
     messages = _framed_messages if options.format == "umessage" else _json_messages
     summary = LoadSummary()
-    progress = _Progress(sys.stderr)
+    progress = ProgressLine(sys.stderr)
     unit = "record" if options.format == "umessage" else "line"
     started = time.monotonic()
     frames = _frames(messages(source, reading), reading)
