@@ -40,6 +40,8 @@ PAYLOAD_FORMATS = {
 }
 _FORMAT_NAMES = {number: name for name, number in PAYLOAD_FORMATS.items()}
 JSON_FORMAT = PAYLOAD_FORMATS["json"]
+# Made once: json.dumps with options builds an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 TEXT_FORMAT = PAYLOAD_FORMATS["text"]
 
 
@@ -116,7 +118,7 @@ def payload_from_entry(entry: Mapping[str, Any], where: str) -> tuple[int, bytes
         return payload_format, None
     payload = entry["payload"]
     if payload_format == JSON_FORMAT:
-        return payload_format, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return payload_format, _COMPACT_JSON.encode(payload).encode()
     if not isinstance(payload, str):
         raise InvalidArgument(f"{where}: payload: a {format_text} payload is text (or give payload_base64)")
     return payload_format, payload.encode()
