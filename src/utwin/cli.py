@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from utwin import __version__
 from utwin.cli_options import (
+    AGENT_ENVIRONMENT_TEXT,
     CLIENT_ENVIRONMENT_TEXT,
     DEFAULT_TARGET,
     EXIT_CODES_TEXT,
@@ -84,7 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="utwin",
         description="Last known state of every device.",
-        epilog=epilog(CLIENT_ENVIRONMENT_TEXT, EXIT_CODES_TEXT),
+        epilog=epilog(
+            CLIENT_ENVIRONMENT_TEXT
+            + "\n"
+            + AGENT_ENVIRONMENT_TEXT
+            + "\n  UTWIN_CONFIG, UTWIN_<SETTING>  serve: its configuration file and settings",
+            EXIT_CODES_TEXT,
+        ),
     )
     parser.add_argument("--version", action="version", version=f"utwin {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
