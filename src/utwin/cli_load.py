@@ -200,6 +200,8 @@ def _frames(messages: Iterator[bytes], reading: _Reading) -> Iterator[list[bytes
     except InvalidArgument as error:
         # Raised here, gRPC would only cancel the call; the main thread reports it instead.
         reading.error = error
+    except OSError as error:
+        reading.error = InvalidArgument(f"FILE: reading stopped: {error}")
     if frame:
         reading.sent += len(frame)
         yield frame
