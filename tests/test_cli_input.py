@@ -175,6 +175,6 @@ def test_wait_returns_at_once_for_a_serving_server(
 def test_wait_exits_4_when_nothing_serves_within_the_timeout(
     free_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`wait --timeout 0.5` with no server at the target exits 4 with one line."""
-    code, _, err = _run(capsys, "wait", "--target", f"127.0.0.1:{free_port}", "--timeout", "0.5")
-    assert (4, 1, True) == (code, len(err.splitlines()), "not serving after 0.5 s" in err)
+    """`wait --timeout 0.2` with no server at the target exits 4 with one line."""
+    code, _, err = _run(capsys, "wait", "--target", f"127.0.0.1:{free_port}", "--timeout", "0.2")
+    assert (4, 1, True) == (code, len(err.splitlines()), "not serving after 0.2 s" in err)
