@@ -25,8 +25,8 @@ from utwin import uuid
 from utwin.digitwin import records
 from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Binding, Value, ValueKind
-from utwin.store import Store
 from utwin.store import keys as store_keys
+from utwin.store.base import RecordStore, TopicStore
 from utwin.uri import Topic, parse_uri
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2
 
@@ -44,11 +44,17 @@ class Target(NamedTuple):
 class BridgeIndex:
     """Which twin affordances each bound topic feeds."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self) -> None:
         self._targets: dict[Topic, set[Target]] = {}
-        for key, _ in store.scan(records.BRIDGE_PREFIX):
+
+    @classmethod
+    async def load(cls, store: RecordStore) -> BridgeIndex:
+        """The index persisted in store."""
+        index = cls()
+        async for key, _ in store.scan(records.BRIDGE_PREFIX):
             entry = records.decode_bridge_key(key)
-            self._targets.setdefault(entry.topic, set()).add(Target(entry.twin, entry.kind, entry.name))
+            index._targets.setdefault(entry.topic, set()).add(Target(entry.twin, entry.kind, entry.name))
+        return index
 
     def targets(self, topic: Topic) -> set[Target]:
         return self._targets.get(topic, set())
@@ -138,11 +144,16 @@ class StoredTopicMessage(NamedTuple):
         return Value("", self.timestamp_ms, self.tie_id).replaces(held)
 
 
-def stored_messages(store: Store, topics: Sequence[Topic], now_ms: int) -> dict[Topic, StoredTopicMessage]:
-    """Each topic's message stored by uTwin, for those that have one unexpired (as uTwin serves them)."""
+async def stored_messages(
+    store: TopicStore, topics: Sequence[Topic], now_ms: int
+) -> dict[Topic, StoredTopicMessage]:
+    """Each topic's message stored by uTwin, for those that have one unexpired (as uTwin serves them).
+
+    An expired message is absent here, and left in the store: removing it is uTwin's business."""
     unique = list(dict.fromkeys(topics))
     found: dict[Topic, StoredTopicMessage] = {}
-    for topic, stored in zip(unique, store.get_many([store_keys.topic_key(*t) for t in unique]), strict=True):
+    values = await store.get_topics([store_keys.topic_key(*t) for t in unique])
+    for topic, stored in zip(unique, values, strict=True):
         if stored is None:
             continue
         header = store_keys.decode_topic_header(stored)

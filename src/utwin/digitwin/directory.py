@@ -16,7 +16,7 @@ from typing import NamedTuple
 from utwin.digitwin import records
 from utwin.digitwin.ids import TwinId
 from utwin.errors import InvalidArgument
-from utwin.store import Store
+from utwin.store.base import RecordStore
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -60,7 +60,7 @@ def page_size(requested: int) -> int:
     return min(requested, MAX_PAGE_SIZE)
 
 
-def list_things(store: Store, query: ListQuery) -> tuple[list[ThingEntry], str]:
+async def list_things(store: RecordStore, query: ListQuery) -> tuple[list[ThingEntry], str]:
     """One page of twins matching the query, and the token of the next page ('' at the end)."""
     size = page_size(query.page_size)
     prefix = records.td_scan_prefix(query.agent, query.thing_id_prefix)
@@ -68,7 +68,7 @@ def list_things(store: Store, query: ListQuery) -> tuple[list[ThingEntry], str]:
     found: list[ThingEntry] = []
     examined = 0
     last_key = b""
-    for key, record in store.scan(prefix, start):
+    async for key, record in store.scan(prefix, start):
         if len(found) == size or examined == MAX_EXAMINED_PER_CALL:
             # More records remain: the next page starts after the last one examined.
             return found, encode_token(last_key)

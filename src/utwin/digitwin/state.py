@@ -8,6 +8,10 @@ A twin is *used* when `get` returns it (its values are read or written), when
 it is created, and when the TD of a loaded twin is replaced. `peek` is not a
 use, so work that does not serve a caller (catching the bridge up) leaves the
 order as it is.
+
+A twin is loaded under its lock (`locks`): loads never interleave with a
+write of the same twin, so the copy kept is never older than the store. Code
+already holding the twin's lock loads with `get_held`; all else with `get`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from collections import OrderedDict
 
 from utwin.digitwin import records
 from utwin.digitwin.ids import TwinId
+from utwin.digitwin.locks import TwinLocks
 from utwin.digitwin.model import ThingSummary, Value, ValueKind
-from utwin.store import Store
+from utwin.store.base import RecordStore
 
 
 class LoadedTwin:
@@ -33,8 +38,9 @@ class LoadedTwin:
 class TwinCache:
     """Loaded twins in least-recently-used order, at most `max_loaded` of them."""
 
-    def __init__(self, store: Store, max_loaded: int) -> None:
+    def __init__(self, store: RecordStore, locks: TwinLocks, max_loaded: int) -> None:
         self._store = store
+        self._locks = locks
         self._max_loaded = max(1, max_loaded)
         self._loaded: OrderedDict[TwinId, LoadedTwin] = OrderedDict()
         self.loads = 0
@@ -52,18 +58,29 @@ class TwinCache:
         """The twin if it is loaded, without loading it or counting a use."""
         return self._loaded.get(twin)
 
-    def get(self, twin: TwinId) -> LoadedTwin | None:
-        """The twin, loaded from the store if needed; None if it does not exist."""
+    async def get(self, twin: TwinId) -> LoadedTwin | None:
+        """The twin, loaded from the store if needed; None if it does not exist.
+
+        The caller must not hold the twin's lock (a load takes it)."""
         loaded = self._loaded.get(twin)
         if loaded is not None:
             self._loaded.move_to_end(twin)
             return loaded
-        record = self._store.get(records.td_key(twin))
+        async with self._locks.hold((twin,)):
+            return await self.get_held(twin)
+
+    async def get_held(self, twin: TwinId) -> LoadedTwin | None:
+        """As `get`, for a caller holding the twin's lock."""
+        loaded = self._loaded.get(twin)
+        if loaded is not None:
+            self._loaded.move_to_end(twin)
+            return loaded
+        record = await self._store.get(records.td_key(twin))
         if record is None:
             return None
         loaded = LoadedTwin(twin, records.decode_summary(record))
         prefix = records.values_prefix(twin)
-        for key, value in self._store.scan(prefix):
+        async for key, value in self._store.scan(prefix):
             kind, name = records.split_value_key(key, len(prefix))
             loaded.values[kind][name] = records.decode_value(value)
         self.loads += 1

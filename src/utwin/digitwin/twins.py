@@ -1,11 +1,13 @@
 """The DigiTwin domain: directory, state, notifications and the uTwin bridge over one Store.
 
 No gRPC here. The caller's agent id is a parameter of every write, so the
-service layer alone decides where identity comes from. Each method runs to
-completion without yielding: on the event loop, a method's read-compare-
-write, its store write and its notifications are one atomic step, which is
-what newest-wins and the seam between current state and live changes need.
-Every change is in the store (one write per call) before the method returns.
+service layer alone decides where identity comes from. The store is
+asynchronous, so methods yield at each store call; what used to be atomic by
+running without yielding is now atomic per twin by its lock (`locks`): a
+method's read-compare-write, its store write and its notifications happen
+while it holds the locks of the twins it touches, which is what newest-wins
+and the seam between current state and live changes need. Every change is in
+the store (one write per call) before the method returns.
 
 Values are ordered by timestamp, ties broken by their id (`Value.replaces`).
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from utwin import uuid
@@ -22,6 +24,7 @@ from utwin.digitwin import directory, records, td
 from utwin.digitwin.bridge import BridgeIndex, Ops, Target, decode_message, stored_messages
 from utwin.digitwin.directory import ListQuery, ThingEntry
 from utwin.digitwin.ids import TwinId, check_part, parse_twin_id, twin_id
+from utwin.digitwin.locks import TwinLocks
 from utwin.digitwin.model import Binding, Value, ValueKind
 from utwin.digitwin.state import LoadedTwin, TwinCache
 from utwin.digitwin.watch import Change, ChangeKind, Subscription, WatchFilter, WatchHub
@@ -75,49 +78,66 @@ def _check_json(text: str, field: str, max_bytes: int) -> None:
 class DigiTwin:
     """Twins of registered Things: TDs, values, queries, watches and the uTwin bridge."""
 
-    def __init__(self, store: Store, settings: Settings, now_ms: int | None = None) -> None:
-        """Open the twins in store, first catching the bridge up (see `catch_up_bridge`)."""
+    def __init__(self, store: Store, settings: Settings, bridge: BridgeIndex) -> None:
+        """Twins over store with its bridge index already loaded; `open` is what callers use."""
         self._store = store
         self._settings = settings
-        self._cache = TwinCache(store, settings.max_loaded)
-        self._bridge = BridgeIndex(store)
+        self._locks = TwinLocks()
+        self._cache = TwinCache(store, self._locks, settings.max_loaded)
+        self._bridge = bridge
         self.hub = WatchHub(settings.watch_buffer)
         self._last_arrival_id = 0
         # Bound topics whose last bridging failed: caught up at the next message uTwin stores.
         self._behind: set[Topic] = set()
+
+    @classmethod
+    async def open(cls, store: Store, settings: Settings, now_ms: int | None = None) -> DigiTwin:
+        """Open the twins in store, first catching the bridge up (see `catch_up_bridge`)."""
+        twins = cls(store, settings, await BridgeIndex.load(store))
         try:
-            self.catch_up_bridge(uuid.now_ms() if now_ms is None else now_ms)
+            await twins.catch_up_bridge(uuid.now_ms() if now_ms is None else now_ms)
         except Exception:
             # A record the bridge cannot read must not keep the service from starting.
             log.exception("bridge: catching twins up with their topics at start failed")
+        return twins
 
     @property
     def cache(self) -> TwinCache:
         return self._cache
 
+    @property
+    def locks(self) -> TwinLocks:
+        return self._locks
+
     # -- directory ---------------------------------------------------------
 
-    def update_thing(self, agent: str, td_json: str, now_ms: int) -> tuple[TwinId, bool]:
+    async def update_thing(self, agent: str, td_json: str, now_ms: int) -> tuple[TwinId, bool]:
         """Create or replace the agent's twin of the TD's Thing: (twin, created)."""
         check_part(agent, "agent")
         parsed = td.parse_td(td_json, self._settings.max_json_bytes, now_ms)
         twin = twin_id(agent, parsed.thing_id)
+        async with self._locks.hold((twin,)):
+            return await self._update_thing_held(twin, parsed, td_json, now_ms)
+
+    async def _update_thing_held(
+        self, twin: TwinId, parsed: td.ParsedTd, td_json: str, now_ms: int
+    ) -> tuple[TwinId, bool]:
         twin_json = td.twin_td_json(parsed, twin)
         key = records.td_key(twin)
-        previous = self._store.get(key)
+        previous = await self._store.get(key)
         old_bindings = () if previous is None else records.decode_summary(previous).bindings
         bindings = parsed.summary.bindings
         # Bound affordances start from their topics' stored messages, in the same write as the TD.
         loaded = LoadedTwin(twin, parsed.summary) if previous is None else None
         if bindings and loaded is None:
-            loaded = self._load(twin)
+            loaded = await self._load_held(twin)
         accepted = (
-            self._newest(self._bound_offers(loaded, bindings, now_ms))[0] if bindings and loaded else []
+            self._newest(await self._bound_offers(loaded, bindings, now_ms))[0] if bindings and loaded else []
         )
         ops: Ops = [(key, records.encode_td_record(parsed.summary, td_json, twin_json))]
         ops += BridgeIndex.rebind_ops(twin, old_bindings, bindings)
         ops += self._value_ops(accepted)
-        self._store.write(ops)
+        await self._store.write(ops)
         self._bridge.rebind(twin, old_bindings, bindings)
         if previous is None and loaded is not None:
             self._cache.add_new(loaded)
@@ -127,11 +147,13 @@ class DigiTwin:
         self.hub.publish(changes + self._commit(accepted))
         return twin, previous is None
 
-    def _bound_offers(self, loaded: LoadedTwin, bindings: Sequence[Binding], now_ms: int) -> list[Offer]:
+    async def _bound_offers(
+        self, loaded: LoadedTwin, bindings: Sequence[Binding], now_ms: int
+    ) -> list[Offer]:
         topics = [parse_uri(binding.topic_uri) for binding in bindings]
         values = {
             topic: value
-            for topic, stored in stored_messages(self._store, topics, now_ms).items()
+            for topic, stored in (await stored_messages(self._store, topics, now_ms)).items()
             if (value := decode_message(stored.message)) is not None
         }
         return [
@@ -140,62 +162,68 @@ class DigiTwin:
             if topic in values
         ]
 
-    def get_thing(self, twin_text: str, original: bool = False) -> ThingEntry:
+    async def get_thing(self, twin_text: str, original: bool = False) -> ThingEntry:
         twin = parse_twin_id(twin_text)
-        record = self._store.get(records.td_key(twin))
+        record = await self._store.get(records.td_key(twin))
         if record is None:
             raise NotFound(f"twin_id: no twin {twin.text}")
         original_json, twin_json = records.decode_td_texts(record)
         updated_ms = records.decode_summary(record).updated_ms
         return ThingEntry(twin, original_json if original else twin_json, updated_ms)
 
-    def delete_thing(self, agent: str, twin_text: str) -> None:
+    async def delete_thing(self, agent: str, twin_text: str) -> None:
         twin = self._owned(agent, twin_text)
         key = records.td_key(twin)
-        record = self._store.get(key)
-        if record is None:
-            raise NotFound(f"twin_id: no twin {twin.text}")
-        bindings = records.decode_summary(record).bindings
-        ops: Ops = [(key, None)]
-        ops += [(value_key, None) for value_key, _ in self._store.scan(records.values_prefix(twin))]
-        ops += BridgeIndex.rebind_ops(twin, bindings, ())
-        self._store.write(ops)
-        self._bridge.rebind(twin, bindings, ())
-        self._cache.drop(twin)
-        self.hub.publish([Change(ChangeKind.TD_DELETED, twin, twin.text)])
+        async with self._locks.hold((twin,)):
+            record = await self._store.get(key)
+            if record is None:
+                raise NotFound(f"twin_id: no twin {twin.text}")
+            bindings = records.decode_summary(record).bindings
+            ops: Ops = [(key, None)]
+            ops += [(value_key, None) async for value_key, _ in self._store.scan(records.values_prefix(twin))]
+            ops += BridgeIndex.rebind_ops(twin, bindings, ())
+            await self._store.write(ops)
+            self._bridge.rebind(twin, bindings, ())
+            self._cache.drop(twin)
+            self.hub.publish([Change(ChangeKind.TD_DELETED, twin, twin.text)])
 
-    def list_things(self, query: ListQuery) -> tuple[list[ThingEntry], str]:
-        return directory.list_things(self._store, query)
+    async def list_things(self, query: ListQuery) -> tuple[list[ThingEntry], str]:
+        return await directory.list_things(self._store, query)
 
     # -- state -------------------------------------------------------------
 
-    def publish_properties(
+    async def publish_properties(
         self, agent: str, twin_text: str, updates: Mapping[str, Update], now_ms: int
     ) -> list[str]:
         """Store the newer of each offered and stored value; the names ignored as older."""
         if not updates:
             raise InvalidArgument("values: empty; publish at least one property value")
-        loaded = self._load(self._owned(agent, twin_text))
-        arrival_id = self._arrival_id(now_ms)  # one per call: its values are for distinct names
-        offered = [
-            (
-                ValueKind.PROPERTY,
-                name,
-                self._value(loaded, ValueKind.PROPERTY, name, update, now_ms, arrival_id),
-            )
-            for name, update in updates.items()
-        ]
-        return self._apply([(loaded, kind, name, value) for kind, name, value in offered])
+        twin = self._owned(agent, twin_text)
+        async with self._locks.hold((twin,)):
+            loaded = await self._load_held(twin)
+            arrival_id = self._arrival_id(now_ms)  # one per call: its values are for distinct names
+            offered = [
+                (
+                    loaded,
+                    ValueKind.PROPERTY,
+                    name,
+                    self._value(loaded, ValueKind.PROPERTY, name, update, now_ms, arrival_id),
+                )
+                for name, update in updates.items()
+            ]
+            return await self._apply(offered)
 
-    def publish_event(self, agent: str, twin_text: str, name: str, update: Update, now_ms: int) -> bool:
+    async def publish_event(self, agent: str, twin_text: str, name: str, update: Update, now_ms: int) -> bool:
         """Store an event as its name's latest unless a newer one is held; True if ignored."""
-        loaded = self._load(self._owned(agent, twin_text))
-        value = self._value(loaded, ValueKind.EVENT, name, update, now_ms, self._arrival_id(now_ms))
-        return bool(self._apply([(loaded, ValueKind.EVENT, name, value)]))
+        twin = self._owned(agent, twin_text)
+        async with self._locks.hold((twin,)):
+            loaded = await self._load_held(twin)
+            value = self._value(loaded, ValueKind.EVENT, name, update, now_ms, self._arrival_id(now_ms))
+            return bool(await self._apply([(loaded, ValueKind.EVENT, name, value)]))
 
-    def read_values(self, twin_text: str, kind: ValueKind, names: Sequence[str]) -> dict[str, Value]:
+    async def read_values(self, twin_text: str, kind: ValueKind, names: Sequence[str]) -> dict[str, Value]:
         """Values of the names asked (all when none), only those that have one."""
-        loaded = self._load(parse_twin_id(twin_text))
+        loaded = await self._load(parse_twin_id(twin_text))
         held = loaded.values[kind]
         if not names:
             return dict(held)
@@ -210,8 +238,15 @@ class DigiTwin:
             raise PermissionDenied(f"twin_id: {twin.text} belongs to agent {twin.agent!r}, not to {agent!r}")
         return twin
 
-    def _load(self, twin: TwinId) -> LoadedTwin:
-        loaded = self._cache.get(twin)
+    async def _load(self, twin: TwinId) -> LoadedTwin:
+        loaded = await self._cache.get(twin)
+        if loaded is None:
+            raise NotFound(f"twin_id: no twin {twin.text}")
+        return loaded
+
+    async def _load_held(self, twin: TwinId) -> LoadedTwin:
+        """As `_load`, for a caller holding the twin's lock."""
+        loaded = await self._cache.get_held(twin)
         if loaded is None:
             raise NotFound(f"twin_id: no twin {twin.text}")
         return loaded
@@ -241,11 +276,13 @@ class DigiTwin:
         self._last_arrival_id = max(made, self._last_arrival_id + 1)
         return self._last_arrival_id
 
-    def _apply(self, offered: Sequence[Offer]) -> list[str]:
-        """Newest-wins over stored and in-batch values, one store write, then notify."""
+    async def _apply(self, offered: Sequence[Offer]) -> list[str]:
+        """Newest-wins over stored and in-batch values, one store write, then notify.
+
+        The caller holds the locks of the offered values' twins."""
         accepted, ignored = self._newest(offered)
         if accepted:
-            self._store.write(self._value_ops(accepted))
+            await self._store.write(self._value_ops(accepted))
             self.hub.publish(self._commit(accepted))
         return ignored
 
@@ -285,45 +322,57 @@ class DigiTwin:
 
     # -- the uTwin bridge ----------------------------------------------------
 
-    def on_utwin_stored(self, stored: Sequence[StoredMessage]) -> None:
+    async def on_utwin_stored(self, stored: Sequence[StoredMessage]) -> None:
         """uTwin listener: messages on bound topics update the affordances they feed."""
         if not self._bridge.topic_count:
             return  # no twin reads any topic: nothing to look up per message
         try:
             if self._behind:
                 # uTwin's write just succeeded, so the store takes writes again: repair first.
-                self._catch_up_behind()
-            self._bridge_messages(stored)
+                await self._catch_up_behind()
+            await self._bridge_messages(stored)
         except Exception:
             # The messages are already stored by uTwin; a bridge failure must not fail that ingest.
             self._behind.update(message.topic for message in stored if self._bridge.targets(message.topic))
             log.exception("bridge: updating twins from %d uTwin messages failed", len(stored))
 
-    def _catch_up_behind(self) -> None:
+    async def _catch_up_behind(self) -> None:
         """Catch up the topics whose bridging failed in this process (see `catch_up_bridge`)."""
-        topics = list(self._behind)
+        topics = set(self._behind)
+        self._behind.difference_update(topics)  # a failure meanwhile, elsewhere, adds its topics again
         bound = [(topic, target) for topic in topics for target in self._bridge.targets(topic)]
-        self._catch_up(bound, uuid.now_ms())
-        self._behind.difference_update(topics)
+        try:
+            await self._catch_up(bound, uuid.now_ms())
+        except BaseException:
+            self._behind.update(topics)
+            raise
 
-    def _bridge_messages(self, stored: Sequence[StoredMessage]) -> None:
-        offered: list[tuple[LoadedTwin, ValueKind, str, Value]] = []
+    async def _bridge_messages(self, stored: Sequence[StoredMessage]) -> None:
+        decoded: list[tuple[Topic, Value]] = []
         for message in stored:
-            targets = self._bridge.targets(message.topic)
-            if not targets:
+            if not self._bridge.targets(message.topic):
                 continue
             value = decode_message(message.message)
             if value is None:
                 log.warning("bridge: message on %s has a payload format not bridged; skipped", message.topic)
                 continue
-            for target in targets:
-                loaded = self._cache.get(target.twin)
-                if loaded is not None:
-                    offered.append((loaded, target.kind, target.name, value))
-        if offered:
-            self._apply(offered)
+            decoded.append((message.topic, value))
+        if not decoded:
+            return
+        twins = {target.twin for topic, _ in decoded for target in self._bridge.targets(topic)}
+        async with self._locks.hold(twins):
+            offered: list[Offer] = []
+            for topic, value in decoded:
+                # Bindings may have changed while waiting for the locks. A twin bound since is
+                # left alone: its UpdateThing, later than uTwin's write, read this message itself.
+                for target in self._bridge.targets(topic):
+                    loaded = await self._cache.get_held(target.twin) if target.twin in twins else None
+                    if loaded is not None:
+                        offered.append((loaded, target.kind, target.name, value))
+            if offered:
+                await self._apply(offered)
 
-    def catch_up_bridge(self, now_ms: int) -> int:
+    async def catch_up_bridge(self, now_ms: int) -> int:
         """Give every bound affordance its topic's stored message where that is newer than its value.
 
         uTwin's write and the bridge's are two writes, so a bridge write that
@@ -336,15 +385,22 @@ class DigiTwin:
         bound = list(self._bridge.bound())
         written = 0
         for start in range(0, len(bound), CATCH_UP_BINDINGS_PER_WRITE):
-            written += self._catch_up(bound[start : start + CATCH_UP_BINDINGS_PER_WRITE], now_ms)
+            written += await self._catch_up(bound[start : start + CATCH_UP_BINDINGS_PER_WRITE], now_ms)
         return written
 
-    def _catch_up(self, bound: Sequence[tuple[Topic, Target]], now_ms: int) -> int:
-        stored = stored_messages(self._store, [topic for topic, _ in bound], now_ms)
+    async def _catch_up(self, bound: Sequence[tuple[Topic, Target]], now_ms: int) -> int:
+        async with self._locks.hold(target.twin for _, target in bound):
+            # Only bindings still in place: a twin deleted or rebound meanwhile gets no value.
+            still = [(topic, target) for topic, target in bound if target in self._bridge.targets(topic)]
+            return await self._catch_up_held(still, now_ms)
+
+    async def _catch_up_held(self, bound: Sequence[tuple[Topic, Target]], now_ms: int) -> int:
+        stored = await stored_messages(self._store, [topic for topic, _ in bound], now_ms)
         offered = [(target, stored[topic]) for topic, target in bound if topic in stored]
         keys = [records.value_key(target.twin, target.kind, target.name) for target, _ in offered]
         newer: list[tuple[bytes, Target, Value]] = []
-        for key, (target, message), held in zip(keys, offered, self._store.get_many(keys), strict=True):
+        held_values = await self._store.get_many(keys)
+        for key, (target, message), held in zip(keys, offered, held_values, strict=True):
             # Usually the twin holds this very message: known from the ids, without decoding it.
             if message.is_newer_than(None if held is None else records.decode_value(held)):
                 value = decode_message(message.message)
@@ -352,7 +408,7 @@ class DigiTwin:
                     newer.append((key, target, value))
         if not newer:
             return 0
-        self._store.write([(key, records.encode_value(value)) for key, _, value in newer])
+        await self._store.write([(key, records.encode_value(value)) for key, _, value in newer])
         changes = []
         for _, target, value in newer:
             loaded = self._cache.peek(target.twin)
@@ -366,41 +422,48 @@ class DigiTwin:
 
     # -- current state for watchers ----------------------------------------
 
-    def current_state_step(
+    async def current_state_step(
         self, subscription: Subscription, after_key: bytes | None
     ) -> tuple[list[Change], bytes | None]:
         """Current state of the next twins a subscription wants, and where the next step starts.
 
-        Each twin's state is read in the same synchronous step as the hub's
-        sequence number is noted for it, so buffered changes already included
-        are skipped and none made later is lost. None as the next start: done.
+        Each twin's state is read under its lock, and the hub's sequence number
+        noted for it before the lock is released: no change of that twin is
+        published meanwhile, so buffered changes already included are skipped
+        and none made later is lost. None as the next start: done.
         """
         watch_filter = subscription.filter
+        keys = await self._td_keys(watch_filter, after_key)
         changes: list[Change] = []
-        last_key: bytes | None = None
-        for count, (key, record) in enumerate(self._td_records(watch_filter, after_key)):
-            if count == CURRENT_STATE_TWINS_PER_STEP:
-                return changes, last_key
-            last_key = key
+        for key in keys[:CURRENT_STATE_TWINS_PER_STEP]:
             twin = records.twin_of_td_key(key)
             if not watch_filter.wants_twin(twin):
                 continue
-            changes += self._twin_state(twin, record, watch_filter)
-            subscription.mark_state_read(twin, self.hub.sequence)
-        return changes, None
+            async with self._locks.hold((twin,)):
+                # Read again under the lock: the twin may have changed or gone since the key was listed.
+                record = await self._store.get(key)
+                if record is None:
+                    continue  # deleted: its TD_DELETED change reaches the subscriber live
+                changes += await self._twin_state(twin, record, watch_filter)
+                subscription.mark_state_read(twin, self.hub.sequence)
+        more = len(keys) > CURRENT_STATE_TWINS_PER_STEP
+        return changes, keys[CURRENT_STATE_TWINS_PER_STEP - 1] if more else None
 
-    def _td_records(
-        self, watch_filter: WatchFilter, after_key: bytes | None
-    ) -> Iterator[tuple[bytes, bytes]]:
+    async def _td_keys(self, watch_filter: WatchFilter, after_key: bytes | None) -> list[bytes]:
+        """Keys of up to one step's TD records (and one more, if any) the filter may want, in order."""
         start = None if after_key is None else after_key + b"\x00"
-        if not watch_filter.twins:
-            return self._store.scan(records.td_scan_prefix(watch_filter.agent, ""), start)
-        wanted = sorted(records.td_key(twin) for twin in watch_filter.twins)
-        keys = [key for key in wanted if start is None or key >= start][: CURRENT_STATE_TWINS_PER_STEP + 1]
-        stored = zip(keys, self._store.get_many(keys), strict=True)
-        return iter([(key, record) for key, record in stored if record is not None])
+        wanted = CURRENT_STATE_TWINS_PER_STEP + 1
+        if watch_filter.twins:
+            keys = sorted(records.td_key(twin) for twin in watch_filter.twins)
+            return [key for key in keys if start is None or key >= start][:wanted]
+        found: list[bytes] = []
+        async for key, _ in self._store.scan(records.td_scan_prefix(watch_filter.agent, ""), start):
+            found.append(key)
+            if len(found) == wanted:
+                break
+        return found
 
-    def _twin_state(self, twin: TwinId, record: bytes, watch_filter: WatchFilter) -> list[Change]:
+    async def _twin_state(self, twin: TwinId, record: bytes, watch_filter: WatchFilter) -> list[Change]:
         twin_text = twin.text
         found = [
             Change(
@@ -412,7 +475,7 @@ class DigiTwin:
             )
         ]
         prefix = records.values_prefix(twin)
-        for key, raw in self._store.scan(prefix):
+        async for key, raw in self._store.scan(prefix):
             kind, name = records.split_value_key(key, len(prefix))
             found.append(
                 Change(

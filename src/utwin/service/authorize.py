@@ -183,11 +183,11 @@ class Authorizer:
             if policy.may_twin(principal, TwinAction.VIEW, entry.twin.agent, entry.twin.text)
         ]
 
-    def readable_values(self, twin_text: str, kind: ValueKind, values: dict[str, V]) -> None:
+    async def readable_values(self, twin_text: str, kind: ValueKind, values: dict[str, V]) -> None:
         """Remove from `values` (by name) those fed by a topic the caller may not read."""
         if not self.enforcing or self._digitwin is None:
             return
-        bound = self._bound(parse_twin_id(twin_text))
+        bound = await self._bound(parse_twin_id(twin_text))
         if not bound:
             return
         policy, principal = self._policy(), current_principal()
@@ -196,7 +196,7 @@ class Authorizer:
             if topic is not None and not policy.may_read(principal, topic):
                 del values[name]
 
-    def visible_changes(self, principal: Principal, changes: Sequence[Change]) -> list[Change]:
+    async def visible_changes(self, principal: Principal, changes: Sequence[Change]) -> list[Change]:
         """The changes a Watch subscriber may see: of twins it may view, and of bound topics it may read."""
         if not self.enforcing:
             return list(changes)
@@ -207,18 +207,18 @@ class Authorizer:
                 continue
             kind = _CHANGE_VALUE_KINDS.get(change.kind)
             if kind is not None:
-                topic = self._bound(change.twin).get((kind, change.name))
+                topic = (await self._bound(change.twin)).get((kind, change.name))
                 if topic is not None and not policy.may_read(principal, topic):
                     continue
             visible.append(change)
         return visible
 
-    def _bound(self, twin: TwinId) -> Mapping[tuple[ValueKind, str], Topic]:
+    async def _bound(self, twin: TwinId) -> Mapping[tuple[ValueKind, str], Topic]:
         assert self._digitwin is not None
         # Peeked, so that authorization does not count as a use of the twin; loaded only if it
         # is not (a current-state change of an unloaded twin), since its bindings must be known.
         cache = self._digitwin.cache
-        loaded = cache.peek(twin) or cache.get(twin)
+        loaded = cache.peek(twin) or await cache.get(twin)
         if loaded is None or not loaded.summary.bindings:
             return {}
         return _bound_topics(tuple((b.kind, b.name, b.topic_uri) for b in loaded.summary.bindings))

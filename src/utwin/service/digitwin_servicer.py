@@ -37,7 +37,7 @@ from utwin.security.policy import TwinAction
 from utwin.service import wire
 from utwin.service.auth import current_principal
 from utwin.service.authorize import Authorizer
-from utwin.store import GroupSync
+from utwin.store import Durable
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
 SERVICE_NAME = td.SERVICE  # the twin TD's forms name the same service
@@ -172,11 +172,10 @@ def watch_filter(request: pb.WatchRequest) -> WatchFilter:
 
 
 class DigiTwinServicer:
-    def __init__(
-        self, twins: DigiTwin, group_sync: GroupSync | None, access: Authorizer | None = None
-    ) -> None:
+    def __init__(self, twins: DigiTwin, sync: Durable | None, access: Authorizer | None = None) -> None:
+        """`sync` makes the writes acknowledged so far durable (the store's); None: nothing to wait for."""
         self._twins = twins
-        self._group_sync = group_sync
+        self._sync = sync
         self._access = access or Authorizer(Guard(None))
 
     def _agent(self, context: Context, twin_text: str, action: TwinAction, method: str) -> str:
@@ -187,8 +186,8 @@ class DigiTwinServicer:
 
     async def _acknowledge(self) -> None:
         """Wait until the writes just made survive what the configured durability promises."""
-        if self._group_sync is not None:
-            await self._group_sync.sync()
+        if self._sync is not None:
+            await self._sync()
 
     async def update_thing(self, request: pb.UpdateThingRequest, context: Context) -> pb.UpdateThingResponse:
         now_ms = uuid.now_ms()
@@ -196,17 +195,18 @@ class DigiTwinServicer:
             agent = self._access.registering_agent(request.td_json, now_ms, "UpdateThing")
         else:
             agent = caller_agent(context)
-        twin, created = self._twins.update_thing(agent, request.td_json, now_ms)
+        twin, created = await self._twins.update_thing(agent, request.td_json, now_ms)
         await self._acknowledge()
         return pb.UpdateThingResponse(twin_id=twin.text, created=created)
 
     async def get_thing(self, request: pb.GetThingRequest, context: Context) -> pb.GetThingResponse:
         self._access.check_view(request.twin_id, "GetThing")
-        return pb.GetThingResponse(thing=_thing(self._twins.get_thing(request.twin_id, request.original)))
+        entry = await self._twins.get_thing(request.twin_id, request.original)
+        return pb.GetThingResponse(thing=_thing(entry))
 
     async def delete_thing(self, request: pb.DeleteThingRequest, context: Context) -> pb.DeleteThingResponse:
         agent = self._agent(context, request.twin_id, TwinAction.CONFIGURE, "DeleteThing")
-        self._twins.delete_thing(agent, request.twin_id)
+        await self._twins.delete_thing(agent, request.twin_id)
         await self._acknowledge()
         return pb.DeleteThingResponse()
 
@@ -218,7 +218,7 @@ class DigiTwinServicer:
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        entries, token = self._twins.list_things(query)
+        entries, token = await self._twins.list_things(query)
         entries = self._access.visible_things(entries)  # a page may come out shorter
         return pb.ListThingsResponse(things=[_thing(entry) for entry in entries], next_page_token=token)
 
@@ -227,7 +227,7 @@ class DigiTwinServicer:
     ) -> pb.PublishPropertiesResponse:
         updates = {name: _update(value) for name, value in request.values.items()}
         agent = self._agent(context, request.twin_id, TwinAction.PUBLISH, "PublishProperties")
-        ignored = self._twins.publish_properties(agent, request.twin_id, updates, uuid.now_ms())
+        ignored = await self._twins.publish_properties(agent, request.twin_id, updates, uuid.now_ms())
         await self._acknowledge()
         return pb.PublishPropertiesResponse(ignored_older=ignored)
 
@@ -235,22 +235,22 @@ class DigiTwinServicer:
         self, request: pb.PublishEventRequest, context: Context
     ) -> pb.PublishEventResponse:
         agent = self._agent(context, request.twin_id, TwinAction.PUBLISH, "PublishEvent")
-        ignored = self._twins.publish_event(
+        ignored = await self._twins.publish_event(
             agent, request.twin_id, request.name, _update(request.value), uuid.now_ms()
         )
         await self._acknowledge()
         return pb.PublishEventResponse(ignored_older=ignored)
 
     async def read_properties(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
-        return self._read(request, ValueKind.PROPERTY, "ReadProperties")
+        return await self._read(request, ValueKind.PROPERTY, "ReadProperties")
 
     async def read_events(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
-        return self._read(request, ValueKind.EVENT, "ReadEvents")
+        return await self._read(request, ValueKind.EVENT, "ReadEvents")
 
-    def _read(self, request: pb.ReadRequest, kind: ValueKind, method: str) -> pb.ReadResponse:
+    async def _read(self, request: pb.ReadRequest, kind: ValueKind, method: str) -> pb.ReadResponse:
         self._access.check_view(request.twin_id, method)
-        values = self._twins.read_values(request.twin_id, kind, list(request.names))
-        self._access.readable_values(request.twin_id, kind, values)
+        values = await self._twins.read_values(request.twin_id, kind, list(request.names))
+        await self._access.readable_values(request.twin_id, kind, values)
         response = pb.ReadResponse()
         for name, value in values.items():
             response.values[name].json = value.json
@@ -265,8 +265,8 @@ class DigiTwinServicer:
             if request.include_current_state:
                 after: bytes | None = None
                 while not subscription.overflowed:
-                    changes, after = self._twins.current_state_step(subscription, after)
-                    for response in watch_responses(visible(principal, changes)):
+                    changes, after = await self._twins.current_state_step(subscription, after)
+                    for response in watch_responses(await visible(principal, changes)):
                         yield response
                     if after is None:
                         break
@@ -279,7 +279,8 @@ class DigiTwinServicer:
                         "which reads too slowly; the stream ends here (watch again, with "
                         "include_current_state, to resume)"
                     )
-                for response in watch_responses(visible(principal, subscription.take(_CHANGES_PER_TAKE))):
+                taken = subscription.take(_CHANGES_PER_TAKE)
+                for response in watch_responses(await visible(principal, taken)):
                     yield response
         finally:
             self._twins.hub.unsubscribe(subscription)

@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -35,7 +35,7 @@ from utwin.service.status import ErrorGate
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
 from utwin.store import Durable, RocksEngine, RocksStore, Store
-from utwin.twin import StoredMessage, UTwin
+from utwin.twin import UTwin
 
 log = logging.getLogger("utwin.server")
 
@@ -194,14 +194,8 @@ async def start_server(config: Config) -> RunningServer:
     gate = ErrorGate()
     try:
         twin = UTwin(store, config.limits)
-        # Interim, until the DigiTwin runs on the asynchronous contract: its synchronous engine.
-        assert isinstance(store, RocksStore)
-        digitwin = DigiTwin(store.engine, digitwin_settings(config))  # type: ignore[arg-type]
-
-        async def bridge(stored: Sequence[StoredMessage]) -> None:
-            digitwin.on_utwin_stored(stored)
-
-        twin.add_listener(bridge)
+        digitwin = await DigiTwin.open(store, digitwin_settings(config))
+        twin.add_listener(digitwin.on_utwin_stored)
         sync: Durable | None = store.sync if config.durability is Durability.POWER else None
         security = ServerSecurity.from_config(config, digitwin)
         access = security.access
