@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,29 +50,36 @@ def test_twin_id_with_an_unknown_escape_is_invalid() -> None:
 def store(tmp_path: Path) -> Iterator[RocksStore]:
     opened = RocksStore(tmp_path / "db")
     yield opened
-    opened.close()
+    opened.close_now()
 
 
-def _register(twins: DigiTwin, agent: str = "a") -> str:
-    twin, _ = twins.update_thing(agent, json.dumps(thing_td()), now_ms=1)
+async def _register(twins: DigiTwin, agent: str = "a") -> str:
+    twin, _ = await twins.update_thing(agent, json.dumps(thing_td()), now_ms=1)
     return twin.text
 
 
 def test_newest_wins_within_one_batch(store: RocksStore) -> None:
     """Of values for one name in one call, the newest is kept whatever the order."""
-    twins = DigiTwin(store, Settings())
-    twin_id = _register(twins)
-    twins.publish_properties("a", twin_id, {"temperature": Update("3", 300)}, now_ms=1)
-    twins.publish_properties("a", twin_id, {"temperature": Update("2", 200)}, now_ms=1)
-    assert "3" == twins.read_values(twin_id, ValueKind.PROPERTY, ["temperature"])["temperature"].json
+
+    async def scenario() -> str:
+        twins = await DigiTwin.open(store, Settings())
+        twin_id = await _register(twins)
+        await twins.publish_properties("a", twin_id, {"temperature": Update("3", 300)}, now_ms=1)
+        await twins.publish_properties("a", twin_id, {"temperature": Update("2", 200)}, now_ms=1)
+        return (await twins.read_values(twin_id, ValueKind.PROPERTY, ["temperature"]))["temperature"].json
+
+    assert "3" == asyncio.run(scenario())
 
 
 def test_state_reloads_from_the_store_alone(store: RocksStore) -> None:
     """A new DigiTwin over the same store reads the values the previous one wrote."""
-    twin_id = _register(DigiTwin(store, Settings()))
-    DigiTwin(store, Settings()).publish_properties("a", twin_id, {"mode": Update('"eco"', 5)}, now_ms=1)
-    reloaded = DigiTwin(store, Settings())
-    assert ({"mode": '"eco"'}, 1) == (
-        {name: value.json for name, value in reloaded.read_values(twin_id, ValueKind.PROPERTY, []).items()},
-        reloaded.cache.loads,
-    )
+
+    async def scenario() -> tuple[dict[str, str], int]:
+        twin_id = await _register(await DigiTwin.open(store, Settings()))
+        writer = await DigiTwin.open(store, Settings())
+        await writer.publish_properties("a", twin_id, {"mode": Update('"eco"', 5)}, now_ms=1)
+        reloaded = await DigiTwin.open(store, Settings())
+        values = await reloaded.read_values(twin_id, ValueKind.PROPERTY, [])
+        return {name: value.json for name, value in values.items()}, reloaded.cache.loads
+
+    assert ({"mode": '"eco"'}, 1) == asyncio.run(scenario())

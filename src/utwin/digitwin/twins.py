@@ -109,6 +109,10 @@ class DigiTwin:
     def locks(self) -> TwinLocks:
         return self._locks
 
+    @property
+    def bridge(self) -> BridgeIndex:
+        return self._bridge
+
     # -- directory ---------------------------------------------------------
 
     async def update_thing(self, agent: str, td_json: str, now_ms: int) -> tuple[TwinId, bool]:
