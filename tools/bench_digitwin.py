@@ -164,7 +164,14 @@ def timed(work: Callable[[], object]) -> float:
     return elapsed_ms(started)
 
 
-def in_process_floor(twins: int) -> dict[str, float]:
+async def timed_async(work: Callable[[], Awaitable[object]]) -> float:
+    gc.collect()
+    started = time.perf_counter()
+    await work()
+    return elapsed_ms(started)
+
+
+async def in_process_floor(twins: int) -> dict[str, float]:
     tds = [bench_td(n) for n in range(twins)]
     updates = [{name: Update(text) for name, text in property_values(n).items()} for n in range(twins)]
     floor = FloorTwins()
@@ -191,37 +198,38 @@ def in_process_floor(twins: int) -> dict[str, float]:
     return results
 
 
-def in_process_utwin(data_dir: Path, twins: int) -> dict[str, float]:
+async def in_process_utwin(data_dir: Path, twins: int) -> dict[str, float]:
     tds = [bench_td(n) for n in range(twins)]
     updates = [{name: Update(text) for name, text in property_values(n).items()} for n in range(twins)]
     store = RocksStore(data_dir)
     try:
-        domain = DigiTwin(store, Settings(max_loaded=twins))
+        domain = await DigiTwin.open(store, Settings(max_loaded=twins))
 
-        def register() -> None:
+        async def register() -> None:
             for td in tds:
-                domain.update_thing(AGENT, td, now_ms())
+                await domain.update_thing(AGENT, td, now_ms())
 
-        def update() -> None:
+        async def update() -> None:
             for n in range(twins):
-                domain.publish_properties(AGENT, twin_text(n), updates[n], now_ms())
+                await domain.publish_properties(AGENT, twin_text(n), updates[n], now_ms())
 
-        results = {"register": timed(register), "update": timed(update)}
+        results = {"register": await timed_async(register), "update": await timed_async(update)}
     finally:
-        store.close()
+        await store.close()
     read: list[int] = []
 
-    def reload_and_read() -> None:
+    async def reload_and_read() -> None:
         reopened = RocksStore(data_dir)
         try:
-            reloaded = DigiTwin(reopened, Settings(max_loaded=twins))
-            read.append(
-                sum(len(reloaded.read_values(twin_text(n), ValueKind.PROPERTY, [])) for n in range(twins))
-            )
+            reloaded = await DigiTwin.open(reopened, Settings(max_loaded=twins))
+            counts = [
+                len(await reloaded.read_values(twin_text(n), ValueKind.PROPERTY, [])) for n in range(twins)
+            ]
+            read.append(sum(counts))
         finally:
-            reopened.close()
+            await reopened.close()
 
-    results["reload"] = timed(reload_and_read)
+    results["reload"] = await timed_async(reload_and_read)
     if read != [twins * PROPERTIES]:
         raise RuntimeError(f"in-process utwin read back {read} values, not {twins * PROPERTIES}")
     return results
@@ -497,12 +505,12 @@ async def one_round(number: int, scratch: Path, options: argparse.Namespace, sam
     floor_first = number % 2 == 1  # swap the order every round, so drift favours neither
     round_dir = scratch / f"round-{number}"
     round_dir.mkdir()
-    in_process: list[tuple[str, Callable[[], dict[str, float]]]] = [
+    in_process: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = [
         ("floor", functools.partial(in_process_floor, options.twins)),
         ("utwin", functools.partial(in_process_utwin, round_dir / "in-process", options.twins)),
     ]
     for side, work in in_process if floor_first else in_process[::-1]:
-        for phase, value in work().items():
+        for phase, value in (await work()).items():
             record(samples, f"local {phase}", side, value)
     for in_flight in options.in_flight:
         data_dir = round_dir / f"grpc-x{in_flight}"
