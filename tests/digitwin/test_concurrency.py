@@ -200,7 +200,7 @@ def test_a_cancelled_waiter_leaves_no_lock_behind() -> None:
     async def scenario() -> tuple[int, int]:
         locks = TwinLocks()
         twin = parse_twin_id("dtw:a:x")
-        async with locks.hold((twin,)):
+        async with locks.hold_one(twin):
             waiter = asyncio.create_task(_hold_briefly(locks, [twin, parse_twin_id("dtw:a:w")]))
             for _ in range(3):
                 await asyncio.sleep(0)

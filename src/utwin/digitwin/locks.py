@@ -16,64 +16,68 @@ are not reentrant: code holding a twin's lock must not ask for it again.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
 
 from utwin.digitwin.ids import TwinId
 
 
-class _Entry:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0  # holders and waiters: the entry goes when none is left
-
-
 class TwinLocks:
-    """Locks of the twins being worked on, created on demand and dropped when unused."""
+    """Locks of the twins being worked on, created on demand and dropped when unused.
+
+    A twin is locked while it has an entry: the queue of callers waiting for
+    it, first come first served. Releasing hands the lock to the first waiter
+    still waiting, or removes the entry. No lock object is made for a twin
+    nobody waits for, which keeps the uncontended path (nearly every call)
+    to a few dictionary operations.
+    """
 
     def __init__(self) -> None:
-        self._entries: dict[TwinId, _Entry] = {}
+        self._waiting: dict[TwinId, deque[asyncio.Future[None]]] = {}
 
     @property
     def in_use(self) -> int:
         """How many twins have a lock held or awaited."""
-        return len(self._entries)
+        return len(self._waiting)
 
     def hold(self, twins: Iterable[TwinId]) -> Held:
         """An async context holding the locks of these twins (duplicates allowed)."""
         return Held(self, sorted(set(twins)))
 
+    def hold_one(self, twin: TwinId) -> Held:
+        """As `hold`, for one twin (the common case, without sorting)."""
+        return Held(self, [twin])
+
     async def acquire(self, twins: list[TwinId]) -> None:
         """Take the locks of these twins, given sorted and distinct (see `hold`)."""
-        taken = 0
-        try:
-            for twin in twins:
-                entry = self._entries.get(twin)
-                if entry is None:
-                    entry = self._entries[twin] = _Entry()
-                entry.users += 1
-                try:
-                    await entry.lock.acquire()
-                except BaseException:
-                    self._leave(twin, entry)
-                    raise
-                taken += 1
-        except BaseException:
-            self.release(twins[:taken])
-            raise
+        for taken, twin in enumerate(twins):
+            waiters = self._waiting.get(twin)
+            if waiters is None:
+                self._waiting[twin] = deque()
+                continue
+            turn = asyncio.get_running_loop().create_future()
+            waiters.append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self.release([twin])  # handed over just as this caller gave up: pass it on
+                else:
+                    waiters.remove(turn)
+                self.release(twins[:taken])
+                raise
 
     def release(self, twins: list[TwinId]) -> None:
         for twin in twins:
-            entry = self._entries[twin]
-            entry.lock.release()
-            self._leave(twin, entry)
-
-    def _leave(self, twin: TwinId, entry: _Entry) -> None:
-        entry.users -= 1
-        if not entry.users:
-            del self._entries[twin]
+            waiters = self._waiting[twin]
+            while waiters:
+                turn = waiters.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # the lock is now the waiter's
+                    break
+            else:
+                del self._waiting[twin]
 
 
 class Held:

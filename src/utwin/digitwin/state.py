@@ -66,7 +66,7 @@ class TwinCache:
         if loaded is not None:
             self._loaded.move_to_end(twin)
             return loaded
-        async with self._locks.hold((twin,)):
+        async with self._locks.hold_one(twin):
             return await self.get_held(twin)
 
     async def get_held(self, twin: TwinId) -> LoadedTwin | None:

@@ -120,7 +120,7 @@ class DigiTwin:
         check_part(agent, "agent")
         parsed = td.parse_td(td_json, self._settings.max_json_bytes, now_ms)
         twin = twin_id(agent, parsed.thing_id)
-        async with self._locks.hold((twin,)):
+        async with self._locks.hold_one(twin):
             return await self._update_thing_held(twin, parsed, td_json, now_ms)
 
     async def _update_thing_held(
@@ -178,7 +178,7 @@ class DigiTwin:
     async def delete_thing(self, agent: str, twin_text: str) -> None:
         twin = self._owned(agent, twin_text)
         key = records.td_key(twin)
-        async with self._locks.hold((twin,)):
+        async with self._locks.hold_one(twin):
             record = await self._store.get(key)
             if record is None:
                 raise NotFound(f"twin_id: no twin {twin.text}")
@@ -203,7 +203,7 @@ class DigiTwin:
         if not updates:
             raise InvalidArgument("values: empty; publish at least one property value")
         twin = self._owned(agent, twin_text)
-        async with self._locks.hold((twin,)):
+        async with self._locks.hold_one(twin):
             loaded = await self._load_held(twin)
             arrival_id = self._arrival_id(now_ms)  # one per call: its values are for distinct names
             offered = [
@@ -220,7 +220,7 @@ class DigiTwin:
     async def publish_event(self, agent: str, twin_text: str, name: str, update: Update, now_ms: int) -> bool:
         """Store an event as its name's latest unless a newer one is held; True if ignored."""
         twin = self._owned(agent, twin_text)
-        async with self._locks.hold((twin,)):
+        async with self._locks.hold_one(twin):
             loaded = await self._load_held(twin)
             value = self._value(loaded, ValueKind.EVENT, name, update, now_ms, self._arrival_id(now_ms))
             return bool(await self._apply([(loaded, ValueKind.EVENT, name, value)]))
@@ -443,7 +443,7 @@ class DigiTwin:
             twin = records.twin_of_td_key(key)
             if not watch_filter.wants_twin(twin):
                 continue
-            async with self._locks.hold((twin,)):
+            async with self._locks.hold_one(twin):
                 # Read again under the lock: the twin may have changed or gone since the key was listed.
                 record = await self._store.get(key)
                 if record is None:
