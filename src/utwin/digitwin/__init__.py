@@ -2,8 +2,9 @@
 
 Modules: `ids` (twin identity), `model` (shared value types), `td` (TD
 validation and the twin TD), `records` (key and value layouts), `state`
-(loaded twins, LRU), `directory` (ListThings), `watch` (notifications),
-`bridge` (uTwin topics feeding affordances), `twins` (the `DigiTwin` facade).
+(loaded twins, LRU), `locks` (per-twin locks), `directory` (ListThings),
+`watch` (notifications), `bridge` (uTwin topics feeding affordances), `twins`
+(the `DigiTwin` facade, opened with `await DigiTwin.open(store, settings)`).
 No gRPC here.
 """
 
