@@ -1,0 +1,1 @@
+"""Tests of the topic store contract, run against every backend."""
