@@ -579,10 +579,10 @@ class RedisClusterStore:
             for name in names:
                 pipe.hlen(name)
             sizes = await pipe.execute() if names else []
+            sampled_topics = int(sum(sizes))
             if cursor == 0 or not names:
-                return int(sum(sizes))
-            key_count = int(await client.dbsize())
-            return round(sum(sizes) / len(sizes) * key_count)
+                return sampled_topics
+            return sampled_topics * int(await client.dbsize()) // len(sizes)
         except (RedisError, OSError) as error:
             self._log.warning("redis node %s failed a count: %s", node, error)
             raise Unavailable("storage: a node of the Redis Cluster cannot count its topics") from None
