@@ -180,28 +180,49 @@ class RedisCluster:
         return replica
 
     def slot_owner(self, slot: int) -> RedisNode:
-        with self.masters[0].client() as client:
+        """The master serving slot, as the first live master sees it."""
+        observer = next(
+            node for node in self.masters if node.process is not None and node.process.poll() is None
+        )
+        with observer.client() as client:
             for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
-                    return next(node for node in self.masters if node.port == int(primary[1]))
+                    return next(node for node in self.nodes if node.port == int(primary[1]))
         raise AssertionError(f"slot {slot} is not assigned")
 
-    def migrate_slot(self, slot: int, target: RedisNode, keys_per_step: int = 10) -> int:
-        """Move one slot to target the way redis-cli --cluster reshard does; how many keys moved."""
+    def begin_migration(self, slot: int, target: RedisNode) -> RedisNode:
+        """Mark slot importing on target and migrating on its owner (the source, returned)."""
         source = self.slot_owner(slot)
-        with target.client() as to_client, source.client() as from_client:
-            to_client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
-            from_client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
-            moved = 0
-            for _ in range(1_000_000):
-                names = from_client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, keys_per_step)
-                if not names:
-                    break
-                from_client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *names)
-                moved += len(names)
-            for node in (target, source, *[n for n in self.masters if n not in (target, source)]):
-                with node.client() as client:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+        with target.client() as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        with source.client() as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        return source
+
+    def migrate_keys(self, slot: int, source: RedisNode, target: RedisNode, count: int) -> int:
+        """MIGRATE up to count keys of slot from source to target; how many moved."""
+        with source.client() as client:
+            names = client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, count)
+            if names:
+                client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *names)
+        return len(names)
+
+    def assign_slot(self, slot: int, target: RedisNode, node: RedisNode) -> None:
+        """Tell node that target now serves slot (the last step of a move, node by node)."""
+        with node.client() as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+
+    def migrate_slot(self, slot: int, target: RedisNode) -> int:
+        """Move one slot to target the way redis-cli --cluster reshard does; how many keys moved."""
+        source = self.begin_migration(slot, target)
+        moved = 0
+        for _ in range(1_000_000):
+            step = self.migrate_keys(slot, source, target, 100)
+            if not step:
+                break
+            moved += step
+        for node in (target, source, *[n for n in self.masters if n not in (target, source)]):
+            self.assign_slot(slot, target, node)
         return moved
 
 

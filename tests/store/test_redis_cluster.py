@@ -1,0 +1,250 @@
+"""What only a Redis Cluster shows: several frontends, kill -9 of a master, failover, slot moves."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import random
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.redis_cluster import SLOTS, RedisCluster, RedisNode, redis_server_binary, start_cluster
+from tests.store.topics import topic, value
+from utwin.errors import Unavailable
+from utwin.store import PutResult, Verdict
+from utwin.store.redis_cluster import RedisClusterStore
+
+pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
+
+WRITER_DEADLINE_S = 30.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    with start_cluster(tmp_path / "cluster", masters=3, appendfsync="always") as started:
+        yield started
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    with start_cluster(tmp_path / "cluster", masters=3, replicas=True, appendfsync="no") as started:
+        yield started
+
+
+def slot_of(authority: str) -> int:
+    return binascii.crc_hqx(authority.encode(), 0) % SLOTS
+
+
+def newest_versions(keys_and_values: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    newest: dict[bytes, bytes] = {}
+    for key, stored in keys_and_values:
+        if key not in newest or stored[1:17] > newest[key][1:17]:
+            newest[key] = stored
+    return newest
+
+
+class AckedWriter:
+    """Writes batches of newer values of a fixed set of topics; remembers each STORED (acknowledged) one."""
+
+    def __init__(self, store: RedisClusterStore, topic_keys: list[bytes]) -> None:
+        self.store = store
+        self.topic_keys = topic_keys
+        self.acked: dict[bytes, int] = {}
+        self.batches = 0
+        self.failed_entries = 0
+        self.version = 0
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITER_DEADLINE_S
+        while not self.stop.is_set() and loop.time() < deadline:
+            self.version += 1
+            batch = [(key, value(self.version)) for key in self.topic_keys]
+            for (key, _), result in zip(batch, await self.store.put_if_newer(batch), strict=True):
+                if result is Verdict.STORED:
+                    self.acked[key] = self.version
+                elif isinstance(result, Unavailable):
+                    self.failed_entries += 1
+            self.batches += 1
+
+    async def wait_batches(self, count: int) -> None:
+        """Until count more batches are written (bounded by the writer's deadline)."""
+        target = self.batches + count
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITER_DEADLINE_S
+        while self.batches < target:
+            assert loop.time() < deadline, "the writer stopped making progress"
+            await asyncio.sleep(0.005)
+
+    def lost(self, stored: list[bytes | None]) -> list[bytes]:
+        """Topics whose stored version is behind what was acknowledged."""
+        return [
+            key
+            for key, found in zip(self.topic_keys, stored, strict=True)
+            if key in self.acked and (found is None or int.from_bytes(found[1:9], "big") < self.acked[key])
+        ]
+
+
+def test_two_frontends_writing_the_same_topics_leave_the_newest(redis_cluster: RedisCluster) -> None:
+    """Two stores writing 1,000 topics concurrently, ids shuffled, end with each topic's newest value."""
+    redis_cluster.flush()
+    shuffler = random.Random(12)
+    keys = [topic(authority=f"vehicle-{n % 50}", resource=0x8000 + n // 50) for n in range(1000)]
+    messages = [(key, value(version, b"v%d" % version)) for key in keys for version in range(1, 7)]
+    shuffler.shuffle(messages)
+    halves = [messages[: len(messages) // 2], messages[len(messages) // 2 :]]
+
+    async def write(store: RedisClusterStore, half: list[tuple[bytes, bytes]]) -> list[PutResult]:
+        results: list[PutResult] = []
+        for start in range(0, len(half), 100):
+            results.extend(await store.put_if_newer(half[start : start + 100]))
+        return results
+
+    async def body() -> None:
+        first = await RedisClusterStore.connect(redis_cluster.addresses)
+        second = await RedisClusterStore.connect(redis_cluster.addresses)
+        try:
+            results = await asyncio.gather(write(first, halves[0]), write(second, halves[1]))
+            assert all(isinstance(result, Verdict) for half in results for result in half)
+            newest = newest_versions(messages)
+            assert [newest[key] for key in keys] == await second.get_topics(keys)
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(body())
+
+
+def test_master_killed_and_restarted_from_its_append_only_file_loses_nothing_acknowledged(
+    cluster: RedisCluster,
+) -> None:
+    """kill -9 of a master during writes, then a restart from its AOF: every STORED value is there."""
+    keys = [topic(authority=f"vehicle-{n}") for n in range(300)]
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(cluster.addresses)
+        writer = AckedWriter(store, keys)
+        writing = asyncio.create_task(writer.run())
+        try:
+            await writer.wait_batches(10)
+            await asyncio.to_thread(cluster.masters[0].kill)
+            await writer.wait_batches(3)
+        finally:
+            writer.stop.set()
+            await writing
+        assert writer.failed_entries > 0  # the dead shard's entries failed, per entry
+        await asyncio.to_thread(cluster.restart, cluster.masters[0])
+        assert [] == writer.lost(await store.get_topics(keys))
+        await store.close()
+
+    asyncio.run(body())
+
+
+def cut_replication_link(master: RedisNode) -> None:
+    with master.client() as client:
+        client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+
+
+def test_failover_with_replica_acks_loses_nothing_acknowledged(replicated_cluster: RedisCluster) -> None:
+    """With replica_acks=1, a lagging replica promoted after kill -9 of its master loses no STORED value."""
+    keys = [topic(authority=f"vehicle-{n}") for n in range(300)]
+    master, replica = replicated_cluster.masters[0], replicated_cluster.replicas[0]
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(
+            replicated_cluster.addresses, replica_acks=1, replica_timeout_ms=200
+        )
+        writer = AckedWriter(store, keys)
+        writing = asyncio.create_task(writer.run())
+        try:
+            await writer.wait_batches(5)
+            assert replica.process is not None
+            replica.process.send_signal(signal.SIGSTOP)  # the replica falls behind its master:
+            await asyncio.to_thread(cut_replication_link, master)  # it cannot reconnect while stopped
+            try:
+                await writer.wait_batches(3)
+                assert writer.failed_entries > 0  # the master's writes were not acknowledged
+                await asyncio.to_thread(master.kill)
+            finally:
+                replica.process.send_signal(signal.SIGCONT)
+        finally:
+            writer.stop.set()
+            await writing
+        # No write after the takeover: each acknowledged value must have come through it.
+        await asyncio.to_thread(replicated_cluster.fail_over, 0)
+        assert [] == writer.lost(await store.get_topics(keys))
+        await store.close()
+
+    asyncio.run(body())
+
+
+def test_slot_migration_during_writes_gives_no_wrong_verdict(cluster: RedisCluster) -> None:
+    """Writes while a slot moves key by key: every verdict is the oracle's, and the newest values stay."""
+    moving_slot = slot_of("vehicle-0")
+    movers = [name for name in (f"dev-{n}" for n in range(2_000_000)) if slot_of(name) == moving_slot][:12]
+    keys = [topic(authority=name, resource=r) for name in ["vehicle-0", *movers] for r in (0x8001, 0x8002)]
+    keys += [topic(authority=f"still-{n}") for n in range(40)]
+    shuffler = random.Random(7)
+    oracle: dict[bytes, bytes] = {}
+
+    def expected(key: bytes, new: bytes) -> Verdict:
+        old = oracle.get(key)
+        if old is None or new[1:17] > old[1:17]:
+            oracle[key] = new
+            return Verdict.STORED
+        return Verdict.DUPLICATE if new[1:17] == old[1:17] else Verdict.OLDER
+
+    async def write_batch(store: RedisClusterStore) -> None:
+        batch = [(key, value(shuffler.randrange(1, 30))) for key in keys for _ in range(2)]
+        shuffler.shuffle(batch)
+        want = [expected(key, new) for key, new in batch]
+        assert want == await store.put_if_newer(batch)
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(cluster.addresses)
+        try:
+            await write_batch(store)
+            source = cluster.slot_owner(moving_slot)
+            target = next(node for node in cluster.masters if node is not source)
+            await asyncio.to_thread(cluster.begin_migration, moving_slot, target)
+            await write_batch(store)
+            for _ in range(100):
+                moved = await asyncio.to_thread(cluster.migrate_keys, moving_slot, source, target, 2)
+                await write_batch(store)
+                if not moved:
+                    break
+            for node in (target, source, *[n for n in cluster.masters if n not in (source, target)]):
+                await asyncio.to_thread(cluster.assign_slot, moving_slot, target, node)
+                await write_batch(store)
+            assert target is cluster.slot_owner(moving_slot)
+            assert [oracle.get(key) for key in keys] == await store.get_topics(keys)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_shard_down_fails_only_its_own_entries(cluster: RedisCluster) -> None:
+    """With one master down, its entries get Unavailable and every other entry is stored."""
+    names = [f"vehicle-{n}" for n in range(60)]
+    keys = [topic(authority=name) for name in names]
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(cluster.addresses)
+        try:
+            down = cluster.masters[0]
+            await asyncio.to_thread(down.kill)
+            on_down = [cluster.slot_owner(slot_of(name)) is down for name in names]
+            assert any(on_down) and not all(on_down)
+            results = await store.put_if_newer([(key, value(1)) for key in keys])
+            assert [Unavailable if gone else Verdict.STORED for gone in on_down] == [
+                type(result) if isinstance(result, Unavailable) else result for result in results
+            ]
+        finally:
+            await store.close()
+
+    asyncio.run(body())
