@@ -1,0 +1,120 @@
+"""Store-level benchmark: RedisClusterStore against the embedded RocksStore, in the same run.
+
+    python tools/bench_store.py [--rounds 3] [--topics 200000] [--devices 2000] [--reads 300]
+
+Starts its own clusters on loopback (tests/redis_cluster.py; redis-server from
+tools/install_servers.sh): 3 masters, and 3 masters + 3 replicas written with
+replica_acks=1, both with `appendfsync everysec`. Each round, in an order that
+rotates from round to round, each store takes put_if_newer of every topic in
+batches of 1,000 (~175-byte values, newer than the stored ones) and then
+`--reads` get_topics of 100 random topics. Prints the medians of msg/s and
+topics/s and their ratios to RocksDB's (the issue's targets, at service level:
+writes >= 0.8x, reads >= 0.6x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.redis_cluster import start_cluster
+from utwin.store import RocksStore, TopicStore, keys
+from utwin.store.redis_cluster import RedisClusterStore
+
+BATCH = 1000
+PAYLOAD = bytes(range(150))  # with the 25-byte header: 175-byte values
+
+
+def topic_keys(topics: int, devices: int) -> list[bytes]:
+    per_device = topics // devices
+    return [
+        keys.topic_key(f"vehicle-{device:05d}", 0x1A40 + index // 1000, 1, 0x8000 + index % 1000)
+        for device in range(devices)
+        for index in range(per_device)
+    ]
+
+
+async def write_pass(store: TopicStore, all_keys: list[bytes], version: int) -> float:
+    """msg/s of put_if_newer of every topic at `version`, in batches of BATCH."""
+    value = keys.encode_topic_value(version, 0, 0, PAYLOAD)
+    started = time.perf_counter()
+    for start in range(0, len(all_keys), BATCH):
+        await store.put_if_newer([(key, value) for key in all_keys[start : start + BATCH]])
+    return len(all_keys) / (time.perf_counter() - started)
+
+
+async def read_pass(store: TopicStore, all_keys: list[bytes], reads: int, seed: int) -> float:
+    """topics/s of get_topics of 100 random topics, `reads` times."""
+    chooser = random.Random(seed)
+    asks = [chooser.sample(all_keys, 100) for _ in range(reads)]
+    started = time.perf_counter()
+    for asked in asks:
+        await store.get_topics(asked)
+    return 100 * reads / (time.perf_counter() - started)
+
+
+async def bench(args: argparse.Namespace, folder: Path) -> None:
+    all_keys = topic_keys(args.topics, args.devices)
+    plain = start_cluster(folder / "redis", masters=3, appendfsync="everysec")
+    replicated = start_cluster(folder / "redis-replicated", masters=3, replicas=True, appendfsync="everysec")
+    try:
+        stores: dict[str, Callable[[], Awaitable[TopicStore]]] = {
+            "rocksdb": lambda: _rocks(folder / "rocks"),
+            "redis 3 masters": lambda: RedisClusterStore.connect(plain.addresses),
+            "redis 3+3, replica_acks=1": lambda: RedisClusterStore.connect(
+                replicated.addresses, replica_acks=1
+            ),
+        }
+        opened = {name: await open_store() for name, open_store in stores.items()}
+        for store in opened.values():
+            await write_pass(store, all_keys, 1)  # every topic exists before the timed rounds
+        writes: dict[str, list[float]] = {name: [] for name in opened}
+        reads: dict[str, list[float]] = {name: [] for name in opened}
+        names = list(opened)
+        for round_index in range(args.rounds):
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
+            for name in order:
+                writes[name].append(await write_pass(opened[name], all_keys, 2 + round_index))
+                reads[name].append(await read_pass(opened[name], all_keys, args.reads, round_index))
+        for store in opened.values():
+            await store.close()  # type: ignore[attr-defined]  # both stores have close(), beyond TopicStore
+    finally:
+        plain.stop()
+        replicated.stop()
+    floor_write, floor_read = statistics.median(writes["rocksdb"]), statistics.median(reads["rocksdb"])
+    shape = f"{args.topics} topics over {args.devices} devices, batches of {BATCH}"
+    print(f"{shape}, medians of {args.rounds} rounds")
+    print(f"{'store':<28} {'put msg/s':>10} {'x rocksdb':>9} {'get topics/s':>13} {'x rocksdb':>9}")
+    for name in names:
+        write, read = statistics.median(writes[name]), statistics.median(reads[name])
+        print(
+            f"{name:<28} {write:>10,.0f} {write / floor_write:>9.2f} {read:>13,.0f} {read / floor_read:>9.2f}"
+        )
+
+
+async def _rocks(path: Path) -> TopicStore:
+    return RocksStore(path, max_topics=10_000_000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--topics", type=int, default=200_000)
+    parser.add_argument("--devices", type=int, default=2_000)
+    parser.add_argument("--reads", type=int, default=300)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as folder:
+        asyncio.run(bench(args, Path(folder)))
+
+
+if __name__ == "__main__":
+    main()
