@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_cluster import SLOTS, RedisCluster, RedisNode, redis_server_binary, start_cluster
+from tests.redis_cluster import SLOTS, RedisCluster, RedisNode, free_port, redis_server_binary, start_cluster
 from tests.store.topics import topic, value
-from utwin.errors import Unavailable
+from utwin.errors import StoreError, Unavailable
 from utwin.store import PutResult, Verdict
+from utwin.store import redis_cluster as redis_cluster_module
 from utwin.store.redis_cluster import RedisClusterStore
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
@@ -246,5 +247,42 @@ def test_a_shard_down_fails_only_its_own_entries(cluster: RedisCluster) -> None:
             ]
         finally:
             await store.close()
+
+    asyncio.run(body())
+
+
+def test_commands_packed_in_python_match_hiredis() -> None:
+    """Without hiredis the store packs commands into exactly the bytes hiredis would send."""
+    hiredis = pytest.importorskip("hiredis")
+    commands: list[tuple[bytes | str | int, ...]] = [
+        (b"EVALSHA", "a" * 40, 0, b"utwin:t:{v}", 1, b"\x00\x01\r\n", b""),
+        (b"WAIT", 1, 1000),
+    ]
+    expected = b"".join(hiredis.pack_command(command) for command in commands)
+    assert expected == redis_cluster_module._pack_in_python(commands)
+
+
+def test_connect_with_no_node_answering_is_unavailable() -> None:
+    """connect() to addresses where no node listens fails with Unavailable, naming no address."""
+    port = free_port()
+
+    async def body() -> None:
+        with pytest.raises(Unavailable) as raised:
+            await RedisClusterStore.connect([("127.0.0.1", port)])
+        assert str(port) not in str(raised.value)
+
+    asyncio.run(body())
+
+
+def test_a_closed_store_refuses_calls(redis_cluster: RedisCluster) -> None:
+    """After close(), every call fails with StoreError."""
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(redis_cluster.addresses)
+        await store.close()
+        with pytest.raises(StoreError):
+            await store.put_if_newer([(topic(), value(1))])
+        with pytest.raises(StoreError):
+            await store.devices(None, 10)
 
     asyncio.run(body())
