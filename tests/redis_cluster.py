@@ -81,6 +81,7 @@ class RedisNode:
                     "cluster-require-full-coverage no",
                     "cluster-replica-validity-factor 0",
                     "appendonly yes",
+                    "repl-diskless-sync-delay 0",  # a replica syncs at once (7.0 waits 5 s for others)
                     f"appendfsync {self.appendfsync}",
                     "",
                 ]
@@ -158,6 +159,12 @@ class RedisCluster:
         """Until every node (or those given) sees the cluster state ok with every slot assigned."""
         for node in nodes or self.nodes:
             wait_for(lambda node=node: _cluster_ok(node), f"cluster state ok on port {node.port}")
+
+    def wait_started(self) -> None:
+        """Until the cluster serves every slot and every replica is in sync with its master."""
+        self.wait_ready()
+        for replica in self.replicas:
+            wait_for(lambda replica=replica: _replica_in_sync(replica), f"replica {replica.port} in sync")
 
     def restart(self, node: RedisNode) -> None:
         """Start a killed node again from its folder (its nodes.conf and append-only file)."""
@@ -253,9 +260,14 @@ def _owner_of_first_slot_seen(observer: RedisNode, owner: RedisNode) -> bool:
 
 
 def start_cluster(
-    folder: Path, masters: int = 3, replicas: bool = False, appendfsync: str = "always"
+    folder: Path, masters: int = 3, replicas: bool = False, appendfsync: str = "always", wait: bool = True
 ) -> RedisCluster:
-    """Start a cluster in folder and wait until it serves every slot (and replicas are in sync)."""
+    """Start a cluster in folder and wait until it serves every slot (and replicas are in sync).
+
+    With wait=False it returns once the nodes know each other: `RedisCluster.wait_started` then
+    waits for the rest (a master serves only 2 s after its start, so clusters started together
+    wait those 2 s together).
+    """
     nodes = [
         RedisNode(folder / f"node-{index}", free_port(), free_port(), appendfsync)
         for index in range(masters * (2 if replicas else 1))
@@ -281,9 +293,8 @@ def start_cluster(
         for master, replica in zip(cluster.masters, cluster.replicas, strict=False):
             with replica.client() as client:
                 client.execute_command("CLUSTER", "REPLICATE", master.node_id)
-        cluster.wait_ready()
-        for replica in cluster.replicas:
-            wait_for(lambda replica=replica: _replica_in_sync(replica), f"replica {replica.port} in sync")
+        if wait:
+            cluster.wait_started()
     except BaseException:
         cluster.stop()
         raise

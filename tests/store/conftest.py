@@ -62,6 +62,53 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster
 
 
+# How many clusters of each kind the pool starts together: the tests that take one each.
+POOLED_CLUSTERS = {"plain": 3, "replicated": 1}
+
+
+class ClusterPool:
+    """Clusters for tests that kill, fail over or move slots, all started at once when first asked
+    for, so that their start-up waits overlap; each test takes one of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.free: dict[str, list[RedisCluster]] | None = None
+        self.started: list[RedisCluster] = []
+
+    def take(self, kind: str) -> RedisCluster:
+        if self.free is None:
+            self.free = {name: [] for name in POOLED_CLUSTERS}
+            for name, count in POOLED_CLUSTERS.items():
+                for index in range(count):
+                    cluster = start_cluster(
+                        self.folder / f"{name}-{index}", replicas=name == "replicated", wait=False
+                    )
+                    self.started.append(cluster)
+                    self.free[name].append(cluster)
+        if not self.free[kind]:  # more tests than the pool holds: one more, started now
+            folder = self.folder / f"{kind}-{len(self.started)}"
+            self.started.append(start_cluster(folder, replicas=kind == "replicated", wait=False))
+            self.free[kind].append(self.started[-1])
+        cluster = self.free[kind].pop()
+        cluster.wait_started()
+        return cluster
+
+    def stop(self) -> None:
+        for cluster in self.started:
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPool]:
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed: run bash tools/install_servers.sh")
+    pool = ClusterPool(tmp_path_factory.mktemp("redis-clusters"))
+    try:
+        yield pool
+    finally:
+        pool.stop()
+
+
 @pytest.fixture(params=["rocksdb", "redis"])
 def topic_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreCase:
     if request.param == "rocksdb":

@@ -7,11 +7,11 @@ import binascii
 import random
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.redis_cluster import SLOTS, RedisCluster, RedisNode, free_port, redis_server_binary, start_cluster
+from tests.redis_cluster import SLOTS, RedisCluster, RedisNode, free_port, redis_server_binary
+from tests.store.conftest import ClusterPool
 from tests.store.topics import topic, value
 from utwin.errors import StoreError, Unavailable
 from utwin.store import PutResult, Verdict
@@ -24,15 +24,23 @@ WRITER_DEADLINE_S = 30.0
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    with start_cluster(tmp_path / "cluster", masters=3, appendfsync="always") as started:
-        yield started
+def cluster(cluster_pool: ClusterPool) -> Iterator[RedisCluster]:
+    """A 3-master cluster of this test's own (appendfsync always), stopped after it."""
+    taken = cluster_pool.take("plain")
+    try:
+        yield taken
+    finally:
+        taken.stop()
 
 
 @pytest.fixture
-def replicated_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    with start_cluster(tmp_path / "cluster", masters=3, replicas=True, appendfsync="no") as started:
-        yield started
+def replicated_cluster(cluster_pool: ClusterPool) -> Iterator[RedisCluster]:
+    """3 masters and a replica each, of this test's own, stopped after it."""
+    taken = cluster_pool.take("replicated")
+    try:
+        yield taken
+    finally:
+        taken.stop()
 
 
 def slot_of(authority: str) -> int:
