@@ -294,3 +294,26 @@ def test_a_closed_store_refuses_calls(redis_cluster: RedisCluster) -> None:
             await store.devices(None, 10)
 
     asyncio.run(body())
+
+
+def test_a_batch_larger_than_one_script_call_keeps_its_order(redis_cluster: RedisCluster) -> None:
+    """A batch spanning several script calls per node (one device over the call bound) decides in order."""
+    redis_cluster.flush()
+    big_device = [topic(authority="big", resource=0x8000 + n) for n in range(300)]
+    small_devices = [topic(authority=f"small-{n}") for n in range(900)]
+    # 1,200 entries of one device (over one call's 500): each topic gets versions 2, 1, 3, 2 in turn.
+    batch = [(key, value(version)) for version in (2, 1, 3, 2) for key in big_device]
+    batch += [(key, value(1)) for key in small_devices]
+    expected = [Verdict.STORED] * 300 + [Verdict.OLDER] * 300 + [Verdict.STORED] * 300 + [Verdict.OLDER] * 300
+    expected += [Verdict.STORED] * 900
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(redis_cluster.addresses)
+        try:
+            assert expected == await store.put_if_newer(batch)
+            assert [value(3)] * 300 == await store.get_topics(big_device)
+            assert 300 == await store.device_topic_count("big")
+        finally:
+            await store.close()
+
+    asyncio.run(body())
