@@ -176,3 +176,57 @@ def test_topic_counts(topic_store: StoreCase) -> None:
         assert [0, 1, 5] == [await store.device_topic_count(name) for name in ("none", "v0", "v4")]
 
     topic_store.run(body)
+
+
+def version(number: int) -> bytes:
+    return value(number)[1:17]
+
+
+def test_flush_topics_removes_up_to_the_floor_and_keeps_it(topic_store: StoreCase) -> None:
+    """flush_topics removes values at or below the floor, keeps newer ones, and refuses late puts."""
+
+    async def body(store: TopicStore) -> None:
+        old, new, other = topic(resource=0x8001), topic(resource=0x8002), topic(resource=0x8003)
+        await store.put_if_newer([(old, value(3)), (new, value(9)), (other, value(1))])
+        assert 1 == await store.flush_topics([old, new, old], version(5))
+        assert [None, value(9), value(1)] == await store.get_topics([old, new, other])
+        results = await store.put_if_newer([(old, value(5)), (old, value(6)), (other, value(2))])
+        assert [Verdict.FLUSHED, S, S] == results
+        assert 3 == await store.device_topic_count("vehicle-1")
+
+    topic_store.run(body)
+
+
+def test_flush_device_removes_every_topic_up_to_the_floor(topic_store: StoreCase) -> None:
+    """flush_device of a whole device leaves no topic of it listed or counted, and refuses late puts."""
+
+    async def body(store: TopicStore) -> None:
+        mine = [topic(ue_id=ue, resource=r) for ue in (1, 2) for r in (0x8001, 0x8002)]
+        kept = topic(authority="vehicle-2")
+        await store.put_if_newer([(key, value(2)) for key in [*mine, kept]])
+        assert 4 == await store.flush_device("vehicle-1", None, version(2))
+        assert [] == await store.scan_device("vehicle-1")
+        assert (0, 1) == (await store.device_topic_count("vehicle-1"), await store.topic_count())
+        assert (["vehicle-2"], None) == await store.devices(None, 10)
+        assert [Verdict.FLUSHED, S] == await store.put_if_newer([(mine[0], value(1)), (mine[1], value(3))])
+        assert [(mine[1], value(3))] == await store.scan_device("vehicle-1")
+
+    topic_store.run(body)
+
+
+def test_flush_of_one_ue_leaves_the_device_s_other_ues(topic_store: StoreCase) -> None:
+    """flush_device of one uE removes that uE's old values only; newer values and other uEs stay."""
+
+    async def body(store: TopicStore) -> None:
+        ue_1 = [topic(ue_id=1, resource=r) for r in (0x8001, 0x8002)]
+        ue_2 = topic(ue_id=2)
+        await store.put_if_newer([(ue_1[0], value(2)), (ue_1[1], value(7)), (ue_2, value(2))])
+        assert 1 == await store.flush_device("vehicle-1", 1, version(5))
+        assert [None, value(7), value(2)] == await store.get_topics([*ue_1, ue_2])
+        new_topics = [
+            (topic(ue_id=1, resource=0x8003), value(4)),
+            (topic(ue_id=2, resource=0x8003), value(4)),
+        ]
+        assert [Verdict.FLUSHED, S] == await store.put_if_newer(new_topics)
+
+    topic_store.run(body)

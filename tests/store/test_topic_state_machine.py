@@ -41,6 +41,7 @@ class TopicStoreAgainstDict(RuleBasedStateMachine):
             case.folder = case.folder.parent / f"db-{id(self)}"
         self.store: TopicStore = self.run(case.open(max_topics_per_device=MAX_PER_DEVICE))
         self.oracle: dict[bytes, bytes] = {}
+        self.floors: dict[bytes, bytes] = {}  # scope (topic key, or device or uE prefix) -> floor
 
     def run(self, call: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(call)
@@ -52,9 +53,24 @@ class TopicStoreAgainstDict(RuleBasedStateMachine):
     def device_of(self, key: bytes) -> bytes:
         return key[3 : 3 + ((key[1] << 8) | key[2])]
 
+    def floor_over(self, key: bytes) -> bytes:
+        device_end = 3 + len(self.device_of(key))
+        return max(self.floors.get(scope, b"") for scope in (key[:device_end], key[: device_end + 4], key))
+
+    def raise_floor(self, scope: bytes, floor: bytes) -> None:
+        self.floors[scope] = max(floor, self.floors.get(scope, b""))
+
+    def remove_up_to(self, chosen: list[bytes], floor: bytes) -> int:
+        doomed = [key for key in chosen if key in self.oracle and self.oracle[key][1:17] <= floor]
+        for key in doomed:
+            del self.oracle[key]
+        return len(doomed)
+
     def expected_verdict(self, key: bytes, stored_value: bytes) -> Verdict:
         old = self.oracle.get(key)
         if old is None:
+            if stored_value[1:17] <= self.floor_over(key):
+                return Verdict.FLUSHED
             device = self.device_of(key)
             if sum(1 for known in self.oracle if self.device_of(known) == device) >= MAX_PER_DEVICE:
                 return Verdict.DEVICE_FULL
@@ -83,6 +99,22 @@ class TopicStoreAgainstDict(RuleBasedStateMachine):
         if gone:
             del self.oracle[key]
         assert int(gone) == self.run(self.store.delete_if_same([(key, wanted)]))
+
+    @rule(chosen=st.lists(topics, max_size=4), floor=versions)
+    def flush_topics(self, chosen: list[bytes], floor: int) -> None:
+        floor_bytes = value(floor)[1:17]
+        for key in chosen:
+            self.raise_floor(key, floor_bytes)
+        expected = self.remove_up_to(list(dict.fromkeys(chosen)), floor_bytes)
+        assert expected == self.run(self.store.flush_topics(chosen, floor_bytes))
+
+    @rule(authority=authorities, ue=st.none() | st.sampled_from([1, 2]), floor=versions)
+    def flush_device(self, authority: str, ue: int | None, floor: int) -> None:
+        floor_bytes = value(floor)[1:17]
+        scope = topic(authority=authority, ue_id=ue or 0)[: 3 + len(authority.encode()) + (4 if ue else 0)]
+        self.raise_floor(scope, floor_bytes)
+        expected = self.remove_up_to([key for key in self.oracle if key.startswith(scope)], floor_bytes)
+        assert expected == self.run(self.store.flush_device(authority, ue, floor_bytes))
 
     @rule(asked=st.lists(topics, max_size=5))
     def get_topics(self, asked: list[bytes]) -> None:

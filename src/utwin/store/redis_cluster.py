@@ -58,7 +58,7 @@ from redis.retry import Retry
 from utwin.errors import InvalidArgument, StoreError, Unavailable, UTwinError
 from utwin.store import keys
 from utwin.store.base import PutResult, Verdict
-from utwin.store.redis_scripts import DELETE, DEVICE_READ, GET, PUT, Script
+from utwin.store.redis_scripts import COUNT, DELETE, DEVICE_READ, FLOOR, FLOORS_FIELD, FLUSH, GET, PUT, Script
 
 log = logging.getLogger("utwin.store")
 
@@ -76,6 +76,7 @@ _hiredis_pack = _load_hiredis_pack()
 
 
 SLOTS = 16384
+_FIELD_SIZE = 7  # a topic's field: u32 ue_id, u8 version, u16 resource (the floors field is longer)
 CHUNK_ENTRIES = 500  # entries per script call: a few hundred microseconds of a node's time
 ROUNDS = 5  # sends of one entry before it is given up as Unavailable
 BACKOFF_S = 0.02  # doubled each round that waits (a failover or a slot move settling)
@@ -88,6 +89,8 @@ REPLICA_SHORT = "storage: the write reached fewer replicas than redis_replica_ac
 _NOT_SERVED = ord("R")
 _VERDICTS = {ord("S"): Verdict.STORED, ord("D"): Verdict.DUPLICATE, ord("O"): Verdict.OLDER}
 _VERDICTS[ord("F")] = Verdict.DEVICE_FULL
+_VERDICTS[ord("L")] = Verdict.FLUSHED
+FLUSH_SCAN_COUNT = 500  # fields one step of a device flush reads and removes
 
 # Errors after which the slot map may be stale: refresh it and send again.
 _REFRESH_ERRORS = (
@@ -512,8 +515,8 @@ class RedisClusterStore:
             raise next(iter(failed.values()))
         return removed
 
-    async def _device_command(self, authority: str, *command: bytes | int) -> Any:
-        """One command on one device's hash, following redirections like the scripts."""
+    async def _on_device(self, script: Script, authority: str, *argv: bytes | int) -> Any:
+        """One script call on one device's hash (KEYS[1]), following redirections like the others."""
         device = _Device(*self._device(authority.encode()))
         device.positions.append(0)
         answer: list[Any] = []
@@ -522,25 +525,75 @@ class RedisClusterStore:
             answer.append(reply)
             return []
 
-        failed = await self._run(DEVICE_READ, list(command), [device], lambda _: [], accept, writes=False)
+        failed = await self._run(script, list(argv), [device], lambda _: [], accept, writes=script is FLOOR)
         if failed:
             raise failed[0]
         return answer[0]
 
     async def scan_device(self, authority: str, ue_id: int | None = None) -> list[tuple[bytes, bytes]]:
-        flat = await self._device_command(authority, b"HGETALL")
+        flat = await self._on_device(DEVICE_READ, authority, b"HGETALL")
         head = keys.authority_prefix(authority)
         wanted = b"" if ue_id is None else keys.ue_prefix(authority, ue_id)[len(head) :]
         topics = [
             (head + field, value)
             for field, value in zip(flat[::2], flat[1::2], strict=True)
-            if field.startswith(wanted)
+            if len(field) == _FIELD_SIZE and field.startswith(wanted)
         ]
         topics.sort()
         return topics
 
     async def device_topic_count(self, authority: str) -> int:
-        return int(await self._device_command(authority, b"HLEN"))
+        return int(await self._on_device(COUNT, authority))
+
+    async def flush_topics(self, topic_keys: Sequence[bytes], floor: bytes) -> int:
+        """See `TopicStore.flush_topics`: each device's floors and removals in one atomic call."""
+        unique = list(dict.fromkeys(topic_keys))
+        if not unique:
+            return 0
+        devices, fields = self._group(unique)
+        return await self._flush(devices, fields, floor, raise_floors=True)
+
+    async def flush_device(self, authority: str, ue_id: int | None, floor: bytes) -> int:
+        """See `TopicStore.flush_device`: the floor first, then HSCAN steps of FLUSH_SCAN_COUNT
+        fields, each removal re-checked against the floor in the node."""
+        scope = b"" if ue_id is None else ue_id.to_bytes(4, "big")
+        await self._on_device(FLOOR, authority, floor, scope)
+        head = keys.authority_prefix(authority)
+        removed = 0
+        cursor: bytes | int = 0
+        for _ in range(1_000_000):  # HSCAN ends: its cursor passes every bucket once
+            cursor, flat = await self._on_device(
+                DEVICE_READ, authority, b"HSCAN", cursor, b"COUNT", FLUSH_SCAN_COUNT
+            )
+            doomed = [
+                head + field
+                for field, value in zip(flat[::2], flat[1::2], strict=True)
+                if len(field) == _FIELD_SIZE and field.startswith(scope) and value[1:17] <= floor
+            ]
+            if doomed:
+                devices, fields = self._group(doomed)
+                removed += await self._flush(devices, fields, floor, raise_floors=False)
+            if int(cursor) == 0:
+                break
+        return removed
+
+    async def _flush(
+        self, devices: list[_Device], fields: list[bytes], floor: bytes, raise_floors: bool
+    ) -> int:
+        removed = 0
+
+        def argv_of(device: _Device) -> list[bytes | int]:
+            return [device.key, len(device.positions), *[fields[position] for position in device.positions]]
+
+        def accept(call: list[_Device], reply: Any, acked: bool) -> list[_Device]:
+            nonlocal removed
+            removed += sum(count for count in reply if count > 0)
+            return [device for device, count in zip(call, reply, strict=True) if count < 0]
+
+        failed = await self._run(FLUSH, [floor, int(raise_floors)], devices, argv_of, accept, writes=True)
+        if failed:
+            raise next(iter(failed.values()))
+        return removed
 
     async def devices(self, cursor: bytes | None, limit: int) -> tuple[list[str], bytes | None]:
         """Devices by SCAN of each master in turn; the cursor names the master by the first slot
@@ -563,7 +616,8 @@ class RedisClusterStore:
                         "storage: a node of the Redis Cluster cannot list its devices"
                     ) from None
                 head = len(self._device_head)
-                found.extend(unescape_authority(_as_bytes(name)[head:-1]).decode() for name in names)
+                holding = await self._holding_topics(node, [_as_bytes(name) for name in names])
+                found.extend(unescape_authority(name[head:-1]).decode() for name in holding)
                 if node_cursor == 0:
                     break
                 if len(found) >= limit:
@@ -571,6 +625,28 @@ class RedisClusterStore:
             if len(found) >= limit and (first, node) != masters[-1]:
                 return found, b"%d:0" % (first + 1)
         return found, None
+
+    async def _holding_topics(self, node: str, names: list[bytes]) -> list[bytes]:
+        """The device hashes among names that hold topics, not flush floors alone."""
+        if not names:
+            return []
+        sizes = await self._topic_counts(node, names)
+        return [name for name, size in zip(names, sizes, strict=True) if size > 0]
+
+    async def _topic_counts(self, node: str, names: list[bytes]) -> list[int]:
+        """Each device hash's topics (its fields less its floors), in one round trip to node."""
+        commands: list[tuple[bytes | str | int, ...]] = []
+        for name in names:
+            commands.append((b"HLEN", name))
+            commands.append((b"HEXISTS", name, FLOORS_FIELD))
+        try:
+            replies = await _pipeline(self._client(node), commands)
+        except (RedisError, OSError) as error:
+            self._log.warning("redis node %s failed to count topics: %s", node, error)
+            raise Unavailable("storage: a node of the Redis Cluster cannot count its topics") from None
+        if any(isinstance(reply, Exception) for reply in replies):
+            raise Unavailable("storage: a node of the Redis Cluster cannot count its topics")
+        return [int(fields) - int(floors) for fields, floors in zip(replies[::2], replies[1::2], strict=True)]
 
     async def topic_count(self) -> int:
         """Exact while each master holds at most SAMPLE_DEVICES devices; past that an estimate:
@@ -581,25 +657,22 @@ class RedisClusterStore:
 
     async def _node_topic_count(self, node: str, sample_devices: int = 2000) -> int:
         client = self._client(node)
+        names: list[bytes] = []
+        cursor = 0
         try:
-            names: list[bytes] = []
-            cursor = 0
-            for _ in range(1_000_000):
+            for _ in range(1_000_000):  # SCAN ends, and the sample is bounded
                 cursor, page = await client.scan(cursor, match=self._device_head + b"*", count=1000)
                 names.extend(_as_bytes(name) for name in page)
                 if cursor == 0 or len(names) >= sample_devices:
                     break
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                pipe.hlen(name)
-            sizes = await pipe.execute() if names else []
-            sampled_topics = int(sum(sizes))
-            if cursor == 0 or not names:
-                return sampled_topics
-            return sampled_topics * int(await client.dbsize()) // len(sizes)
+            key_count = 0 if cursor == 0 else int(await client.dbsize())
         except (RedisError, OSError) as error:
             self._log.warning("redis node %s failed a count: %s", node, error)
             raise Unavailable("storage: a node of the Redis Cluster cannot count its topics") from None
+        sampled_topics = sum(await self._topic_counts(node, names)) if names else 0
+        if cursor == 0 or not names:
+            return sampled_topics
+        return sampled_topics * key_count // len(names)
 
     # -- durability and life cycle -----------------------------------------------------
 

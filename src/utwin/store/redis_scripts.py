@@ -13,59 +13,112 @@ nothing of it; every device it does serve is decided and written. So a
 script never stops half-way through a device, and the caller resends only
 the devices marked.
 
-Versions (bytes 2..17 of a topic value) are compared as four unsigned
-big-endian 32-bit numbers (`struct.unpack`, exact in Lua's doubles), which is
-byte order; a value too short for that is compared byte by byte. Never with
-Lua's `<` on strings: it follows the locale's collation. The four numbers cost
-the server about a quarter less per entry than a loop over bytes.
+A device's flush floors live in its own hash, under the field `floors`
+(topic fields are always 7 bytes, so it never meets one), so that they move
+with its topics when a slot moves: entries of u8 scope length | scope (b""
+for the device, the u32 uE, or the topic's 7-byte field) | 16-byte floor.
+The device's topic count is its HLEN less that field.
+
+Versions (bytes 2..17 of a topic value, and floors) are compared as four
+unsigned big-endian 32-bit numbers (`struct.unpack`, exact in Lua's doubles),
+which is byte order. Never with Lua's `<` on strings: it follows the locale's
+collation. The four numbers cost the server about a quarter less per entry
+than a loop over bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+FLOORS_FIELD = b"floors"
+
+# Lua helpers shared by the scripts (the text is put at the top of each).
+_COMPARE = """
+local function version_of(value)
+  local version = string.sub(value, 2, 17)
+  if #version < 16 then version = version .. string.rep('\\0', 16 - #version) end
+  return version
+end
+local function compare(a, b)
+  local a1, a2, a3, a4 = struct.unpack('>I4I4I4I4', a)
+  local b1, b2, b3, b4 = struct.unpack('>I4I4I4I4', b)
+  if a1 ~= b1 then return a1 > b1 and 1 or -1 end
+  if a2 ~= b2 then return a2 > b2 and 1 or -1 end
+  if a3 ~= b3 then return a3 > b3 and 1 or -1 end
+  if a4 ~= b4 then return a4 > b4 and 1 or -1 end
+  return 0
+end
+local function floor_over(floors, field)
+  local highest = nil
+  local at = 1
+  while at <= #floors do
+    local size = string.byte(floors, at)
+    local floor = string.sub(floors, at + 1 + size, at + 16 + size)
+    if string.sub(floors, at + 1, at + size) == string.sub(field, 1, size)
+        and (highest == nil or compare(floor, highest) > 0) then
+      highest = floor
+    end
+    at = at + 17 + size
+  end
+  return highest
+end
+local function raise_floor(floors, scope, floor)
+  local kept = {}
+  local at = 1
+  while at <= #floors do
+    local size = string.byte(floors, at)
+    local entry = string.sub(floors, at, at + 16 + size)
+    if string.sub(floors, at + 1, at + size) == scope then
+      local current = string.sub(entry, 2 + size)
+      if compare(current, floor) > 0 then floor = current end
+    else
+      kept[#kept + 1] = entry
+    end
+    at = at + 17 + size
+  end
+  kept[#kept + 1] = string.char(#scope) .. scope .. floor
+  return table.concat(kept)
+end
+"""
+
 # ARGV: max topics per device, then per device: key, entry count, then field, value per entry.
-# One verdict letter per entry: Stored, Duplicate, Older, device Full, or R (not served: unwritten).
-PUT_SOURCE = """#!lua flags=allow-cross-slot-keys
+# One verdict letter per entry: Stored, Duplicate, Older, device Full, fLushed, or R (not served: unwritten).
+PUT_SOURCE = (
+    "#!lua flags=allow-cross-slot-keys\n"
+    + _COMPARE
+    + """
 local limit = tonumber(ARGV[1])
 local verdicts = {}
 local at = 2
 while at <= #ARGV do
   local key, count = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
-  local topics = redis.pcall('HLEN', key)
-  if type(topics) == 'table' then
+  if type(redis.pcall('EXISTS', key)) == 'table' then
     for _ = 1, count do verdicts[#verdicts + 1] = 'R' end
     at = at + 2 * count
   else
+    local topics, floors = nil, nil
     for _ = 1, count do
       local field, value = ARGV[at], ARGV[at + 1]
       at = at + 2
       local stored = redis.call('HGET', key, field)
       local verdict = 'S'
       if stored then
-        verdict = 'D'
-        if #value >= 17 and #stored >= 17 then
-          local new1, new2, new3, new4 = struct.unpack('>I4I4I4I4', value, 2)
-          local old1, old2, old3, old4 = struct.unpack('>I4I4I4I4', stored, 2)
-          if new1 ~= old1 then verdict = new1 > old1 and 'S' or 'O'
-          elseif new2 ~= old2 then verdict = new2 > old2 and 'S' or 'O'
-          elseif new3 ~= old3 then verdict = new3 > old3 and 'S' or 'O'
-          elseif new4 ~= old4 then verdict = new4 > old4 and 'S' or 'O'
-          end
-        else
-          for b = 2, 17 do
-            local new, old = string.byte(value, b) or -1, string.byte(stored, b) or -1
-            if new ~= old then
-              verdict = new > old and 'S' or 'O'
-              break
-            end
-          end
-        end
-      elseif topics >= limit then
-        verdict = 'F'
+        local order = compare(version_of(value), version_of(stored))
+        if order == 0 then verdict = 'D' elseif order < 0 then verdict = 'O' end
       else
-        topics = topics + 1
+        if topics == nil then
+          floors = redis.call('HGET', key, 'floors')
+          topics = redis.call('HLEN', key) - (floors and 1 or 0)
+        end
+        local floor = floors and floor_over(floors, field)
+        if floor and compare(version_of(value), floor) <= 0 then
+          verdict = 'L'
+        elseif topics >= limit then
+          verdict = 'F'
+        else
+          topics = topics + 1
+        end
       end
       if verdict == 'S' then redis.call('HSET', key, field, value) end
       verdicts[#verdicts + 1] = verdict
@@ -74,6 +127,7 @@ while at <= #ARGV do
 end
 return table.concat(verdicts)
 """
+)
 
 # ARGV per device: key, field count, then the fields.
 # Per device: its values in order (nil where none), or 0 when this node does not serve it.
@@ -118,6 +172,57 @@ end
 return replies
 """
 
+# ARGV: floor, whether to raise each topic's own floor first (1) or not (0), then per device:
+# key, field count, then the fields. Removes the fields whose value is floor or older.
+# Per device: how many of its topics were removed, or -1 when this node does not serve it.
+FLUSH_SOURCE = (
+    "#!lua flags=allow-cross-slot-keys\n"
+    + _COMPARE
+    + """
+local floor, raise = ARGV[1], ARGV[2] == '1'
+local replies = {}
+local at = 3
+while at <= #ARGV do
+  local key, count = ARGV[at], tonumber(ARGV[at + 1])
+  local removed = -1
+  if type(redis.pcall('EXISTS', key)) ~= 'table' then
+    removed = 0
+    if raise then
+      local floors = redis.call('HGET', key, 'floors') or ''
+      for i = 1, count do floors = raise_floor(floors, ARGV[at + 1 + i], floor) end
+      redis.call('HSET', key, 'floors', floors)
+    end
+    for i = 1, count do
+      local field = ARGV[at + 1 + i]
+      local stored = redis.call('HGET', key, field)
+      if stored and compare(version_of(stored), floor) <= 0 then
+        removed = removed + redis.call('HDEL', key, field)
+      end
+    end
+  end
+  replies[#replies + 1] = removed
+  at = at + 2 + count
+end
+return replies
+"""
+)
+
+# KEYS[1]: the device; ARGV: floor, scope (b"" for the device, or a u32 uE). Raises that floor.
+FLOOR_SOURCE = (
+    "#!lua\n"
+    + _COMPARE
+    + """
+local floors = redis.call('HGET', KEYS[1], 'floors') or ''
+redis.call('HSET', KEYS[1], 'floors', raise_floor(floors, ARGV[2], ARGV[1]))
+return 1
+"""
+)
+
+# KEYS[1]: the device. How many topics it holds (its fields less the floors).
+COUNT_SOURCE = """#!lua flags=no-writes
+return redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], 'floors')
+"""
+
 # One read-only command (ARGV[1]) on one device's hash (KEYS[1]): redirected by the cluster like the others.
 DEVICE_READ_SOURCE = "#!lua flags=no-writes\nreturn redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"
 
@@ -136,3 +241,6 @@ PUT = Script(PUT_SOURCE)
 GET = Script(GET_SOURCE)
 DELETE = Script(DELETE_SOURCE)
 DEVICE_READ = Script(DEVICE_READ_SOURCE)
+FLUSH = Script(FLUSH_SOURCE)
+FLOOR = Script(FLOOR_SOURCE)
+COUNT = Script(COUNT_SOURCE)
