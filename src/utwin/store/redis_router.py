@@ -1,0 +1,394 @@
+"""Sending scripts to a Redis Cluster: its slot map, a client per node, and redirections.
+
+`ClusterRouter.run` sends one script over many devices: one pipelined write
+per node, one script call per group of that node's devices (at most
+CHUNK_ENTRIES entries, a device never split), and WAIT when writes must reach
+replicas. What a call did not decide is sent again, each round after reading
+the slot map again where it may be stale; see `RedisClusterStore` for the
+rules and `redis_scripts` for the "not served" answer of a device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+
+from utwin.errors import StoreError, Unavailable, UTwinError
+from utwin.store.redis_scripts import Script
+
+log = logging.getLogger("utwin.store")
+
+SLOTS = 16384
+CHUNK_ENTRIES = 500  # entries per script call: a few hundred microseconds of a node's time
+ROUNDS = 5  # sends of one entry before it is given up as Unavailable
+BACKOFF_S = 0.02  # doubled each round that waits (a failover or a slot move settling)
+REFRESH_INTERVAL_S = 0.05  # concurrent callers share one slot-map refresh within this interval
+LOG_INTERVAL_S = 10.0
+
+UNAVAILABLE = "storage: the Redis Cluster cannot serve this entry now"
+
+# One command: its name and arguments.
+Command = tuple[bytes | str | int, ...]
+
+
+def _load_hiredis_pack() -> Callable[[tuple[Any, ...]], bytes] | None:
+    """hiredis's command packer (C), or None: packing in Python costs the client more per batch."""
+    try:
+        import hiredis
+    except ImportError:
+        return None
+    return cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)  # its stub types a 1-tuple
+
+
+_hiredis_pack = _load_hiredis_pack()
+
+
+# Errors after which the slot map may be stale: refresh it and send again.
+_REFRESH_ERRORS = (
+    MovedError,
+    ClusterDownError,
+    ReadOnlyError,
+    BusyLoadingError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+)
+
+
+class Device:
+    """One device's part of a call: its hash key, slot, and the positions of its entries."""
+
+    __slots__ = ("ask", "key", "positions", "slot")
+
+    def __init__(self, key: bytes, slot: int) -> None:
+        self.key = key
+        self.slot = slot
+        self.positions: list[int] = []
+        self.ask: str | None = None  # the importing node an ASK redirection named, for the next send
+
+
+# What a call sends for its devices (ARGV after any leading arguments), and takes from each reply.
+ArgvOf = Callable[[Device], list[bytes | int]]
+Accept = Callable[[list[Device], Any, bool], list[Device]]  # returns the devices not served
+
+
+class RateLimitedLog:
+    """At most one warning every LOG_INTERVAL_S, then how many were left out."""
+
+    def __init__(self) -> None:
+        self._last = -LOG_INTERVAL_S
+        self._left_out = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < LOG_INTERVAL_S:
+            self._left_out += 1
+            return
+        more = f" ({self._left_out} more left out)" if self._left_out else ""
+        self._last, self._left_out = now, 0
+        log.warning(message + more, *args)
+
+
+class ClusterRouter:
+    """The slot map of one cluster, a client per node, and `run`, which sends scripts over devices."""
+
+    def __init__(
+        self,
+        client_options: dict[str, Any],
+        seeds: Sequence[tuple[str, int]],
+        replica_acks: int,
+        replica_timeout_ms: int,
+        rate_limited_log: RateLimitedLog,
+    ) -> None:
+        self._client_options = client_options
+        self._seeds = list(seeds)
+        self.replica_acks = replica_acks
+        self.replica_timeout_ms = replica_timeout_ms
+        self._log = rate_limited_log
+        self._clients: dict[str, aioredis.Redis] = {}
+        self._slot_nodes: list[str] = []
+        self.masters: list[tuple[int, str]] = []  # (first slot served, node), by first slot
+        self._refreshed_at = -REFRESH_INTERVAL_S
+        self._refresh_lock = asyncio.Lock()
+        self.closed = False
+
+    def client(self, node: str) -> aioredis.Redis:
+        client = self._clients.get(node)
+        if client is None:
+            host, port = node.rsplit(":", 1)
+            client = self._clients[node] = aioredis.Redis(host=host, port=int(port), **self._client_options)
+        return client
+
+    async def refresh(self, force: bool = False) -> None:
+        """Read the slot map again (once for all callers asking within REFRESH_INTERVAL_S)."""
+        asked_at = time.monotonic()
+        async with self._refresh_lock:
+            if not force and self._refreshed_at >= asked_at - REFRESH_INTERVAL_S:
+                return
+            known = [node for _, node in self.masters] + [f"{host}:{port}" for host, port in self._seeds]
+            for node in dict.fromkeys(known):
+                try:
+                    # redis-py leaves execute_command untyped
+                    slots = await self.client(node).execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+                except AuthenticationError as error:
+                    self._log.warning("redis node %s refused the credentials: %s", node, error)
+                    raise StoreError("storage: the Redis Cluster refused the credentials") from None
+                except (RedisError, OSError) as error:
+                    self._log.warning("redis node %s did not give the slot map: %s", node, error)
+                    continue
+                self._install_slot_map(slots)
+                self._refreshed_at = time.monotonic()
+                return
+        raise Unavailable("storage: no node of the Redis Cluster answered")
+
+    def _install_slot_map(self, slots: list[Any]) -> None:
+        slot_nodes = [""] * SLOTS
+        first_slots: dict[str, int] = {}
+        for first, last, primary, *_ in slots:
+            host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
+            node = f"{host}:{int(primary[1])}"
+            slot_nodes[first : last + 1] = [node] * (last + 1 - first)
+            first_slots[node] = min(first_slots.get(node, SLOTS), first)
+        self._slot_nodes = slot_nodes
+        self.masters = sorted((first, node) for node, first in first_slots.items())
+
+    def _node_of(self, device: Device) -> str:
+        return device.ask or self._slot_nodes[device.slot] or "unassigned"
+
+    # -- sending scripts with redirections -------------------------------------------
+
+    async def run(
+        self,
+        script: Script,
+        head: list[bytes | int],
+        devices: list[Device],
+        argv_of: ArgvOf,
+        accept: Accept,
+        writes: bool,
+    ) -> dict[int, UTwinError]:
+        """Send script over devices until each call is answered; the error of each position left undecided."""
+        self.check_open()
+        pending = devices
+        alone: set[int] = set()  # ids of devices to send one per call (ASK or TRYAGAIN seen)
+        failed: dict[int, UTwinError] = {}
+        backoff = BACKOFF_S
+        for _ in range(ROUNDS):
+            calls: dict[str, list[list[Device]]] = {}
+            for node, node_devices in _by_node(pending, self._node_of).items():
+                calls[node] = _chunks(node_devices, alone)
+            outcomes = await asyncio.gather(
+                *(
+                    self._send(node, script, head, node_calls, argv_of, writes)
+                    for node, node_calls in calls.items()
+                )
+            )
+            pending = []
+            refresh = wait = False
+            for node_calls, (replies, acked) in zip(calls.values(), outcomes, strict=True):
+                for call, reply in zip(node_calls, replies, strict=True):
+                    if not isinstance(reply, Exception):
+                        not_served = accept(call, reply, acked)
+                        if not_served:  # a slot moved or is moving: send those alone, to be redirected
+                            alone.update(id(device) for device in not_served)
+                            pending.extend(not_served)
+                            refresh = True
+                        continue
+                    for device in call:
+                        device.ask = None
+                    if isinstance(reply, MovedError | ClusterDownError):
+                        refresh = wait = True
+                    elif isinstance(reply, AskError):
+                        if len(call) > 1:
+                            alone.update(id(device) for device in call)
+                        else:
+                            call[0].ask = f"{reply.host}:{reply.port}"
+                    elif isinstance(reply, TryAgainError):
+                        alone.update(id(device) for device in call)
+                        wait = True
+                    elif isinstance(reply, NoScriptError):
+                        pass  # _send loaded the script: the next round finds it
+                    elif isinstance(reply, _REFRESH_ERRORS):
+                        refresh = wait = True
+                    else:
+                        self._log.warning("redis script failed: %s", reply)
+                        for device in call:
+                            for position in device.positions:
+                                failed[position] = StoreError("storage: the Redis Cluster refused the call")
+                        continue
+                    pending.extend(call)
+            if not pending:
+                return failed
+            if refresh:
+                with contextlib.suppress(Unavailable):  # the next round fails alike, per entry
+                    await self.refresh()
+            if wait:
+                await asyncio.sleep(backoff)
+                backoff *= 2
+        for device in pending:
+            for position in device.positions:
+                failed[position] = Unavailable(UNAVAILABLE)
+        return failed
+
+    async def _send(
+        self,
+        node: str,
+        script: Script,
+        head: list[bytes | int],
+        node_calls: list[list[Device]],
+        argv_of: ArgvOf,
+        writes: bool,
+    ) -> tuple[list[Any], bool]:
+        """One pipeline to node: a script call per device group (and WAIT); replies or errors, and
+        whether replica_acks replicas acknowledged."""
+        if node == "unassigned":
+            return [ClusterDownError("slot not served")] * len(node_calls), False
+        client = self.client(node)
+        commands: list[tuple[bytes | str | int, ...]] = []
+        asking: set[int] = set()  # positions of ASKING among the commands
+        for call in node_calls:
+            if call[0].ask is not None:
+                asking.add(len(commands))
+                commands.append((b"ASKING",))
+            argv: list[bytes | int] = []
+            for device in call:
+                argv.extend(argv_of(device))
+            # One device is declared in KEYS, so that the cluster redirects it before running it.
+            declared = [call[0].key] if len(call) == 1 else []
+            commands.append((b"EVALSHA", script.sha, len(declared), *declared, *head, *argv))
+        wait = writes and self.replica_acks > 0
+        if wait:
+            commands.append((b"WAIT", self.replica_acks, self.replica_timeout_ms))
+        try:
+            raw = await pipeline(client, commands)
+        except (RedisError, OSError) as error:
+            self._log.warning("redis node %s failed: %s", node, error)
+            return [error] * len(node_calls), False
+        replies = [reply for position, reply in enumerate(raw) if position not in asking]
+        acked = True
+        if wait:
+            acknowledged = replies.pop()
+            acked = isinstance(acknowledged, int) and acknowledged >= self.replica_acks
+            if not acked:
+                self._log.warning(
+                    "redis node %s: %s of %d replicas acknowledged", node, acknowledged, self.replica_acks
+                )
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            try:
+                await client.script_load(script.source)
+            except (RedisError, OSError) as error:
+                self._log.warning("redis node %s did not load a script: %s", node, error)
+        return replies, acked
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise StoreError("storage: the store is closed")
+
+    async def close(self) -> None:
+        self.closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+
+async def pipeline(client: aioredis.Redis, commands: list[Command]) -> list[Any]:
+    """Send commands in one write on one connection; each reply, or the error a node answered.
+
+    The commands are packed here in one piece (by hiredis when present):
+    redis-py's own pipeline packs argument by argument in Python, which was
+    most of the client's time on a batch.
+    """
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
+    try:
+        await connection.send_packed_command(_pack(commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:  # the node's answer to this command alone
+                replies.append(error)
+        return replies
+    except BaseException:
+        await connection.disconnect()  # replies may be left unread on it
+        raise
+    finally:
+        await pool.release(connection)
+
+
+def _pack_in_python(commands: list[Command]) -> bytes:
+    parts: list[bytes] = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            parts.append(b"$%d\r\n" % len(data))
+            parts.append(data)
+            parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _pack(commands: list[Command]) -> bytes:
+    if _hiredis_pack is None:
+        return _pack_in_python(commands)
+    return b"".join([_hiredis_pack(command) for command in commands])
+
+
+def as_bytes(name: bytes | str) -> bytes:
+    return name if isinstance(name, bytes) else name.encode()
+
+
+def _by_node(devices: list[Device], node_of: Callable[[Device], str]) -> dict[str, list[Device]]:
+    by_node: dict[str, list[Device]] = {}
+    for device in devices:
+        node = node_of(device)
+        group = by_node.get(node)
+        if group is None:
+            by_node[node] = [device]
+        else:
+            group.append(device)
+    return by_node
+
+
+def _chunks(devices: list[Device], alone: set[int]) -> list[list[Device]]:
+    """Script calls for one node: devices packed up to CHUNK_ENTRIES entries (a device is never
+    split, so its entries stay in order in one atomic call); those in `alone` one per call."""
+    calls: list[list[Device]] = []
+    current: list[Device] = []
+    size = 0
+    for device in devices:
+        if id(device) in alone or device.ask is not None:
+            calls.append([device])
+            continue
+        if current and size + len(device.positions) > CHUNK_ENTRIES:
+            calls.append(current)
+            current, size = [], 0
+        current.append(device)
+        size += len(device.positions)
+    if current:
+        calls.append(current)
+    return calls
