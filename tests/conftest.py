@@ -16,9 +16,18 @@ import grpc
 import pytest
 import pytest_grpc.plugin
 
+from tests.redis_cluster import RedisCluster, redis_server_binary, start_cluster
 from tests.servers import Servers, ServerThread
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2_grpc
 from utwin_proto.utwin.v1 import ingest_pb2_grpc
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed: run bash tools/install_servers.sh")
+    with start_cluster(tmp_path_factory.mktemp("redis-cluster"), masters=3, appendfsync="no") as cluster:
+        yield cluster
 
 
 @pytest.fixture

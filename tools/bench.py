@@ -5,6 +5,7 @@
     python tools/bench.py federation [...]   the federation benchmark (tools/bench_federation.py)
     python tools/bench.py fairness [...]     unary calls beside a full-speed ingest stream (bench_ingest.py)
     python tools/bench.py new-topics [...]   ingest of new topics against updates (bench_ingest.py)
+    python tools/bench.py scaleout [...]     frontends on a Redis Cluster vs RocksDB (bench_scaleout.py)
     python tools/bench_scale.py [...]        reads at 10k and 5M stored topics, start-up time
 
 Starts `utwin serve` and the bare server (tools/bare_server.py: same method
@@ -55,6 +56,7 @@ OTHER_SUITES = {
     "federation": "bench_federation",
     "fairness": "bench_ingest",
     "new-topics": "bench_ingest",
+    "scaleout": "bench_scaleout",
 }
 
 
@@ -73,9 +75,10 @@ class Child:
 
 
 @contextlib.contextmanager
-def child_server(argv: list[str], marker: str) -> Iterator[Child]:
-    """Run a server process; yield it once it prints `<marker> HOST:PORT`."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+def child_server(argv: list[str], marker: str, settings: dict[str, str] | None = None) -> Iterator[Child]:
+    """Run a server process, with extra environment settings; yield it once it prints `<marker> HOST:PORT`."""
+    environment = {**os.environ, **(settings or {})}
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=environment)
     try:
         assert process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT_S

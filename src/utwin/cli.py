@@ -185,6 +185,11 @@ def _add_serve_command(commands: SubCommands) -> None:
     serve.add_argument("--data-dir", metavar="DIR", help="RocksDB folder (utwin-data)")
     serve.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
     serve.add_argument("--durability", choices=["process", "power"], help="what an ack survives")
+    serve.add_argument(
+        "--redis-cluster",
+        metavar="HOST:PORT,...",
+        help="keep topics in this Redis Cluster, shared with other frontends (store_backend redis)",
+    )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--authority", metavar="NAME", help="this instance's authority (device name)")
     serve.add_argument(
@@ -227,6 +232,8 @@ def run_serve(options: argparse.Namespace) -> int:
         "default_peer": options.default_peer,
         "stale_after_s": options.stale_after,
         "hop_limit": options.hop_limit,
+        "redis_nodes": options.redis_cluster,
+        "store_backend": "redis" if options.redis_cluster else None,
         **serve_security_flags(options),
     }
     config_file = options.config or (
@@ -243,9 +250,9 @@ def run_serve(options: argparse.Namespace) -> int:
     logging.getLogger("grpc").setLevel(max(logging.INFO, logging.getLogger().level))
 
     def announce(running: RunningServer) -> None:
+        store = f"data {config.data_dir}" if not config.redis_nodes else "redis cluster"
         print(
-            f"utwin listening on {running.address} "
-            f"(data {config.data_dir}, durability {config.durability.value})",
+            f"utwin listening on {running.address} ({store}, durability {config.durability.value})",
             flush=True,
         )
 

@@ -18,7 +18,7 @@ from utwin import message_rules, uuid
 from utwin.config import Limits
 from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.message_rules import validate_publish as validate_publish
-from utwin.store import PutResult, Store, Verdict
+from utwin.store import PutResult, TopicStore, Verdict
 from utwin.store import keys as store_keys
 from utwin.uri import Topic, topic_from_fields
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
@@ -87,7 +87,7 @@ def key_of(topic: Topic) -> bytes:
 class UTwin:
     """The last message of each topic, in a Store."""
 
-    def __init__(self, store: Store, limits: Limits) -> None:
+    def __init__(self, store: TopicStore, limits: Limits) -> None:
         self._store = store
         self._limits = limits
         self._listeners: list[Listener] = []

@@ -54,14 +54,6 @@ class StoreCase:
         return asyncio.run(main())
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    if redis_server_binary() is None:
-        pytest.skip("redis-server is not installed: run bash tools/install_servers.sh")
-    with start_cluster(tmp_path_factory.mktemp("redis-cluster"), masters=3, appendfsync="no") as cluster:
-        yield cluster
-
-
 # How many clusters of each kind the pool starts together: the tests that take one each.
 POOLED_CLUSTERS = {"plain": 3, "replicated": 1}
 

@@ -47,7 +47,7 @@ class ServerSecurity:
     peer_links: list[PeerLink] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def from_config(cls, config: Config, digitwin: DigiTwin) -> ServerSecurity:
+    def from_config(cls, config: Config, digitwin: DigiTwin | None) -> ServerSecurity:
         guard = Guard.from_config(config)
         return cls(
             config,

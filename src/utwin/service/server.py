@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from utwin import uuid
-from utwin.config import Config, Durability, check_secure_start
+from utwin.config import Config, Durability, StoreBackend, check_secure_start
 from utwin.digitwin import DigiTwin, Settings
 from utwin.errors import Unavailable, UTwinError
 from utwin.federation import Federation, build_federation
@@ -34,7 +34,7 @@ from utwin.service.security import ServerSecurity
 from utwin.service.status import ErrorGate
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
-from utwin.store import Durable, RocksEngine, RocksStore, Store
+from utwin.store import Durable, RocksEngine, RocksStore, TopicStore
 from utwin.twin import UTwin
 
 log = logging.getLogger("utwin.server")
@@ -70,11 +70,11 @@ class RunningServer:
     config: Config
     server: grpc.aio.Server
     port: int
-    store: Store
+    store: TopicStore
     twin: UTwin
     health: HealthStatus
     background: list[asyncio.Task[None]]
-    digitwin: DigiTwin
+    digitwin: DigiTwin | None
     peer_lookup: PeerLookupServicer
     federation: Federation | None = None
     gate: ErrorGate = dataclasses.field(default_factory=ErrorGate)
@@ -145,7 +145,7 @@ async def _sweep_expired(twin: UTwin, interval_s: float) -> None:
 
 async def _set_health(health: HealthStatus, status: int) -> None:
     for name in ("", *SERVED_SERVICES):
-        await health.set(name, status)
+        await health.set(name, status)  # a service not served answers NOT_SERVING
 
 
 async def _keep_store_writable(
@@ -174,8 +174,24 @@ def digitwin_settings(config: Config) -> Settings:
     )
 
 
-async def open_store(config: Config) -> Store:
+async def open_store(config: Config) -> TopicStore:
     """The store the configuration names: the embedded RocksDB folder, or the shared cluster."""
+    if config.store_backend is StoreBackend.REDIS:
+        # Imported only here: an embedded server never loads the Redis client.
+        from utwin.store.redis_cluster import RedisClusterStore
+
+        return await RedisClusterStore.connect(
+            [_host_port(node) for node in config.redis_nodes],
+            username=config.redis_username or None,
+            password=config.redis_password or None,
+            tls_ca=config.redis_tls_ca,
+            tls_cert=config.redis_tls_cert,
+            tls_key=config.redis_tls_key,
+            replica_acks=config.redis_replica_acks,
+            replica_timeout_ms=config.redis_replica_timeout_ms,
+            max_topics_per_device=config.max_topics_per_device,
+            key_prefix=config.redis_key_prefix,
+        )
     return RocksStore(
         config.data_dir,
         block_cache_mb=config.block_cache_mb,
@@ -186,6 +202,11 @@ async def open_store(config: Config) -> Store:
     )
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 async def start_server(config: Config) -> RunningServer:
     """Open the store and start serving on config.listen (port 0 picks a free port)."""
     check_secure_start(config)  # before anything is opened or bound
@@ -194,8 +215,14 @@ async def start_server(config: Config) -> RunningServer:
     gate = ErrorGate()
     try:
         twin = UTwin(store, config.limits)
-        digitwin = await DigiTwin.open(store, digitwin_settings(config))
-        twin.add_listener(digitwin.on_utwin_stored)
+        # The DigiTwin keeps its records in the embedded store only: its writes are made atomic
+        # per twin by locks within this process, which frontends sharing a cluster do not share.
+        digitwin = None
+        if isinstance(store, RocksStore):
+            digitwin = await DigiTwin.open(store, digitwin_settings(config))
+            twin.add_listener(digitwin.on_utwin_stored)
+        else:
+            log.info("DigiTwin not served: its records need the embedded store (store_backend rocksdb)")
         sync: Durable | None = store.sync if config.durability is Durability.POWER else None
         security = ServerSecurity.from_config(config, digitwin)
         access = security.access
@@ -217,21 +244,22 @@ async def start_server(config: Config) -> RunningServer:
             unary_calls=lambda: gate.unary_calls,
             access=access,
         )
-        digitwin_servicer = DigiTwinServicer(digitwin, sync, access)
         admin_servicer = AdminServicer(twin, config.authority, federation, access)
         peer_lookup_servicer = PeerLookupServicer(twin, federation, access)
         # Every service, the project's and the library ones, is served behind the one error gate.
-        for name, handlers in (
+        services = [
             (UTWIN_SERVICE, utwin_servicer.handlers()),
             (INGEST_SERVICE, ingest_servicer.handlers()),
-            (DIGITWIN_SERVICE, digitwin_servicer.handlers()),
             (ADMIN_SERVICE, admin_servicer.handlers()),
             (PEER_LOOKUP_SERVICE, peer_lookup_servicer.handlers()),
-        ):
+        ]
+        if digitwin is not None:
+            services.append((DIGITWIN_SERVICE, DigiTwinServicer(digitwin, sync, access).handlers()))
+        for name, handlers in services:
             _register(server, name, gate.service(name, handlers, _ENDS_AT_SHUTDOWN.get(name, ())))
 
         health_servicer: HealthStatus = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        reflected = (*SERVED_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflected = (*(name for name, _ in services), health.SERVICE_NAME, reflection.SERVICE_NAME)
         generated = _GeneratedHandlers()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, generated)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

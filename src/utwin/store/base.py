@@ -108,6 +108,15 @@ class TopicStore(Protocol):
         """How many topics one device has stored: what max_topics_per_device bounds."""
         ...
 
+    async def sync(self) -> None:
+        """Make every write acknowledged so far durable as configured: an fsync of the local
+        log, or the cluster's replicas and disks; a no-op when configured to trust the process."""
+        ...
+
+    async def close(self) -> None:
+        """Finish the syncs asked for, then release the store; later calls fail with StoreError."""
+        ...
+
 
 class RecordStore(Protocol):
     """Bytes records in key order (the DigiTwin's directory and state)."""
@@ -130,13 +139,4 @@ class RecordStore(Protocol):
 
 
 class Store(TopicStore, RecordStore, Protocol):
-    """A whole store: both contracts, and what makes writes durable and ends the store."""
-
-    async def sync(self) -> None:
-        """Make every write acknowledged so far durable as configured: an fsync of the local
-        log, or the cluster's replicas and disks; a no-op when configured to trust the process."""
-        ...
-
-    async def close(self) -> None:
-        """Finish the syncs asked for, then release the store; later calls fail with StoreError."""
-        ...
+    """A whole store: topics and records (the embedded store; a cluster keeps topics only)."""

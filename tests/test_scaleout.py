@@ -1,0 +1,152 @@
+"""Several `utwin serve` frontends over one Redis Cluster: one shared state, from outside.
+
+Each test starts its frontends as child processes on loopback ports they pick,
+over a real 3-master cluster (the session's, flushed first), and speaks to
+them only through gRPC.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.messages import publish, uuri
+from tests.processes import ServeProcess
+from tests.redis_cluster import RedisCluster
+from utwin import uuid
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
+from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2, uri_pb2
+from utwin_proto.utwin.digitwin.v1 import digitwin_pb2, digitwin_pb2_grpc
+from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
+
+TIMEOUT_S = 30.0
+TOPICS = 1_000
+PER_FRAME = 100
+
+
+def frontend(tmp_path: Path, cluster: RedisCluster, name: str) -> ServeProcess:
+    """A utwin serve on the cluster; its data folder holds nothing of the shared state."""
+    nodes = ",".join(f"{host}:{port}" for host, port in cluster.addresses)
+    settings = {"UTWIN_STORE_BACKEND": "redis", "UTWIN_REDIS_NODES": nodes}
+    return ServeProcess(tmp_path / name, tmp_path / f"{name}.log", settings)
+
+
+@pytest.fixture
+def cluster(redis_cluster: RedisCluster) -> Iterator[RedisCluster]:
+    redis_cluster.flush()
+    yield redis_cluster
+
+
+def served(channel: grpc.Channel, topics: list[uri_pb2.UUri]) -> list[bytes | None]:
+    """The message each topic is served with (serialized), None where it is not OK."""
+    stub = utwin_pb2_grpc.uTwinStub(channel)
+    answers: list[bytes | None] = []
+    for start in range(0, len(topics), 500):
+        request = utwin_pb2.GetLastMessagesRequest()
+        request.topics.uris.extend(topics[start : start + 500])
+        response = stub.GetLastMessages(request, timeout=TIMEOUT_S)
+        for entry in response.responses:
+            ok = entry.status.code == ucode_pb2.OK
+            answers.append(entry.message.SerializeToString() if ok else None)
+    return answers
+
+
+def stream(channel: grpc.Channel, messages: list[umessage_pb2.UMessage]) -> ingest_pb2.PublishAck:
+    """Send messages in frames of PER_FRAME; the last ack."""
+    frames = (
+        ingest_pb2.PublishRequest(messages=messages[start : start + PER_FRAME])
+        for start in range(0, len(messages), PER_FRAME)
+    )
+    *_, last = ingest_pb2_grpc.IngestStub(channel).Publish(frames, timeout=TIMEOUT_S)
+    return last
+
+
+def test_a_message_set_through_one_frontend_is_served_by_the_other(
+    tmp_path: Path, cluster: RedisCluster
+) -> None:
+    """SetLastMessage through A is read through B at once, byte for byte, and the other way round."""
+    first, second = uuri(resource=0x8001), uuri(authority="vehicle-b", resource=0x8002)
+    through_a, through_b = publish(first, b"via a"), publish(second, b"via b")
+    with (
+        frontend(tmp_path, cluster, "a") as a,
+        frontend(tmp_path, cluster, "b") as b,
+        a.channel() as channel_a,
+        b.channel() as channel_b,
+    ):
+        status = utwin_pb2_grpc.uTwinStub(channel_a).SetLastMessage(through_a, timeout=TIMEOUT_S)
+        acked = stream(channel_b, [through_b])
+        assert (ucode_pb2.OK, 1) == (status.code, acked.accepted)
+        assert [through_a.SerializeToString(), through_b.SerializeToString()] == served(
+            channel_b, [first, second]
+        )
+        assert served(channel_a, [first, second]) == served(channel_b, [first, second])
+
+
+def test_concurrent_writers_through_two_frontends_leave_the_newest_of_every_topic(
+    tmp_path: Path, cluster: RedisCluster
+) -> None:
+    """Two frontends writing the same 1,000 topics with shuffled ids end with each topic's newest."""
+    topics = [uuri(authority=f"dev{n % 50}", resource=0x8000 + n) for n in range(TOPICS)]
+    now_ms = uuid.now_ms()
+    versions = [
+        publish(topic, b"v%d" % version, id_pair=uuid.new_v7(now_ms - 1_000 + version))
+        for version in range(4)
+        for topic in topics
+    ]
+    newest = {message.attributes.source.SerializeToString(): message for message in versions[-TOPICS:]}
+    shuffled = versions[:]
+    random.Random(7).shuffle(shuffled)
+    halves = [shuffled[0::2], shuffled[1::2]]
+    with frontend(tmp_path, cluster, "a") as a, frontend(tmp_path, cluster, "b") as b:
+        acks: list[ingest_pb2.PublishAck] = []
+        channels = [a.channel(), b.channel()]
+        try:
+            writers = [
+                threading.Thread(target=lambda c=channel, h=half: acks.append(stream(c, h)))
+                for channel, half in zip(channels, halves, strict=True)
+            ]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join(TIMEOUT_S * 2)
+            assert sorted(len(half) for half in halves) == sorted(ack.acknowledged for ack in acks)
+            expected = [newest[topic.SerializeToString()].SerializeToString() for topic in topics]
+            assert expected == served(channels[0], topics)
+            assert expected == served(channels[1], topics)
+        finally:
+            for channel in channels:
+                channel.close()
+
+
+def test_kill_9_of_a_frontend_loses_nothing_it_acknowledged(tmp_path: Path, cluster: RedisCluster) -> None:
+    """Every message a frontend acknowledged before kill -9 is served by the other frontend."""
+    topics = [uuri(authority=f"car{n % 20}", resource=0x8000 + n) for n in range(TOPICS)]
+    messages = [publish(topic, b"before kill %d" % n) for n, topic in enumerate(topics)]
+    with frontend(tmp_path, cluster, "b") as b:
+        with frontend(tmp_path, cluster, "a") as a:
+            with a.channel() as channel_a:
+                acked = stream(channel_a, messages)
+            a.kill()
+        with b.channel() as channel_b:
+            assert (TOPICS, [m.SerializeToString() for m in messages]) == (
+                acked.accepted,
+                served(channel_b, topics),
+            )
+
+
+def test_digitwin_is_not_served_over_the_shared_store(tmp_path: Path, cluster: RedisCluster) -> None:
+    """A frontend on the cluster serves uTwin but not the DigiTwin, whose state is not shared yet."""
+    with (
+        frontend(tmp_path, cluster, "a") as a,
+        a.channel() as channel,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        digitwin_pb2_grpc.DigiTwinStub(channel).ListThings(
+            digitwin_pb2.ListThingsRequest(), timeout=TIMEOUT_S
+        )
+    assert grpc.StatusCode.UNIMPLEMENTED == raised.value.code()  # type: ignore[attr-defined]
