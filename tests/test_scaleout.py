@@ -17,7 +17,7 @@ import pytest
 
 from tests.messages import publish, uuri
 from tests.processes import ServeProcess
-from tests.redis_cluster import RedisCluster
+from tests.redis_cluster import RedisCluster, start_cluster
 from utwin import uuid
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2, uri_pb2
@@ -150,3 +150,21 @@ def test_digitwin_is_not_served_over_the_shared_store(tmp_path: Path, cluster: R
             digitwin_pb2.ListThingsRequest(), timeout=TIMEOUT_S
         )
     assert grpc.StatusCode.UNIMPLEMENTED == raised.value.code()  # type: ignore[attr-defined]
+
+
+def test_kill_9_of_a_master_then_its_restart_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """Messages acknowledged through a frontend are all served after kill -9 and restart of a master."""
+    topics = [uuri(authority=f"truck{n % 30}", resource=0x8000 + n) for n in range(TOPICS)]
+    messages = [publish(topic, b"acked %d" % n) for n, topic in enumerate(topics)]
+    with (
+        start_cluster(tmp_path / "cluster", masters=3, appendfsync="always") as own,
+        frontend(tmp_path, own, "a") as a,
+        a.channel() as channel,
+    ):
+        acked = stream(channel, messages)
+        own.masters[0].kill()
+        own.restart(own.masters[0])
+        assert (TOPICS, [m.SerializeToString() for m in messages]) == (
+            acked.accepted,
+            served(channel, topics),
+        )
