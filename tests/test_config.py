@@ -244,3 +244,23 @@ def test_loading_does_not_read_the_process_environment(monkeypatch: pytest.Monke
     """Only the mapping passed in is consulted, never os.environ behind the caller's back."""
     monkeypatch.setenv("UTWIN_MAX_TOPICS", "3")
     assert Config() == load_config()
+
+
+def test_redis_backend_needs_nodes_and_refuses_durability_power() -> None:
+    """store_backend redis without redis_nodes, or with durability power, names the setting."""
+    with pytest.raises(InvalidArgument, match="redis_nodes"):
+        load_config(flags={"store_backend": "redis"})
+    with pytest.raises(InvalidArgument, match="durability"):
+        load_config(flags={"store_backend": "redis", "redis_nodes": "127.0.0.1:7000", "durability": "power"})
+    with pytest.raises(InvalidArgument, match="redis_nodes"):
+        load_config(flags={"redis_nodes": "127.0.0.1:7000"})
+
+
+def test_redis_nodes_come_from_a_comma_separated_list() -> None:
+    """UTWIN_REDIS_NODES is split into HOST:PORT entries, each checked."""
+    config = load_config(
+        env={"UTWIN_STORE_BACKEND": "redis", "UTWIN_REDIS_NODES": "127.0.0.1:7000, [::1]:7001"}
+    )
+    assert ("127.0.0.1:7000", "[::1]:7001") == config.redis_nodes
+    with pytest.raises(InvalidArgument, match="redis_nodes"):
+        load_config(env={"UTWIN_STORE_BACKEND": "redis", "UTWIN_REDIS_NODES": "127.0.0.1"})

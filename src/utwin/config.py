@@ -288,6 +288,11 @@ def _check_store(config: Config) -> None:
             raise InvalidArgument(
                 "redis_nodes: store_backend 'redis' needs at least one HOST:PORT of the cluster"
             )
+        if config.durability is Durability.POWER:
+            raise InvalidArgument(
+                "durability: 'power' fsyncs the embedded store's log; on a cluster set "
+                "redis_replica_acks and the nodes' appendfsync instead"
+            )
     elif config.redis_nodes:
         raise InvalidArgument("redis_nodes: set store_backend = 'redis' to use the cluster")
     if config.max_topics_per_device < 1 or config.max_topics < 1:
