@@ -57,6 +57,7 @@ _COMMANDS = {
     "get": "utwin.cli_utwin:run_get",
     "set": "utwin.cli_utwin:run_set",
     "stats": "utwin.cli_utwin:run_stats",
+    "flush": "utwin.cli_utwin:run_flush",
     "health": "utwin.cli_utwin:run_health",
     "wait": "utwin.cli_utwin:run_wait",
     "load": "utwin.cli_load:run_load",
@@ -147,6 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     add_client_options(stats)
     stats.add_argument("--json", action="store_true", help="print JSON")
 
+    flush = commands.add_parser(
+        "flush",
+        help="remove the last known state of topics, or of a device or one of its uEs",
+        epilog=client_epilog(),
+    )
+    add_client_options(flush)
+    flush.add_argument("--json", action="store_true", help="print JSON")
+    flush.add_argument("--device", metavar="AUTHORITY", help="flush every topic of this device")
+    flush.add_argument("--ue", type=hex_ue_id, metavar="UE_ID", help="with --device: only this uE (hex)")
+    flush.add_argument("uris", nargs="*", metavar="URI", help=URI_HELP)
+
     health = commands.add_parser(
         "health",
         help="ask the gRPC health service once: exit 0 when SERVING, 3 when not, 4 when unreachable",
@@ -209,6 +221,17 @@ def _add_serve_command(commands: SubCommands) -> None:
 # ingest of new topics spend about a sixth of its time in the collector. A larger first
 # threshold delays cyclic garbage by a few thousand objects at most.
 GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def hex_ue_id(text: str) -> int:
+    """--ue: a uE id in hexadecimal, as in a URI."""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal uE id") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (32 bits)")
+    return value
 
 
 def tune_collector() -> None:

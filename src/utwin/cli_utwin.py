@@ -162,6 +162,30 @@ def run_stats(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_flush(options: argparse.Namespace) -> int:
+    from utwin.service.admin_client import flush
+    from utwin.service.client import to_uuri
+    from utwin_proto.utwin.v1 import admin_pb2
+
+    request = admin_pb2.FlushRequest()
+    if options.device is not None:
+        if options.uris:
+            raise InvalidArgument("flush: give topics or --device, not both")
+        request.device.authority = options.device
+        if options.ue is not None:
+            request.device.ue_id = options.ue
+    elif options.uris:
+        request.topics.uris.extend(to_uuri(parse_uri(text)) for text in options.uris)
+    else:
+        raise InvalidArgument("flush: give the topics to flush, or --device AUTHORITY")
+    removed = flush(options.target, request, timeout_of(options), credentials_from(options))
+    if options.json:
+        print_document({"removed": removed})
+    else:
+        print(f"flushed {removed} topics")
+    return EXIT_OK
+
+
 def _print_health(options: argparse.Namespace, status: str) -> None:
     if options.json:
         print_document({"target": options.target, "status": status})

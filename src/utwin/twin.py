@@ -355,13 +355,13 @@ class UTwin:
 
         Raises InvalidArgument naming the first URI that is not a topic. Returns how many went.
         """
-        topic_keys = [key_of(topic_of(uri, f"uris[{position}]")) for position, uri in enumerate(uris)]
+        topic_keys = [key_of(topic_of(uri, f"topics.uris[{position}]")) for position, uri in enumerate(uris)]
         return await self._store.flush_topics(topic_keys, store_keys.floor_version(now_ms))
 
     async def flush_device(self, authority: str, ue_id: int | None, now_ms: int) -> int:
         """flush_topics of every topic of a device (authority), or of one of its uEs."""
         # The scope's fields get a topic's checks (a resource and a version that pass stand in).
-        topic_from_fields(authority, 1 if ue_id is None else ue_id, 1, 0x8000, "scope")
+        topic_from_fields(authority, 1 if ue_id is None else ue_id, 1, 0x8000, "device")
         return await self._store.flush_device(authority, ue_id, store_keys.floor_version(now_ms))
 
     async def sweep_expired(self, now_ms: int, cursor: bytes | None, devices: int) -> bytes | None:

@@ -38,7 +38,7 @@ from utwin.service.server import SERVED_SERVICES
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import ustatus_pb2
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
-from utwin_proto.utwin.v1 import ingest_pb2, peer_pb2
+from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2, peer_pb2
 
 LAMP = twin_id("gateway-1", "urn:dev:lamp").text
 GONE = twin_id("gateway-1", "urn:dev:none").text
@@ -75,6 +75,7 @@ EXPECTED_BY_ROLE: dict[str, tuple[str, ...]] = {
     "/utwin.digitwin.v1.DigiTwin/ReadEvents": VIEW,
     "/utwin.digitwin.v1.DigiTwin/Watch": EVERYONE,
     "/utwin.v1.Admin/GetStats": (PD, PD, PD, OK, PD, PD, PD, PD),
+    "/utwin.v1.Admin/Flush": (PD, PD, PD, OK, PD, PD, PD, PD),
     "/utwin.v1.PeerLookup/Lookup": (PD, PD, PD, PD, PD, OK, PD, PD),
 }
 OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -105,6 +106,9 @@ def _requests() -> dict[str, Any]:
         "/utwin.digitwin.v1.DigiTwin/ReadEvents": pb.ReadRequest(twin_id=LAMP),
         "/utwin.digitwin.v1.DigiTwin/Watch": pb.WatchRequest(twin_ids=[LAMP]),
         "/utwin.v1.Admin/GetStats": None,
+        "/utwin.v1.Admin/Flush": admin_pb2.FlushRequest(
+            device=admin_pb2.DeviceScope(authority="vehicle-probe-flush")
+        ),
         "/utwin.v1.PeerLookup/Lookup": [lookup],
     }
 

@@ -6,6 +6,7 @@ from utwin.service.client import PLAINTEXT, ClientCredentials, open_channel
 from utwin_proto.utwin.v1 import admin_pb2
 
 GET_STATS_PATH = "/utwin.v1.Admin/GetStats"
+FLUSH_PATH = "/utwin.v1.Admin/Flush"
 
 
 def fetch_stats(
@@ -22,3 +23,17 @@ def fetch_stats(
             admin_pb2.GetStatsRequest(), metadata=credentials.metadata(), timeout=timeout_s
         )
         return response
+
+
+def flush(
+    target: str, request: admin_pb2.FlushRequest, timeout_s: float, credentials: ClientCredentials = PLAINTEXT
+) -> int:
+    """Flush the request's scope at target; how many topics were removed."""
+    with open_channel(target, credentials) as channel:
+        call = channel.unary_unary(
+            FLUSH_PATH,
+            request_serializer=admin_pb2.FlushRequest.SerializeToString,
+            response_deserializer=admin_pb2.FlushResponse.FromString,
+        )
+        response: admin_pb2.FlushResponse = call(request, metadata=credentials.metadata(), timeout=timeout_s)
+        return response.removed

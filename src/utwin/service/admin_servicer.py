@@ -1,4 +1,4 @@
-"""utwin.v1.Admin: counters of this instance and of its federation peers."""
+"""utwin.v1.Admin: counters of this instance and of its federation peers, and flushes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Any
 
 import grpc
 
+from utwin import uuid
+from utwin.errors import InvalidArgument
 from utwin.federation import BreakerState, Federation, PeerStats
 from utwin.security.guard import Guard
 from utwin.security.policy import Role
@@ -64,8 +66,33 @@ class AdminServicer:
             response.peers.extend(peer_stats_message(stats) for stats in self._federation.stats())
         return response
 
+    async def flush(self, request: admin_pb2.FlushRequest, context: Context) -> admin_pb2.FlushResponse:
+        self._access.require(Role.ADMIN, "Flush")
+        now_ms = uuid.now_ms()
+        scope = request.WhichOneof("scope")
+        if scope == "topics":
+            uris = request.topics.uris
+            if not uris:
+                raise InvalidArgument("topics.uris: name at least one topic to flush")
+            limit = self._twin.limits.max_batch_topics
+            if len(uris) > limit:
+                raise InvalidArgument(f"topics.uris: {len(uris)} topics, above max_batch_topics ({limit})")
+            removed = await self._twin.flush_topics(uris, now_ms)
+        elif scope == "device":
+            device = request.device
+            ue_id = device.ue_id if device.HasField("ue_id") else None
+            removed = await self._twin.flush_device(device.authority, ue_id, now_ms)
+        else:
+            raise InvalidArgument("scope: set topics or device")
+        return admin_pb2.FlushResponse(removed=removed)
+
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
+            "Flush": grpc.unary_unary_rpc_method_handler(
+                self.flush,
+                request_deserializer=admin_pb2.FlushRequest.FromString,
+                response_serializer=admin_pb2.FlushResponse.SerializeToString,
+            ),
             "GetStats": grpc.unary_unary_rpc_method_handler(
                 self.get_stats,
                 request_deserializer=admin_pb2.GetStatsRequest.FromString,

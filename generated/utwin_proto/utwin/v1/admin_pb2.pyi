@@ -1,3 +1,4 @@
+from utwin_proto.uprotocol.v1 import uri_pb2 as _uri_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -17,6 +18,34 @@ BREAKER_STATE_UNSPECIFIED: BreakerState
 BREAKER_STATE_CLOSED: BreakerState
 BREAKER_STATE_OPEN: BreakerState
 BREAKER_STATE_HALF_OPEN: BreakerState
+
+class FlushRequest(_message.Message):
+    __slots__ = ("topics", "device")
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    topics: TopicList
+    device: DeviceScope
+    def __init__(self, topics: _Optional[_Union[TopicList, _Mapping]] = ..., device: _Optional[_Union[DeviceScope, _Mapping]] = ...) -> None: ...
+
+class TopicList(_message.Message):
+    __slots__ = ("uris",)
+    URIS_FIELD_NUMBER: _ClassVar[int]
+    uris: _containers.RepeatedCompositeFieldContainer[_uri_pb2.UUri]
+    def __init__(self, uris: _Optional[_Iterable[_Union[_uri_pb2.UUri, _Mapping]]] = ...) -> None: ...
+
+class DeviceScope(_message.Message):
+    __slots__ = ("authority", "ue_id")
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    UE_ID_FIELD_NUMBER: _ClassVar[int]
+    authority: str
+    ue_id: int
+    def __init__(self, authority: _Optional[str] = ..., ue_id: _Optional[int] = ...) -> None: ...
+
+class FlushResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()

@@ -39,6 +39,11 @@ class AdminStub:
                 request_serializer=utwin_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=utwin_dot_v1_dot_admin__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.Flush = channel.unary_unary(
+                '/utwin.v1.Admin/Flush',
+                request_serializer=utwin_dot_v1_dot_admin__pb2.FlushRequest.SerializeToString,
+                response_deserializer=utwin_dot_v1_dot_admin__pb2.FlushResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -51,6 +56,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Flush(self, request, context):
+        """Remove the last known state of some topics, of one uE of a device, or of a whole device.
+        A message dated at or before the flush cannot bring a flushed topic back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +71,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=utwin_dot_v1_dot_admin__pb2.GetStatsRequest.FromString,
                     response_serializer=utwin_dot_v1_dot_admin__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'Flush': grpc.unary_unary_rpc_method_handler(
+                    servicer.Flush,
+                    request_deserializer=utwin_dot_v1_dot_admin__pb2.FlushRequest.FromString,
+                    response_serializer=utwin_dot_v1_dot_admin__pb2.FlushResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +105,33 @@ class Admin:
             '/utwin.v1.Admin/GetStats',
             utwin_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
             utwin_dot_v1_dot_admin__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Flush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.v1.Admin/Flush',
+            utwin_dot_v1_dot_admin__pb2.FlushRequest.SerializeToString,
+            utwin_dot_v1_dot_admin__pb2.FlushResponse.FromString,
             options,
             channel_credentials,
             insecure,
