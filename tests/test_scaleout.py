@@ -168,3 +168,30 @@ def test_kill_9_of_a_master_then_its_restart_loses_nothing_acknowledged(tmp_path
             acked.accepted,
             served(channel, topics),
         )
+
+
+def test_an_ingest_stream_of_many_turns_keeps_its_acks_in_order(
+    tmp_path: Path, cluster: RedisCluster
+) -> None:
+    """Frames stored as several turns in flight at once: rejections at their positions, newest wins."""
+    topics = [uuri(authority=f"bus{n % 40}", resource=0x8000 + n) for n in range(TOPICS)]
+    now_ms = uuid.now_ms()
+    messages = [
+        publish(topic, b"v%d" % version, id_pair=uuid.new_v7(now_ms - 1_000 + version))
+        for version in range(3)
+        for topic in topics
+    ]
+    bad_positions = [5, 1_500, 2_999]
+    for position in bad_positions:
+        messages[position].attributes.ClearField("id")
+    frames = [
+        ingest_pb2.PublishRequest(messages=messages[start : start + 1_000])
+        for start in range(0, len(messages), 1_000)
+    ]
+    with frontend(tmp_path, cluster, "a") as a, a.channel() as channel:
+        acks = list(ingest_pb2_grpc.IngestStub(channel).Publish(iter(frames), timeout=TIMEOUT_S))
+        rejected = [rejection.position for ack in acks for rejection in ack.rejections]
+        newest = [message.SerializeToString() for message in messages[2 * TOPICS :]]
+        newest[-1] = messages[2 * TOPICS - 1].SerializeToString()  # its v2 was refused: v1 stays
+        assert (bad_positions, len(messages)) == (rejected, acks[-1].acknowledged)
+        assert newest == served(channel, topics)

@@ -47,12 +47,15 @@ class IngestServicer:
         turn_messages: int = 16,
         unary_calls: Callable[[], int] = lambda: 0,
         access: Authorizer | None = None,
+        turns_in_flight: int = 1,
     ) -> None:
         self._twin = twin
         self._access = access or Authorizer(Guard(None))
         self._sync = sync
         self._queue_frames = max(1, queue_frames)
         self._turn_messages = max(1, turn_messages)
+        # Above 1 (a store on the network), a stream's turns wait for the store together.
+        self._turns_in_flight = max(1, turns_in_flight)
         self._idle_switch_interval_s = sys.getswitchinterval()
         self._storing_streams = 0  # streams in _store_in_turns (counted on the event loop)
         # How many unary calls the server has let in (the error gate counts them, every service).
@@ -125,6 +128,8 @@ class IngestServicer:
         a stream alone stores large turns. Each turn is one atomic store_messages
         call; newest-wins is the store's, atomic per topic.
         """
+        if self._turns_in_flight > 1:
+            return await self._store_turns_together(raw_messages, admit)
         outcomes: list[Outcome] = []
         self._storing_streams += 1
         if self._storing_streams == 1:
@@ -147,6 +152,27 @@ class IngestServicer:
             if self._storing_streams == 0:
                 sys.setswitchinterval(self._idle_switch_interval_s)
         return outcomes
+
+    async def _store_turns_together(self, raw_messages: list[bytes], admit: Admit | None) -> list[Outcome]:
+        """Store the turns with up to turns_in_flight of them waiting for the store at once.
+
+        A store on the network answers a turn in a round trip per node, while this
+        process waits; turns in flight together fill that wait. Outcomes stay in
+        message order. Two turns holding messages of one topic may reach the store
+        in either order: newest-wins decides the same last message, and a message
+        refused as older is never announced, so listeners never see a topic go back.
+        """
+        turn = self._turn_messages if self._calls_served_lately() else IDLE_TURN_MESSAGES
+        slots = asyncio.Semaphore(self._turns_in_flight)
+
+        async def store_turn(start: int) -> list[Outcome]:
+            async with slots:
+                return await self._twin.store_messages(
+                    raw_messages[start : start + turn], uuid.now_ms(), admit
+                )
+
+        turns = await asyncio.gather(*(store_turn(start) for start in range(0, len(raw_messages), turn)))
+        return [outcome for outcomes in turns for outcome in outcomes]
 
     def _calls_served_lately(self) -> bool:
         """Whether the server let in a unary call within the last CALLS_RECENT_S."""

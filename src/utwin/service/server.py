@@ -56,6 +56,8 @@ _ENDS_AT_SHUTDOWN = {
     PEER_LOOKUP_SERVICE: ("Lookup",),
     health.SERVICE_NAME: ("Watch",),
 }
+# Turns of one ingest stream waiting for a store on the network at once.
+_REMOTE_TURNS_IN_FLIGHT = 4
 # Devices whose expired entries one sweep step removes before other work gets the event loop.
 _SWEEP_STEP_DEVICES = 100
 # How often a store that refuses writes is asked to resume: soon at first, then at most each second.
@@ -243,6 +245,7 @@ async def start_server(config: Config) -> RunningServer:
             config.ingest_turn_messages,
             unary_calls=lambda: gate.unary_calls,
             access=access,
+            turns_in_flight=1 if isinstance(store, RocksStore) else _REMOTE_TURNS_IN_FLIGHT,
         )
         admin_servicer = AdminServicer(twin, config.authority, federation, access)
         peer_lookup_servicer = PeerLookupServicer(twin, federation, access)
