@@ -203,6 +203,7 @@ def _add_serve_command(commands: SubCommands) -> None:
         help="keep topics in this Redis Cluster, shared with other frontends (store_backend redis)",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON objects")
     serve.add_argument("--authority", metavar="NAME", help="this instance's authority (device name)")
     serve.add_argument(
         "--peer",
@@ -241,15 +242,16 @@ def tune_collector() -> None:
 
 def run_serve(options: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from utwin.config import load_config
+    from utwin.logs import configure_logging
 
     flags = {
         "listen": options.listen,
         "data_dir": options.data_dir,
         "durability": options.durability,
         "log_level": options.log_level,
+        "log_format": options.log_format,
         "authority": options.authority,
         "peers": options.peer,
         "default_peer": options.default_peer,
@@ -266,11 +268,7 @@ def run_serve(options: argparse.Namespace) -> int:
     # Imported once the settings are known good: bad ones are refused without loading the server.
     from utwin.service.server import RunningServer, serve
 
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # gRPC's own debug records (one per event loop lookup) would drown the project's.
-    logging.getLogger("grpc").setLevel(max(logging.INFO, logging.getLogger().level))
+    configure_logging(config.log_level, config.log_format)
 
     def announce(running: RunningServer) -> None:
         store = f"data {config.data_dir}" if not config.redis_nodes else "redis cluster"

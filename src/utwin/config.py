@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from utwin.errors import InvalidArgument
+from utwin.logs import LogFormat
 from utwin.uri import MAX_AUTHORITY_CHARS
 
 ENV_PREFIX = "UTWIN_"
@@ -112,6 +113,7 @@ class Config:
     redis_replica_timeout_ms: int = 1000
     redis_key_prefix: str = "utwin"
     log_level: str = "info"
+    log_format: LogFormat = LogFormat.TEXT
     # DigiTwin: accept property and event names the TD does not declare.
     digitwin_lenient: bool = False
     # DigiTwin: twins kept in memory; the least recently used beyond this are unloaded.
@@ -197,6 +199,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return StoreBackend(raw.lower())
         if field_type in ("AuthMode", AuthMode):
             return AuthMode(raw.lower())
+        if field_type in ("LogFormat", LogFormat):
+            return _log_format(raw)
         if name == "listen":
             return check_listen(raw)
         if name == "log_level" and raw.lower() not in LOG_LEVELS:
@@ -204,6 +208,13 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         return raw.lower() if name == "log_level" else raw
     except ValueError as exc:
         raise InvalidArgument(f"{source}: {name}: {raw!r} is not valid ({exc})") from None
+
+
+def _log_format(raw: str) -> LogFormat:
+    try:
+        return LogFormat(raw.lower())
+    except ValueError:
+        raise ValueError(f"expected one of {', '.join(LogFormat)}") from None
 
 
 def _to_bool(raw: Any) -> bool:
