@@ -118,13 +118,14 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(
     level: LogLevel | str, log_format: LogFormat | str, stream: TextIO | None = None
 ) -> logging.Handler:
-    """Send every record at level or above to stream (stderr) in the format; return the handler."""
+    """Send every record at level or above to stream (stderr) in the format; return the handler.
+
+    Called once per process (by `utwin serve`); handlers others added stay.
+    """
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(JsonFormatter() if LogFormat(log_format) is LogFormat.JSON else TextFormatter())
     root = logging.getLogger()
-    for previous in list(root.handlers):
-        root.removeHandler(previous)
     root.addHandler(handler)
     root.setLevel(LogLevel(level).name)
     # gRPC's Python records at debug (one per event loop lookup) would drown the project's.

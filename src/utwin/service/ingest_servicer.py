@@ -16,7 +16,14 @@ from utwin.errors import InvalidArgument, UTwinError
 from utwin.security.guard import Guard
 from utwin.service import wire
 from utwin.service.authorize import Authorizer
-from utwin.service.status import abort, close_requests, log_failure, log_unexpected, ustatus
+from utwin.service.status import (
+    abort,
+    close_requests,
+    log_failure,
+    log_refusal,
+    log_unexpected,
+    ustatus,
+)
 from utwin.store import Durable
 from utwin.twin import Admit, Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
@@ -107,6 +114,8 @@ class IngestServicer:
                 for offset, outcome in rejected:
                     rejection = ack.rejections.add(position=acknowledged + offset)
                     rejection.status.CopyFrom(ustatus(outcome.code, outcome.detail))
+                if rejected:
+                    log_refusal("Ingest/Publish", _rejections_summary(rejected, acknowledged))
                 accepted += len(outcomes) - len(rejected)
                 acknowledged += len(outcomes)
                 ack.acknowledged = acknowledged
@@ -223,3 +232,11 @@ def _decoded_frame(raw_frame: bytes) -> ingest_pb2.PublishRequestView | None:
         return ingest_pb2.PublishRequestView.FromString(raw_frame)
     except DecodeError:
         return None
+
+
+def _rejections_summary(rejected: list[tuple[int, Outcome]], acknowledged: int) -> str:
+    offset, first = rejected[0]
+    return (
+        f"{len(rejected)} message(s) rejected; the first, at position {acknowledged + offset}: "
+        f"{first.code.name}: {first.detail}"
+    )

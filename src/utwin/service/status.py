@@ -7,6 +7,11 @@ malformed request INVALID_ARGUMENT naming what was wrong, a domain error its
 own status, and anything unexpected INTERNAL with a generic message. Details
 of the unexpected go to the log, rate-limited per site; none reach a client.
 It also ends the streams that would otherwise stay open through shutdown.
+
+The gate gives each call its request id (current for every record the call
+logs, and returned as the trailing metadata `utwin-request-id`), logs one
+debug line per call when debug is on, and a rate-limited warning per site
+for refused requests.
 """
 
 from __future__ import annotations
@@ -24,9 +29,16 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from utwin.errors import Code, InvalidArgument, UTwinError
-from utwin_proto.uprotocol.v1 import ustatus_pb2
+from utwin.logs import new_request_id
+from utwin.security.identity import AuthMethod
+from utwin.uri import Topic, format_uri
+from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
+from utwin_proto.uprotocol.v1 import umessage_pb2, ustatus_pb2
 
 log = logging.getLogger("utwin.service")
+# One debug line per call; its own logger so an operator can turn it on alone.
+calls_log = logging.getLogger("utwin.calls")
+REQUEST_ID_KEY = "utwin-request-id"
 
 GRPC_STATUS: dict[Code, grpc.StatusCode] = {code: grpc.StatusCode[code.name] for code in Code}
 # What a caller is told of an unexpected error; the server log has its traceback.
@@ -52,6 +64,16 @@ def status_of(error: UTwinError, site: str) -> tuple[grpc.StatusCode, str]:
 
 
 _UNEXPECTED_CODES = frozenset((Code.OK, Code.UNKNOWN, Code.INTERNAL))
+# Statuses that refuse what the caller asked (its fault, or the policy's): warned about, rate-limited.
+_REFUSALS = frozenset(
+    (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+)
 
 
 class _RateLimitedLog:
@@ -72,6 +94,12 @@ class _RateLimitedLog:
         more = self._due(site)
         if more is not None:
             log.error("%s failed: %s%s", site, message, more)
+
+    def refusal(self, site: str, message: str) -> None:
+        """Warn of a refused request (no traceback; the caller was told why)."""
+        more = self._due(f"{site} refused")
+        if more is not None:
+            log.warning("%s refused: %s%s", site, message, more)
 
     def _due(self, site: str) -> str | None:
         """None while site is quiet (counted); else the note of how many were left out."""
@@ -95,6 +123,11 @@ def _unexpected_detail(site: str, error: BaseException) -> str:
 def log_failure(where: str, message: str) -> None:
     """Log a domain failure of a call (rate-limited per site, like unexpected errors)."""
     _unexpected_log.failure(where, message)
+
+
+def log_refusal(where: str, message: str) -> None:
+    """Warn that a write was refused, naming why (rate-limited per site)."""
+    _unexpected_log.refusal(where, message)
 
 
 def log_unexpected(where: str) -> str:
@@ -195,10 +228,18 @@ class ErrorGate:
 
             async def gated(request: Any, context: Context) -> Any:
                 self.unary_calls += 1
+                started = _begin_call(context)
                 try:
-                    return await behaviour(request, context)
+                    response = await behaviour(request, context)
+                except grpc.aio.AbortError:
+                    _end_call(site, request, context, started, None)
+                    raise
                 except Exception as error:
                     code, detail = _failure_status(site, error)
+                else:
+                    _end_call(site, request, context, started, grpc.StatusCode.OK)
+                    return response
+                _end_call(site, request, context, started, code, detail)
                 del request
                 await _abort(context, code, detail)
 
@@ -206,11 +247,21 @@ class ErrorGate:
 
         async def decoding(request: Any, context: Context) -> Any:
             self.unary_calls += 1
+            started = _begin_call(context)
+            decoded = None
             try:
-                return await behaviour(decode(request), context)
+                decoded = decode(request)
+                response = await behaviour(decoded, context)
+            except grpc.aio.AbortError:
+                _end_call(site, decoded, context, started, None)
+                raise
             except Exception as error:
                 code, detail = _failure_status(site, error)
-            del request
+            else:
+                _end_call(site, decoded, context, started, grpc.StatusCode.OK)
+                return response
+            _end_call(site, decoded, context, started, code, detail)
+            del request, decoded
             await _abort(context, code, detail)
 
         return decoding
@@ -225,6 +276,7 @@ class ErrorGate:
         if inspect.isasyncgenfunction(behaviour):
 
             async def gated_responses(request: Any, context: Context) -> AsyncIterator[Any]:
+                started = _begin_call(context)
                 try:
                     stream = self._admit(ends_at_shutdown)
                     async for response in behaviour(request if decode is None else decode(request), context):
@@ -236,29 +288,40 @@ class ErrorGate:
                         stream.sending = False
                         if self._closing:
                             raise _ShuttingDown
+                    _end_call(site, None, context, started, grpc.StatusCode.OK)
                     return
                 except asyncio.CancelledError:
                     code, detail = self._cancelled_status(ends_at_shutdown)
+                except grpc.aio.AbortError:
+                    _end_call(site, None, context, started, None)
+                    raise
                 except Exception as error:
                     code, detail = _failure_status(site, error)
                 finally:
                     self._leave()
+                _end_call(site, None, context, started, code, detail)
                 del request
                 await _abort(context, code, detail)
 
             return gated_responses
 
         async def gated_writes(request: Any, context: Context) -> None:
+            started = _begin_call(context)
             try:
                 self._admit(ends_at_shutdown)
                 await behaviour(request if decode is None else decode(request), context)
+                _end_call(site, None, context, started, grpc.StatusCode.OK)
                 return
             except asyncio.CancelledError:
                 code, detail = self._cancelled_status(ends_at_shutdown)
+            except grpc.aio.AbortError:
+                _end_call(site, None, context, started, None)
+                raise
             except Exception as error:
                 code, detail = _failure_status(site, error)
             finally:
                 self._leave()
+            _end_call(site, None, context, started, code, detail)
             del request
             await _abort(context, code, detail)
 
@@ -312,6 +375,75 @@ def _failure_status(site: str, error: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, NotImplementedError):  # as generated base servicers raise
         return grpc.StatusCode.UNIMPLEMENTED, f"{site}: not implemented by this server"
     return grpc.StatusCode.INTERNAL, _unexpected_detail(site, error)
+
+
+def _begin_call(context: Context) -> float:
+    """Give the call its request id; its start time when the debug line will be written, else 0."""
+    context.set_trailing_metadata(((REQUEST_ID_KEY, new_request_id()),))
+    return time.perf_counter() if calls_log.isEnabledFor(logging.DEBUG) else 0.0
+
+
+def _end_call(
+    site: str,
+    request: Any,
+    context: Context,
+    started: float,
+    code: grpc.StatusCode | None,
+    detail: str = "",
+) -> None:
+    """Warn of a refusal; write the call's debug line if it was started with debug on.
+
+    code None: the handler aborted the call itself, with the code the context holds.
+    """
+    if code is None:
+        code, detail = _aborted_status(context)
+    if code in _REFUSALS:
+        _unexpected_log.refusal(site, detail)
+    if not started:
+        return
+    fields: dict[str, Any] = {
+        "method": site,
+        "code": code.name,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    fields.update(_caller_fields())
+    fields.update(_request_fields(site, request))
+    described = " ".join(f"{name}={value}" for name, value in fields.items() if name != "method")
+    calls_log.debug("call %s %s", site, described, extra=fields)
+
+
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def _aborted_status(context: Context) -> tuple[grpc.StatusCode, str]:
+    """The status a handler aborted its call with (the context may hold the bare number)."""
+    code: Any = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        code = _STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    details = context.details()
+    return code, details.decode() if isinstance(details, bytes) else str(details or "")
+
+
+def _caller_fields() -> dict[str, str]:
+    from utwin.service.auth import current_principal  # here: auth imports this module
+
+    principal = current_principal()
+    return {} if principal.method is AuthMethod.NONE else {"caller": principal.name}
+
+
+def _request_fields(site: str, request: Any) -> dict[str, Any]:
+    """What the call was about, where cheap to tell: a topic count or URI, a twin id; never a payload."""
+    try:
+        if site.endswith("uTwin/GetLastMessages") and isinstance(request, bytes):
+            return {"topics": len(utwin_pb2.GetLastMessagesRequest.FromString(request).topics.uris)}
+        if site.endswith("uTwin/SetLastMessage") and isinstance(request, bytes):
+            source = umessage_pb2.UMessage.FromString(request).attributes.source
+            topic = Topic(source.authority_name, source.ue_id, source.ue_version_major, source.resource_id)
+            return {"topic": format_uri(topic)}
+    except Exception:  # a request too broken to describe was answered already; its line says less
+        return {}
+    twin_id = getattr(request, "twin_id", None)
+    return {"twin": twin_id} if twin_id else {}
 
 
 async def _abort(context: Context, code: grpc.StatusCode, detail: str) -> NoReturn:

@@ -11,7 +11,7 @@ from utwin.federation import Federation, forwarding_from
 from utwin.security.guard import Guard
 from utwin.service import wire
 from utwin.service.authorize import Authorizer, with_denials
-from utwin.service.status import log_failure, log_unexpected, ustatus_bytes
+from utwin.service.status import log_failure, log_refusal, log_unexpected, ustatus_bytes
 from utwin.store import Durable
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
@@ -73,6 +73,8 @@ class UTwinServicer:
             return ustatus_bytes(error.code, error.message)
         except Exception:
             return ustatus_bytes(Code.INTERNAL, log_unexpected("SetLastMessage"))
+        if not outcome.ok:
+            log_refusal("SetLastMessage", f"{outcome.code.name}: {outcome.detail}")
         return ustatus_bytes(outcome.code, outcome.detail)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
