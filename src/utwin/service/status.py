@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
-from utwin.errors import Code, InvalidArgument, UTwinError
+from utwin.errors import Code, InvalidArgument, UTwinError, code_of
 from utwin.logs import new_request_id
 from utwin.security.identity import AuthMethod
 from utwin.uri import Topic, format_uri
@@ -237,7 +237,7 @@ class ErrorGate:
                 except Exception as error:
                     code, detail = _failure_status(site, error)
                 else:
-                    _end_call(site, request, context, started, grpc.StatusCode.OK)
+                    _end_call(site, request, context, started, grpc.StatusCode.OK, response=response)
                     return response
                 _end_call(site, request, context, started, code, detail)
                 del request
@@ -390,6 +390,7 @@ def _end_call(
     started: float,
     code: grpc.StatusCode | None,
     detail: str = "",
+    response: Any = None,
 ) -> None:
     """Warn of a refusal; write the call's debug line if it was started with debug on.
 
@@ -408,6 +409,9 @@ def _end_call(
     }
     fields.update(_caller_fields())
     fields.update(_request_fields(site, request))
+    if response is not None and site.endswith("uTwin/SetLastMessage"):
+        # Its status travels in the answer (a UStatus), the gRPC status being OK.
+        fields["ustatus"] = code_of(ustatus_pb2.UStatus.FromString(response).code).name
     described = " ".join(f"{name}={value}" for name, value in fields.items() if name != "method")
     calls_log.debug("call %s %s", site, described, extra=fields)
 
