@@ -296,7 +296,7 @@ def _row(name: str, bare: list[Figures], ours: list[Figures], unit: str) -> str:
     return " ".join(columns)
 
 
-async def run(rounds: int, seconds: float, durability: str) -> None:
+async def run(rounds: int, seconds: float, durability: str, log_level: str = "info") -> None:
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="utwin-bench-") as scratch, contextlib.ExitStack() as stack:
         bare = stack.enter_context(
@@ -316,7 +316,7 @@ async def run(rounds: int, seconds: float, durability: str) -> None:
                     "--durability",
                     durability,
                     "--log-level",
-                    "warning",
+                    log_level,
                 ],
                 "utwin listening on ",
             )
@@ -334,7 +334,8 @@ async def run(rounds: int, seconds: float, durability: str) -> None:
 
     print(
         f"\nutwin vs bare grpc.aio server; {rounds} rounds, medians; {IN_FLIGHT} calls in flight "
-        f"for unary, frames of {FRAME_MESSAGES} for ingest; durability={durability}; cpus={os.cpu_count()}"
+        f"for unary, frames of {FRAME_MESSAGES} for ingest; durability={durability}; log level {log_level}; "
+        f"cpus={os.cpu_count()}"
     )
     print(
         f"{'workload':<22} {'bare':>10} {'utwin':>10} {'unit':<7} {'ratio':>6}   "
@@ -365,13 +366,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each unary measurement")
     parser.add_argument("--durability", choices=["process", "power"], default="process")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default="info", help="utwin's"
+    )
     options = parser.parse_args(arguments)
     try:
         import uvloop
 
-        uvloop.run(run(options.rounds, options.seconds, options.durability))
+        uvloop.run(run(options.rounds, options.seconds, options.durability, options.log_level))
     except ImportError:
-        asyncio.run(run(options.rounds, options.seconds, options.durability))
+        asyncio.run(run(options.rounds, options.seconds, options.durability, options.log_level))
     return 0
 
 
