@@ -14,7 +14,7 @@ def _floors() -> dict[str, tuple[int, ...]]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     floors: dict[str, tuple[int, ...]] = {}
     for requirement in project["dependencies"]:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)(;.*)?", requirement.replace(" ", ""))
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)(,<[0-9.]+)?(;.*)?", requirement.replace(" ", ""))
         if match:
             floors[match.group(1)] = tuple(int(part) for part in match.group(2).split("."))
     return floors

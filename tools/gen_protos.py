@@ -6,6 +6,7 @@
 protoc writes imports by proto path (``from uprotocol.v1 import ...``); they are
 rewritten under the project's own top-level package ``utwin_proto`` so the
 generated modules never shadow another distribution's ``uprotocol`` package.
+The .proto files are copied beside the modules generated from them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def generate(out_root: Path) -> None:
         module.write_text(_rewrite_imports(module.read_text()))
     for directory in [package_dir, *sorted(p for p in package_dir.rglob("*") if p.is_dir())]:
         (directory / "__init__.py").write_text("")
+    # Each .proto ships beside its modules, so the installed package is an include root for protoc.
+    for proto_file in proto_files:
+        shutil.copyfile(PROTO_DIR / proto_file, package_dir / proto_file)
     (package_dir / "py.typed").write_text("")
 
 

@@ -398,7 +398,7 @@ def _end_call(
     """
     if code is None:
         code, detail = _aborted_status(context)
-    if code in _REFUSALS:
+    if code is not grpc.StatusCode.OK and code in _REFUSALS:
         _unexpected_log.refusal(site, detail)
     if not started:
         return
