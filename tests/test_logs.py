@@ -17,15 +17,25 @@ import grpc
 import pytest
 
 from tests.processes import child_environment
+from tests.security.fleet import message_bytes
 from tests.servers import ServerThread
 from utwin.config import load_config
-from utwin.errors import InvalidArgument
-from utwin.logs import LogFormat, LogLevel, configure_logging, new_request_id, quiet_grpc_core
+from utwin.errors import Code, InvalidArgument
+from utwin.logs import (
+    LogFormat,
+    LogLevel,
+    begin_request,
+    configure_logging,
+    current_request_id,
+    quiet_grpc_core,
+)
 from utwin.service.status import REQUEST_ID_KEY, calls_log
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
+from utwin_proto.uprotocol.v1 import umessage_pb2, ustatus_pb2
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2
 
 GET = "/uprotocol.core.utwin.v2.uTwin/GetLastMessages"
+SET = "/uprotocol.core.utwin.v2.uTwin/SetLastMessage"
 GET_THING = "/utwin.digitwin.v1.DigiTwin/GetThing"
 TIMEOUT_S = 10.0
 
@@ -85,13 +95,14 @@ def test_json_exception_is_one_field_on_one_line(json_log: io.StringIO) -> None:
 def test_text_line_ends_with_the_request_id() -> None:
     """In text, a record emitted during a call ends with the call's request id."""
     with _captured(LogFormat.TEXT) as stream:
-        request_id = new_request_id()
+        begin_request()
         logging.getLogger("utwin.test").warning("refused")
+        request_id = current_request_id()
     assert stream.getvalue().rstrip("\n").endswith(f"utwin.test: refused [req {request_id}]")
 
 
-def _request_id(call: grpc.Call) -> str:
-    return dict(call.trailing_metadata() or ())[REQUEST_ID_KEY]
+def _request_id(call: grpc.Call) -> str | None:
+    return dict(call.trailing_metadata() or ()).get(REQUEST_ID_KEY)
 
 
 def _get_request(topics: int) -> bytes:
@@ -101,17 +112,21 @@ def _get_request(topics: int) -> bytes:
     return request.SerializeToString()
 
 
-def test_each_call_returns_its_own_request_id(server: ServerThread) -> None:
-    """Every call, answered OK or failed, returns a distinct utwin-request-id trailing entry."""
+def test_failed_calls_and_refused_writes_return_their_request_id(server: ServerThread) -> None:
+    """A failed call and a refused SetLastMessage return distinct request ids; at info an OK call none."""
+    refused = umessage_pb2.UMessage.FromString(message_bytes("up://vehicle-a/1/1/8001"))
+    refused.attributes.source.resource_id = 0x0001  # not a topic
     with server.channel() as channel:
         get = channel.unary_unary(GET)
-        _, first = get.with_call(_get_request(1), timeout=TIMEOUT_S)
-        _, second = get.with_call(_get_request(1), timeout=TIMEOUT_S)
+        _, answered = get.with_call(_get_request(1), timeout=TIMEOUT_S)
         with pytest.raises(grpc.RpcError) as failed:
             get.with_call(_get_request(0), timeout=TIMEOUT_S)
+        status, written = channel.unary_unary(SET).with_call(refused.SerializeToString(), timeout=TIMEOUT_S)
     assert grpc.StatusCode.INVALID_ARGUMENT == failed.value.code()
-    ids = {_request_id(first), _request_id(second), _request_id(failed.value)}  # type: ignore[arg-type]
-    assert 3 == len(ids) and "" not in ids
+    assert Code.INVALID_ARGUMENT == ustatus_pb2.UStatus.FromString(status).code
+    ids = {_request_id(failed.value), _request_id(written)}  # type: ignore[arg-type]
+    assert 2 == len(ids) and None not in ids
+    assert _request_id(answered) is None
 
 
 def test_debug_line_per_call_names_method_status_topics_and_request_id(

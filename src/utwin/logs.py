@@ -33,7 +33,8 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, No
     "request_id",
 }
 
-_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("utwin_request_id", default="")
+# The call's number; its id is formatted only when a line or the caller needs it (most calls log nothing).
+_call_number: contextvars.ContextVar[int] = contextvars.ContextVar("utwin_call_number", default=0)
 
 # A random prefix per process and a counter: unique across restarts without a random draw per call.
 _PROCESS_PREFIX = os.urandom(3).hex()
@@ -56,23 +57,22 @@ class LogLevel(enum.StrEnum):
     ERROR = "error"
 
 
-def new_request_id() -> str:
-    """A new id for a call, made current for the rest of the calling task."""
-    request_id = f"{_PROCESS_PREFIX}-{next(_call_numbers):x}"
-    _request_id.set(request_id)
-    return request_id
+def begin_request() -> None:
+    """Give the calling task (one gRPC call) a new request id."""
+    _call_number.set(next(_call_numbers))
 
 
 def current_request_id() -> str:
     """The id of the call being handled, or "" outside a call."""
-    return _request_id.get()
+    number = _call_number.get()
+    return f"{_PROCESS_PREFIX}-{number:x}" if number else ""
 
 
 class _RequestIdFilter(logging.Filter):
     """Stamps each record with the request id current where it was emitted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get()
+        record.request_id = current_request_id()
         return True
 
 

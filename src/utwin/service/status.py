@@ -9,9 +9,9 @@ of the unexpected go to the log, rate-limited per site; none reach a client.
 It also ends the streams that would otherwise stay open through shutdown.
 
 The gate gives each call its request id (current for every record the call
-logs, and returned as the trailing metadata `utwin-request-id`), logs one
-debug line per call when debug is on, and a rate-limited warning per site
-for refused requests.
+logs, and returned as the trailing metadata `utwin-request-id` with a failure,
+a stream, or any call while debug is on), logs one debug line per call when
+debug is on, and a rate-limited warning per site for refused requests.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from utwin.errors import Code, InvalidArgument, UTwinError, code_of
-from utwin.logs import new_request_id
+from utwin.logs import begin_request, current_request_id
 from utwin.security.identity import AuthMethod
 from utwin.uri import Topic, format_uri
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
@@ -125,9 +125,16 @@ def log_failure(where: str, message: str) -> None:
     _unexpected_log.failure(where, message)
 
 
-def log_refusal(where: str, message: str) -> None:
-    """Warn that a write was refused, naming why (rate-limited per site)."""
+def log_refusal(where: str, message: str, context: Context | None = None) -> None:
+    """Warn that a write was refused, naming why (rate-limited per site); tell the caller the request id."""
     _unexpected_log.refusal(where, message)
+    if context is not None:
+        attach_request_id(context)
+
+
+def attach_request_id(context: Context) -> None:
+    """Return the call's request id to the caller, as trailing metadata."""
+    context.set_trailing_metadata(((REQUEST_ID_KEY, current_request_id()),))
 
 
 def log_unexpected(where: str) -> str:
@@ -228,7 +235,7 @@ class ErrorGate:
 
             async def gated(request: Any, context: Context) -> Any:
                 self.unary_calls += 1
-                started = _begin_call(context)
+                started = _begin_call()
                 try:
                     response = await behaviour(request, context)
                 except grpc.aio.AbortError:
@@ -237,7 +244,8 @@ class ErrorGate:
                 except Exception as error:
                     code, detail = _failure_status(site, error)
                 else:
-                    _end_call(site, request, context, started, grpc.StatusCode.OK, response=response)
+                    if started:
+                        _end_call(site, request, context, started, grpc.StatusCode.OK, response=response)
                     return response
                 _end_call(site, request, context, started, code, detail)
                 del request
@@ -247,7 +255,7 @@ class ErrorGate:
 
         async def decoding(request: Any, context: Context) -> Any:
             self.unary_calls += 1
-            started = _begin_call(context)
+            started = _begin_call()
             decoded = None
             try:
                 decoded = decode(request)
@@ -258,7 +266,8 @@ class ErrorGate:
             except Exception as error:
                 code, detail = _failure_status(site, error)
             else:
-                _end_call(site, decoded, context, started, grpc.StatusCode.OK)
+                if started:
+                    _end_call(site, decoded, context, started, grpc.StatusCode.OK)
                 return response
             _end_call(site, decoded, context, started, code, detail)
             del request, decoded
@@ -276,7 +285,8 @@ class ErrorGate:
         if inspect.isasyncgenfunction(behaviour):
 
             async def gated_responses(request: Any, context: Context) -> AsyncIterator[Any]:
-                started = _begin_call(context)
+                started = _begin_call()
+                attach_request_id(context)  # once per stream: a stream's statuses come late
                 try:
                     stream = self._admit(ends_at_shutdown)
                     async for response in behaviour(request if decode is None else decode(request), context):
@@ -306,7 +316,8 @@ class ErrorGate:
             return gated_responses
 
         async def gated_writes(request: Any, context: Context) -> None:
-            started = _begin_call(context)
+            started = _begin_call()
+            attach_request_id(context)  # once per stream: a stream's statuses come late
             try:
                 self._admit(ends_at_shutdown)
                 await behaviour(request if decode is None else decode(request), context)
@@ -377,9 +388,9 @@ def _failure_status(site: str, error: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, _unexpected_detail(site, error)
 
 
-def _begin_call(context: Context) -> float:
+def _begin_call() -> float:
     """Give the call its request id; its start time when the debug line will be written, else 0."""
-    context.set_trailing_metadata(((REQUEST_ID_KEY, new_request_id()),))
+    begin_request()
     return time.perf_counter() if calls_log.isEnabledFor(logging.DEBUG) else 0.0
 
 
@@ -394,10 +405,15 @@ def _end_call(
 ) -> None:
     """Warn of a refusal; write the call's debug line if it was started with debug on.
 
+    The caller gets the request id with a failure, and with every call while debug
+    is on (then every call has a line); an OK call skips it: trailing metadata
+    costs each call about 1% of its instructions.
     code None: the handler aborted the call itself, with the code the context holds.
     """
     if code is None:
         code, detail = _aborted_status(context)
+    elif code is not grpc.StatusCode.OK or started:
+        attach_request_id(context)
     if code is not grpc.StatusCode.OK and code in _REFUSALS:
         _unexpected_log.refusal(site, detail)
     if not started:

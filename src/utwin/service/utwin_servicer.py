@@ -74,7 +74,7 @@ class UTwinServicer:
         except Exception:
             return ustatus_bytes(Code.INTERNAL, log_unexpected("SetLastMessage"))
         if not outcome.ok:
-            log_refusal("SetLastMessage", f"{outcome.code.name}: {outcome.detail}")
+            log_refusal("SetLastMessage", f"{outcome.code.name}: {outcome.detail}", context)
         return ustatus_bytes(outcome.code, outcome.detail)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
