@@ -14,7 +14,6 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/utwin --shell 
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY deploy/utwin.toml /etc/utwin/utwin.toml
-COPY deploy/health_probe.py /usr/local/lib/utwin/health_probe.py
 
 ENV UTWIN_CONFIG=/etc/utwin/utwin.toml \
     UTWIN_LISTEN=0.0.0.0:50051 \
@@ -22,9 +21,10 @@ ENV UTWIN_CONFIG=/etc/utwin/utwin.toml \
 USER utwin:utwin
 VOLUME ["/var/lib/utwin"]
 EXPOSE 50051
-# The gRPC health protocol: SERVING once the store is open, NOT_SERVING while it refuses writes.
+# `utwin health` asks the gRPC health service: SERVING once the store is open, NOT_SERVING while it
+# refuses writes. For a TLS server set UTWIN_TLS_CA and UTWIN_TARGET (a name its certificate holds).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "/usr/local/lib/utwin/health_probe.py"]
+    CMD ["utwin", "health", "--timeout", "3"]
 # SIGTERM drains (shutdown_grace_s, 5 s); `docker stop` waits 10 s before SIGKILL.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["utwin"]

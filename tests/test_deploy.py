@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -143,32 +144,32 @@ def test_dockerfile_runs_unprivileged_with_a_data_volume_and_a_grpc_health_check
     assert re.fullmatch(r"python:3\.\d+-slim", values["FROM"])
     assert values["USER"].split(":")[0] not in ("root", "0")
     assert f'["{settings.data_dir}"]' == values["VOLUME"]
-    assert "health_probe.py" in values["HEALTHCHECK"] and values["HEALTHCHECK"].startswith("--interval")
+    assert re.fullmatch(r'--interval=\S+ .*CMD \["utwin", "health", .*\]', values["HEALTHCHECK"])
     assert ('["utwin"]', '["serve"]') == (values["ENTRYPOINT"], values["CMD"])
     assert "UTWIN_CONFIG=/etc/utwin/utwin.toml" in values["ENV"]
 
 
-def _probe(target: str) -> subprocess.CompletedProcess[str]:
-    environment = child_environment({"UTWIN_HEALTH_TARGET": target})
+def _health_check_command() -> list[str]:
+    """The image's HEALTHCHECK command, its `utwin` run from this environment."""
+    (health_check,) = [arguments for name, arguments in _dockerfile_instructions() if name == "HEALTHCHECK"]
+    command: list[str] = json.loads(health_check.split("CMD", 1)[1])
+    assert "utwin" == command[0]
+    return [sys.executable, "-m", "utwin", *command[1:]]
+
+
+def _health_check(target: str) -> int:
+    environment = child_environment({"UTWIN_TARGET": target})
     return subprocess.run(
-        [sys.executable, str(DEPLOY / "health_probe.py")],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+        _health_check_command(), capture_output=True, env=environment, timeout=60, check=False
+    ).returncode
 
 
-def test_health_probe_exits_0_for_a_serving_server_and_1_for_none(server: ServerThread) -> None:
-    """The container's probe asks the gRPC health service: 0 when SERVING, 1 when nothing answers."""
-    serving = _probe(server.target)
+def test_image_health_check_passes_for_a_serving_server_only(server: ServerThread) -> None:
+    """The image's health check command exits 0 against a SERVING server and not 0 when nothing answers."""
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed_port = unused.getsockname()[1]
-    nothing = _probe(f"127.0.0.1:{closed_port}")
-    assert (0, "utwin health: SERVING\n") == (serving.returncode, serving.stdout)
-    assert (1, "utwin health: UNAVAILABLE\n") == (nothing.returncode, nothing.stderr)
+    assert (0, 4) == (_health_check(server.target), _health_check(f"127.0.0.1:{closed_port}"))
 
 
 @pytest.mark.skipif(
