@@ -58,6 +58,8 @@ _COMMANDS = {
     "set": "utwin.cli_utwin:run_set",
     "stats": "utwin.cli_utwin:run_stats",
     "flush": "utwin.cli_utwin:run_flush",
+    "backup": "utwin.cli_utwin:run_backup",
+    "restore": "utwin.cli_utwin:run_restore",
     "health": "utwin.cli_utwin:run_health",
     "wait": "utwin.cli_utwin:run_wait",
     "load": "utwin.cli_load:run_load",
@@ -158,6 +160,23 @@ def _parser() -> argparse.ArgumentParser:
     flush.add_argument("--device", metavar="AUTHORITY", help="flush every topic of this device")
     flush.add_argument("--ue", type=hex_ue_id, metavar="UE_ID", help="with --device: only this uE (hex)")
     flush.add_argument("uris", nargs="*", metavar="URI", help=URI_HELP)
+
+    backup = commands.add_parser(
+        "backup",
+        help="have a running server copy its store into a new folder under its backup_dir",
+        epilog=client_epilog(),
+    )
+    add_client_options(backup)
+    backup.add_argument("--json", action="store_true", help="print JSON")
+    backup.add_argument("name", nargs="?", default="", help="folder name (default: utwin-<UTC time>)")
+
+    restore = commands.add_parser(
+        "restore",
+        help="copy a backup into a new data folder, for a server to be started on it",
+        epilog=epilog(EXIT_CODES_TEXT),
+    )
+    restore.add_argument("backup", type=Path, help="the backup folder (as `utwin backup` printed it)")
+    restore.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="a new or empty folder")
 
     health = commands.add_parser(
         "health",

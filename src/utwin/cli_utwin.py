@@ -186,6 +186,25 @@ def run_flush(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_backup(options: argparse.Namespace) -> int:
+    from utwin.service.admin_client import take_backup
+
+    path = take_backup(options.target, options.name, timeout_of(options), credentials_from(options))
+    if options.json:
+        print_document({"path": path})
+    else:
+        print(f"backup written to {path}")
+    return EXIT_OK
+
+
+def run_restore(options: argparse.Namespace) -> int:
+    from utwin.service.backups import restore_backup
+
+    restore_backup(options.backup, options.data_dir)
+    print(f"restored {options.backup} into {options.data_dir}; serve it with --data-dir {options.data_dir}")
+    return EXIT_OK
+
+
 def _print_health(options: argparse.Namespace, status: str) -> None:
     if options.json:
         print_document({"target": options.target, "status": status})

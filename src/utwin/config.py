@@ -100,6 +100,8 @@ class Config:
     block_cache_mb: int = 64
     # Recently read or written values kept in memory in front of RocksDB (0 turns it off).
     value_memory_mb: int = 32
+    # Where Admin/Backup writes copies of the embedded store (None: backups refused).
+    backup_dir: Path | None = None
     # The shared store: a Redis Cluster reached through any of redis_nodes (HOST:PORT each).
     store_backend: StoreBackend = StoreBackend.ROCKSDB
     redis_nodes: tuple[str, ...] = ()

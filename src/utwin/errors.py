@@ -75,6 +75,12 @@ class ResourceExhausted(UTwinError):
     code = Code.RESOURCE_EXHAUSTED
 
 
+class FailedPrecondition(UTwinError):
+    """The request is well formed, but the service is not in a state to do it (a setting is off)."""
+
+    code = Code.FAILED_PRECONDITION
+
+
 class Unavailable(UTwinError):
     code = Code.UNAVAILABLE
 

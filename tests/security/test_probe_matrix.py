@@ -76,6 +76,8 @@ EXPECTED_BY_ROLE: dict[str, tuple[str, ...]] = {
     "/utwin.digitwin.v1.DigiTwin/Watch": EVERYONE,
     "/utwin.v1.Admin/GetStats": (PD, PD, PD, OK, PD, PD, PD, PD),
     "/utwin.v1.Admin/Flush": (PD, PD, PD, OK, PD, PD, PD, PD),
+    # Admin may ask; this server has no backup_dir, so backups are off.
+    "/utwin.v1.Admin/Backup": (PD, PD, PD, "FAILED_PRECONDITION", PD, PD, PD, PD),
     "/utwin.v1.PeerLookup/Lookup": (PD, PD, PD, PD, PD, OK, PD, PD),
 }
 OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -106,6 +108,7 @@ def _requests() -> dict[str, Any]:
         "/utwin.digitwin.v1.DigiTwin/ReadEvents": pb.ReadRequest(twin_id=LAMP),
         "/utwin.digitwin.v1.DigiTwin/Watch": pb.WatchRequest(twin_ids=[LAMP]),
         "/utwin.v1.Admin/GetStats": None,
+        "/utwin.v1.Admin/Backup": admin_pb2.BackupRequest(name="probe"),
         "/utwin.v1.Admin/Flush": admin_pb2.FlushRequest(
             device=admin_pb2.DeviceScope(authority="vehicle-probe-flush")
         ),

@@ -7,6 +7,7 @@ from utwin_proto.utwin.v1 import admin_pb2
 
 GET_STATS_PATH = "/utwin.v1.Admin/GetStats"
 FLUSH_PATH = "/utwin.v1.Admin/Flush"
+BACKUP_PATH = "/utwin.v1.Admin/Backup"
 
 
 def fetch_stats(
@@ -37,3 +38,17 @@ def flush(
         )
         response: admin_pb2.FlushResponse = call(request, metadata=credentials.metadata(), timeout=timeout_s)
         return response.removed
+
+
+def take_backup(target: str, name: str, timeout_s: float, credentials: ClientCredentials = PLAINTEXT) -> str:
+    """Have the server at target back its store up; the folder written, on the server's machine."""
+    with open_channel(target, credentials) as channel:
+        call = channel.unary_unary(
+            BACKUP_PATH,
+            request_serializer=admin_pb2.BackupRequest.SerializeToString,
+            response_deserializer=admin_pb2.BackupResponse.FromString,
+        )
+        response: admin_pb2.BackupResponse = call(
+            admin_pb2.BackupRequest(name=name), metadata=credentials.metadata(), timeout=timeout_s
+        )
+        return response.path

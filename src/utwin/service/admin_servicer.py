@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from utwin import uuid
-from utwin.errors import InvalidArgument
+from utwin.errors import FailedPrecondition, InvalidArgument
 from utwin.federation import BreakerState, Federation, PeerStats
 from utwin.security.guard import Guard
 from utwin.security.policy import Role
@@ -46,14 +50,27 @@ def peer_stats_message(stats: PeerStats) -> admin_pb2.PeerStats:
     )
 
 
+# Writes a consistent copy of the store into a new folder (RocksStore.backup).
+BackupWriter = Callable[[Path], Awaitable[None]]
+_BACKUP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
 class AdminServicer:
     def __init__(
-        self, twin: UTwin, authority: str, federation: Federation | None, access: Authorizer | None = None
+        self,
+        twin: UTwin,
+        authority: str,
+        federation: Federation | None,
+        access: Authorizer | None = None,
+        backup: BackupWriter | None = None,
+        backup_dir: Path | None = None,
     ) -> None:
         self._twin = twin
         self._access = access or Authorizer(Guard(None))
         self._authority = authority
         self._federation = federation
+        self._backup = backup
+        self._backup_dir = backup_dir
 
     async def get_stats(
         self, request: admin_pb2.GetStatsRequest, context: Context
@@ -86,8 +103,33 @@ class AdminServicer:
             raise InvalidArgument("scope: set topics or device")
         return admin_pb2.FlushResponse(removed=removed)
 
+    async def backup(self, request: admin_pb2.BackupRequest, context: Context) -> admin_pb2.BackupResponse:
+        self._access.require(Role.ADMIN, "Backup")
+        if self._backup is None:
+            raise FailedPrecondition(
+                "backup: this server keeps its topics in a Redis Cluster; back up the cluster's nodes"
+            )
+        if self._backup_dir is None:
+            raise FailedPrecondition("backup_dir: not set on the server, so backups are off")
+        name = request.name or time.strftime("utwin-%Y%m%dT%H%M%SZ", time.gmtime())
+        if not _BACKUP_NAME.fullmatch(name):
+            raise InvalidArgument(
+                f"name: {name[:40]!r} is not a folder name (letters, digits, '.', '_', '-')"
+            )
+        path = self._backup_dir / name
+        if path.exists():
+            raise FailedPrecondition(f"name: {name} already exists under backup_dir")
+        self._backup_dir.mkdir(parents=True, exist_ok=True)
+        await self._backup(path)
+        return admin_pb2.BackupResponse(path=str(path))
+
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
+            "Backup": grpc.unary_unary_rpc_method_handler(
+                self.backup,
+                request_deserializer=admin_pb2.BackupRequest.FromString,
+                response_serializer=admin_pb2.BackupResponse.SerializeToString,
+            ),
             "Flush": grpc.unary_unary_rpc_method_handler(
                 self.flush,
                 request_deserializer=admin_pb2.FlushRequest.FromString,

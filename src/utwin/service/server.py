@@ -247,7 +247,14 @@ async def start_server(config: Config) -> RunningServer:
             access=access,
             turns_in_flight=1 if isinstance(store, RocksStore) else _REMOTE_TURNS_IN_FLIGHT,
         )
-        admin_servicer = AdminServicer(twin, config.authority, federation, access)
+        admin_servicer = AdminServicer(
+            twin,
+            config.authority,
+            federation,
+            access,
+            backup=store.backup if isinstance(store, RocksStore) else None,
+            backup_dir=config.backup_dir,
+        )
         peer_lookup_servicer = PeerLookupServicer(twin, federation, access)
         # Every service, the project's and the library ones, is served behind the one error gate.
         services = [

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from rocksdict import DbClosedError, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, DbClosedError, Options, Rdict, WriteBatch, WriteOptions
 
 from utwin.errors import StoreError, StoreFull, StoreLocked, StoreStopped, UTwinError
 from utwin.store.base import WriteBatchOps
@@ -203,6 +203,19 @@ class RocksEngine:
         with self._engine_lock:  # runs in a worker thread: never beside a reopen or close
             try:
                 self._db.flush_wal(True)
+            except Exception as exc:
+                raise self._failure(exc, _Operation.WRITE) from exc
+
+    def checkpoint(self, path: Path) -> None:
+        """Write a consistent copy of the store as it is now into path (a folder that must not exist).
+
+        RocksDB flushes its memtable and hard-links the table files, so the copy
+        holds every write made before the call, and costs little disk while the
+        originals live. Runs in a worker thread: never beside a reopen or close.
+        """
+        with self._engine_lock:
+            try:
+                Checkpoint(self._db).create_checkpoint(str(path))
             except Exception as exc:
                 raise self._failure(exc, _Operation.WRITE) from exc
 

@@ -36,6 +36,9 @@ DIGITWIN_PREFIX = b"D"
 FLOOR_PREFIX = b"F"
 
 TOPIC_COUNT_KEY = META_PREFIX + b"topic_count"
+# The on-disk format of the folder: an unknown (newer) one is refused at open.
+FORMAT_KEY = META_PREFIX + b"format"
+FORMAT_VERSION = 1
 
 _TAIL = struct.Struct(">IBH")
 _LENGTH = struct.Struct(">H")

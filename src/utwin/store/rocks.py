@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from utwin.errors import InvalidArgument, StoreError
 from utwin.store import keys
 from utwin.store.base import PutResult, Verdict, WriteBatchOps
 from utwin.store.engine import RocksEngine
@@ -65,6 +67,7 @@ class RocksStore:
         # With fsync, sync() waits for an fsync of the log shared by every writer waiting then.
         self._group_sync = GroupSync(self.engine.fsync_log) if fsync else None
         try:
+            self._check_format()
             self._topic_count = keys.decode_count(self.engine.get(keys.TOPIC_COUNT_KEY))
             # Flush floors by device (flushes are rare: all are kept in memory).
             self._floors: dict[bytes, dict[bytes, bytes]] = {}
@@ -75,6 +78,20 @@ class RocksStore:
             raise
         # Topic counts of devices seen lately (exact: every write passes through this object).
         self._device_counts: dict[bytes, int] = {}
+
+    def _check_format(self) -> None:
+        stored = self.engine.get(keys.FORMAT_KEY)
+        if stored is None:
+            self.engine.write([(keys.FORMAT_KEY, keys.encode_count(keys.FORMAT_VERSION))])
+        elif (version := keys.decode_count(stored)) > keys.FORMAT_VERSION:
+            raise StoreError(
+                f"data folder {self.path} has on-disk format {version}; "
+                f"this utwin reads format {keys.FORMAT_VERSION} (use a newer utwin)"
+            )
+
+    async def backup(self, path: Path) -> None:
+        """A consistent copy of the store, with every write acknowledged before the call, in path."""
+        await asyncio.to_thread(self.engine.checkpoint, path)
 
     # -- topics ------------------------------------------------------------
 
@@ -346,3 +363,19 @@ class RocksStore:
     def close_now(self) -> None:
         """Close without waiting for fsyncs (no event loop: tools, and a server that failed to start)."""
         self.engine.close()
+
+
+def restore_backup(backup: Path, data_dir: Path) -> None:
+    """Copy a backup (a folder Admin/Backup wrote) into data_dir, for a server not running on it.
+
+    data_dir must not exist or be empty. The copy is opened once, so a backup
+    that is not a readable store, or of a newer format, is refused here.
+    """
+    if not (backup / "CURRENT").is_file():
+        raise InvalidArgument(f"backup: {backup} is not a utwin backup (no RocksDB CURRENT file)")
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise InvalidArgument(f"data_dir: {data_dir} is not empty; restore into a new folder")
+    if data_dir.exists():
+        data_dir.rmdir()
+    shutil.copytree(backup, data_dir)
+    RocksStore(data_dir).close_now()

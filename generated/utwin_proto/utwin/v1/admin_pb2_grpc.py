@@ -44,6 +44,11 @@ class AdminStub:
                 request_serializer=utwin_dot_v1_dot_admin__pb2.FlushRequest.SerializeToString,
                 response_deserializer=utwin_dot_v1_dot_admin__pb2.FlushResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/utwin.v1.Admin/Backup',
+                request_serializer=utwin_dot_v1_dot_admin__pb2.BackupRequest.SerializeToString,
+                response_deserializer=utwin_dot_v1_dot_admin__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -64,6 +69,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Write a consistent copy of the embedded store, while it serves, into a new folder under the
+        server's backup_dir. It holds every write acknowledged before the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Flush,
                     request_deserializer=utwin_dot_v1_dot_admin__pb2.FlushRequest.FromString,
                     response_serializer=utwin_dot_v1_dot_admin__pb2.FlushResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=utwin_dot_v1_dot_admin__pb2.BackupRequest.FromString,
+                    response_serializer=utwin_dot_v1_dot_admin__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class Admin:
             '/utwin.v1.Admin/Flush',
             utwin_dot_v1_dot_admin__pb2.FlushRequest.SerializeToString,
             utwin_dot_v1_dot_admin__pb2.FlushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.v1.Admin/Backup',
+            utwin_dot_v1_dot_admin__pb2.BackupRequest.SerializeToString,
+            utwin_dot_v1_dot_admin__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,
