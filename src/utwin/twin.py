@@ -18,7 +18,7 @@ from utwin import message_rules, uuid
 from utwin.config import Limits
 from utwin.errors import Code, InvalidArgument, UTwinError
 from utwin.message_rules import validate_publish as validate_publish
-from utwin.store import PutResult, TopicStore, Verdict
+from utwin.store import Changes, PutResult, TopicStore, Verdict
 from utwin.store import keys as store_keys
 from utwin.uri import Topic, topic_from_fields
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
@@ -105,8 +105,25 @@ class UTwin:
         return self._limits
 
     def add_listener(self, listener: Listener) -> None:
-        """Call listener with every batch of messages that became last messages."""
+        """Call listener with every batch of messages that became last messages: stored through
+        this UTwin, and, once `follow_store_changes` ran, through other frontends of its store."""
         self._listeners.append(listener)
+
+    async def follow_store_changes(self) -> None:
+        """Tell the listeners, from now on, what other frontends store in a shared store."""
+        await self._store.follow_changes(self._announce_changes)
+
+    async def _announce_changes(self, changes: Changes) -> None:
+        if not self._listeners:
+            return
+        # As for this UTwin's own batches: the last stored message of each topic.
+        latest = dict(changes)
+        await self._announce(
+            [
+                StoredMessage(Topic(*store_keys.split_topic_key(key)), store_keys.read_topic_value(value)[2])
+                for key, value in latest.items()
+            ]
+        )
 
     def _parse(self, raw: bytes, now_ms: int, position: int, admit: Admit | None) -> _Candidate | Outcome:
         if len(raw) > self._limits.max_message_bytes:

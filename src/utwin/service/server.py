@@ -217,6 +217,7 @@ async def start_server(config: Config) -> RunningServer:
     gate = ErrorGate()
     try:
         twin = UTwin(store, config.limits)
+        await twin.follow_store_changes()  # a shared store: what other frontends write
         # The DigiTwin keeps its records in the embedded store only: its writes are made atomic
         # per twin by locks within this process, which frontends sharing a cluster do not share.
         digitwin = None

@@ -42,6 +42,10 @@ Durable = Callable[[], Awaitable[None]]
 # A verdict, or the error that kept this one put from being decided (its shard failed).
 PutResult = Verdict | UTwinError
 
+# (topic key, topic value) entries another writer stored, in the order stored (a topic may repeat).
+Changes = Sequence[tuple[bytes, bytes]]
+ChangeListener = Callable[[Changes], Awaitable[None]]
+
 
 class TopicStore(Protocol):
     """The last value of each topic, newest-wins by version, grouped by device."""
@@ -111,6 +115,23 @@ class TopicStore(Protocol):
     async def sync(self) -> None:
         """Make every write acknowledged so far durable as configured: an fsync of the local
         log, or the cluster's replicas and disks; a no-op when configured to trust the process."""
+        ...
+
+    async def follow_changes(self, listener: ChangeListener) -> None:
+        """From now until close, call listener with the entries other writers store (their STORED
+        puts only; removals are not told), one batch per write call of theirs.
+
+        The change feed of a store shared by several frontends, so that each
+        frontend's listeners hear what was written through the others; never
+        this store object's own writes (its callers already know them). At
+        most once: a change made while the feed was cut off (a node gone, a
+        listener too slow) is not told later. A topic's changes come in the
+        order they were stored, except around a slot move or failover;
+        listeners keep the newest by id. Returns once the feed listens, or
+        after a bounded wait while it keeps trying. The embedded store has
+        no other writer (its folder is locked): it returns at once and never
+        calls listener.
+        """
         ...
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,13 @@ from redis.retry import Retry
 
 from utwin.errors import InvalidArgument, Unavailable
 from utwin.store import keys
-from utwin.store.base import PutResult, TopicStore, Verdict
+from utwin.store.base import ChangeListener, PutResult, TopicStore, Verdict
+from utwin.store.redis_feed import FIELD_SIZE, WRITER_ID_SIZE, ChangeFeed
 from utwin.store.redis_router import SLOTS, ClusterRouter, Device, RateLimitedLog, as_bytes, pipeline
 from utwin.store.redis_scripts import COUNT, DELETE, DEVICE_READ, FLOOR, FLOORS_FIELD, FLUSH, GET, PUT, Script
 
 log = logging.getLogger("utwin.store")
 
-
-_FIELD_SIZE = 7  # a topic's field: u32 ue_id, u8 version, u16 resource (the floors field is longer)
 
 REPLICA_SHORT = "storage: the write reached fewer replicas than redis_replica_acks"
 
@@ -88,11 +88,21 @@ class RedisClusterStore:
         self, client_options: dict[str, Any], seeds: Sequence[tuple[str, int]], **settings: Any
     ) -> None:
         self.max_topics_per_device: int = settings["max_topics_per_device"]
-        self._device_head = _check_prefix(settings["key_prefix"]) + b":t:{"
+        prefix = _check_prefix(settings["key_prefix"])
+        self._device_head = prefix + b":t:{"
         self._devices: dict[bytes, tuple[bytes, int]] = {}  # authority -> (hash key, slot)
         self._log = RateLimitedLog()
         self._router = ClusterRouter(
             client_options, seeds, settings["replica_acks"], settings["replica_timeout_ms"], self._log
+        )
+        # The put script publishes what it stored on this channel, tagged with this store's id.
+        channel = prefix + b":changes" if settings["change_feed"] else b""
+        writer_id = secrets.token_bytes(WRITER_ID_SIZE)
+        self._put_head: list[bytes | int] = [self.max_topics_per_device, channel, writer_id]
+        self._feed = (
+            ChangeFeed(self._router, client_options, channel, writer_id, self._authority_of)
+            if channel
+            else None
         )
 
     @classmethod
@@ -109,8 +119,12 @@ class RedisClusterStore:
         replica_timeout_ms: int = 1000,
         max_topics_per_device: int = 100_000,
         key_prefix: str = "utwin",
+        change_feed: bool = True,
     ) -> RedisClusterStore:
-        """Read the slot map from the first of nodes that answers; Unavailable when none does."""
+        """Read the slot map from the first of nodes that answers; Unavailable when none does.
+
+        change_feed: publish what this store stores, and let `follow_changes` hear the others.
+        """
         if not nodes:
             raise InvalidArgument("redis_nodes: at least one HOST:PORT of the cluster is needed")
         if replica_acks < 0 or replica_timeout_ms <= 0:
@@ -137,6 +151,7 @@ class RedisClusterStore:
             replica_timeout_ms=replica_timeout_ms,
             max_topics_per_device=max_topics_per_device,
             key_prefix=key_prefix,
+            change_feed=change_feed,
         )
         try:
             await store._router.refresh(force=True)
@@ -156,6 +171,10 @@ class RedisClusterStore:
                 self._devices.clear()
             self._devices[authority] = found
         return found
+
+    def _authority_of(self, device_key: bytes) -> bytes:
+        """The authority a device's hash key names (the inverse of `_device`)."""
+        return unescape_authority(device_key[len(self._device_head) : -1])
 
     # -- the topic contract --------------------------------------------------------
 
@@ -206,9 +225,7 @@ class RedisClusterStore:
                 at += len(device.positions)
             return not_served
 
-        failed = await self._router.run(
-            PUT, [self.max_topics_per_device], devices, argv_of, accept, writes=True
-        )
+        failed = await self._router.run(PUT, self._put_head, devices, argv_of, accept, writes=True)
         if len(failed) == len(entries):
             raise next(iter(failed.values()))
         for position, error in failed.items():
@@ -288,7 +305,7 @@ class RedisClusterStore:
         topics = [
             (head + field, value)
             for field, value in zip(flat[::2], flat[1::2], strict=True)
-            if len(field) == _FIELD_SIZE and field.startswith(wanted)
+            if len(field) == FIELD_SIZE and field.startswith(wanted)
         ]
         topics.sort()
         return topics
@@ -319,7 +336,7 @@ class RedisClusterStore:
             doomed = [
                 head + field
                 for field, value in zip(flat[::2], flat[1::2], strict=True)
-                if len(field) == _FIELD_SIZE and field.startswith(scope) and value[1:17] <= floor
+                if len(field) == FIELD_SIZE and field.startswith(scope) and value[1:17] <= floor
             ]
             if doomed:
                 devices, fields = self._group(doomed)
@@ -434,7 +451,16 @@ class RedisClusterStore:
         appendfsync decides their disks; Redis 7.0 has no WAITAOF to ask for more."""
         self._check_open()
 
+    async def follow_changes(self, listener: ChangeListener) -> None:
+        """See `TopicStore.follow_changes`: one subscription to the cluster's change channel, on a
+        master chosen at random; nothing to follow when opened with change_feed=False."""
+        self._check_open()
+        if self._feed is not None:
+            await self._feed.follow(listener)
+
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.close()
         await self._router.close()
 
     def _check_open(self) -> None:

@@ -81,15 +81,19 @@ local function raise_floor(floors, scope, floor)
 end
 """
 
-# ARGV: max topics per device, then per device: key, entry count, then field, value per entry.
+# ARGV: max topics per device, the change feed's channel ('' for none), the writer's id (16 bytes),
+# then per device: key, entry count, then field, value per entry.
 # One verdict letter per entry: Stored, Duplicate, Older, device Full, fLushed, or R (not served: unwritten).
+# With a channel, the STORED entries are published there in one message (see `redis_feed`).
 PUT_SOURCE = (
     "#!lua flags=allow-cross-slot-keys\n"
     + _COMPARE
     + """
-local limit = tonumber(ARGV[1])
+local limit, channel = tonumber(ARGV[1]), ARGV[2]
+local feed = channel ~= ''
 local verdicts = {}
-local at = 2
+local published = {}
+local at = 4
 while at <= #ARGV do
   local key, count = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
@@ -98,6 +102,7 @@ while at <= #ARGV do
     at = at + 2 * count
   else
     local topics, floors = nil, nil
+    local changed = {}
     for _ = 1, count do
       local field, value = ARGV[at], ARGV[at + 1]
       at = at + 2
@@ -120,11 +125,18 @@ while at <= #ARGV do
           topics = topics + 1
         end
       end
-      if verdict == 'S' then redis.call('HSET', key, field, value) end
+      if verdict == 'S' then
+        redis.call('HSET', key, field, value)
+        if feed then changed[#changed + 1] = field .. struct.pack('>I4', #value) .. value end
+      end
       verdicts[#verdicts + 1] = verdict
+    end
+    if #changed > 0 then
+      published[#published + 1] = struct.pack('>I2I2', #key, #changed) .. key .. table.concat(changed)
     end
   end
 end
+if #published > 0 then redis.call('PUBLISH', channel, ARGV[3] .. table.concat(published)) end
 return table.concat(verdicts)
 """
 )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from utwin.errors import InvalidArgument, StoreError
 from utwin.store import keys
-from utwin.store.base import PutResult, Verdict, WriteBatchOps
+from utwin.store.base import ChangeListener, PutResult, Verdict, WriteBatchOps
 from utwin.store.engine import RocksEngine
 from utwin.store.sync import GroupSync
 
@@ -353,6 +353,9 @@ class RocksStore:
     async def sync(self) -> None:
         if self._group_sync is not None:
             await self._group_sync.sync()
+
+    async def follow_changes(self, listener: ChangeListener) -> None:
+        """Nothing to follow: the folder's lock makes this store its only writer."""
 
     async def close(self, timeout_s: float = _CLOSE_SYNC_TIMEOUT_S) -> None:
         """Wait up to timeout_s for the fsyncs asked for, then close the engine."""
