@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -18,7 +19,10 @@ import pytest
 from tests.messages import publish, uuri
 from tests.processes import ServeProcess
 from tests.redis_cluster import RedisCluster, start_cluster
+from tests.servers import Servers, ServerThread
 from utwin import uuid
+from utwin.twin import StoredMessage
+from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2, uri_pb2
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2, digitwin_pb2_grpc
@@ -195,3 +199,59 @@ def test_an_ingest_stream_of_many_turns_keeps_its_acks_in_order(
         newest[-1] = messages[2 * TOPICS - 1].SerializeToString()  # its v2 was refused: v1 stays
         assert (bad_positions, len(messages)) == (rejected, acks[-1].acknowledged)
         assert newest == served(channel, topics)
+
+
+class HeardMessages:
+    """A UTwin listener keeping (topic, message bytes) of every message it is told, in order."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[Topic, bytes]] = []
+
+    async def __call__(self, stored: Sequence[StoredMessage]) -> None:
+        self.heard.extend((message.topic, message.message) for message in stored)
+
+    def wait_for(self, message: umessage_pb2.UMessage) -> None:
+        """Until message was heard; AssertionError after TIMEOUT_S."""
+        wanted = message.SerializeToString()
+        deadline = time.monotonic() + TIMEOUT_S
+        while not any(heard == wanted for _, heard in self.heard):
+            assert time.monotonic() < deadline, "the listener never heard the message"
+            time.sleep(0.01)
+
+
+def listening_frontend(
+    servers: Servers, cluster: RedisCluster, name: str
+) -> tuple[ServerThread, HeardMessages]:
+    """An in-process server on the cluster, with a listener added to its UTwin."""
+    nodes = ",".join(f"{host}:{port}" for host, port in cluster.addresses)
+    server = servers.start(name, store_backend="redis", redis_nodes=nodes, expiry_sweep_interval_s=0)
+    listener = HeardMessages()
+
+    async def add() -> None:
+        assert server.running is not None
+        server.running.twin.add_listener(listener)
+
+    server.call(add())
+    return server, listener
+
+
+def test_listeners_of_a_frontend_hear_what_another_frontend_stored(
+    servers: Servers, cluster: RedisCluster
+) -> None:
+    """A message set through A reaches B's UTwin listeners once, and A's own listeners once."""
+    a, heard_by_a = listening_frontend(servers, cluster, "a")
+    b, heard_by_b = listening_frontend(servers, cluster, "b")
+    topic = uuri(authority="fleet-7", resource=0x8003)
+    through_a = publish(topic, b"through a")
+    later_through_b = publish(uuri(authority="fleet-7", resource=0x8004), b"later, through b")
+    with a.channel() as channel_a, b.channel() as channel_b:
+        status = utwin_pb2_grpc.uTwinStub(channel_a).SetLastMessage(through_a, timeout=TIMEOUT_S)
+        assert ucode_pb2.OK == status.code
+        heard_by_b.wait_for(through_a)
+        # The device's changes are published in order by its node: once A hears B's later write,
+        # a second copy of A's own (from the feed) would have come before it.
+        utwin_pb2_grpc.uTwinStub(channel_b).SetLastMessage(later_through_b, timeout=TIMEOUT_S)
+        heard_by_a.wait_for(later_through_b)
+    expected = (Topic("fleet-7", topic.ue_id, 1, 0x8003), through_a.SerializeToString())
+    assert [expected] == [entry for entry in heard_by_b.heard if entry[0].resource == 0x8003]
+    assert [expected] == [entry for entry in heard_by_a.heard if entry[0].resource == 0x8003]
