@@ -7,6 +7,7 @@ them only through gRPC.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -21,6 +22,8 @@ from tests.processes import ServeProcess
 from tests.redis_cluster import RedisCluster, start_cluster
 from tests.servers import Servers, ServerThread
 from utwin import uuid
+from utwin.store import keys
+from utwin.store.redis_cluster import RedisClusterStore
 from utwin.twin import StoredMessage
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
@@ -212,7 +215,10 @@ class HeardMessages:
 
     def wait_for(self, message: umessage_pb2.UMessage) -> None:
         """Until message was heard; AssertionError after TIMEOUT_S."""
-        wanted = message.SerializeToString()
+        self.wait_for_bytes(message.SerializeToString())
+
+    def wait_for_bytes(self, wanted: bytes) -> None:
+        """Until a message of these bytes was heard; AssertionError after TIMEOUT_S."""
         deadline = time.monotonic() + TIMEOUT_S
         while not any(heard == wanted for _, heard in self.heard):
             assert time.monotonic() < deadline, "the listener never heard the message"
@@ -220,11 +226,13 @@ class HeardMessages:
 
 
 def listening_frontend(
-    servers: Servers, cluster: RedisCluster, name: str
+    servers: Servers, cluster: RedisCluster, name: str, **settings: object
 ) -> tuple[ServerThread, HeardMessages]:
     """An in-process server on the cluster, with a listener added to its UTwin."""
     nodes = ",".join(f"{host}:{port}" for host, port in cluster.addresses)
-    server = servers.start(name, store_backend="redis", redis_nodes=nodes, expiry_sweep_interval_s=0)
+    server = servers.start(
+        name, store_backend="redis", redis_nodes=nodes, expiry_sweep_interval_s=0, **settings
+    )
     listener = HeardMessages()
 
     async def add() -> None:
@@ -255,3 +263,30 @@ def test_listeners_of_a_frontend_hear_what_another_frontend_stored(
     expected = (Topic("fleet-7", topic.ue_id, 1, 0x8003), through_a.SerializeToString())
     assert [expected] == [entry for entry in heard_by_b.heard if entry[0].resource == 0x8003]
     assert [expected] == [entry for entry in heard_by_a.heard if entry[0].resource == 0x8003]
+
+
+def test_a_frontend_with_the_change_feed_off_is_not_heard(servers: Servers, cluster: RedisCluster) -> None:
+    """redis_change_feed = false: what that frontend stores is served, but no listener hears it."""
+    quiet, _ = listening_frontend(servers, cluster, "quiet", redis_change_feed=False)
+    b, heard_by_b = listening_frontend(servers, cluster, "b")
+    topic = uuri(authority="fleet-9", resource=0x8003)
+    through_quiet = publish(topic, b"unheard")
+    with quiet.channel() as channel:
+        status = utwin_pb2_grpc.uTwinStub(channel).SetLastMessage(through_quiet, timeout=TIMEOUT_S)
+    assert ucode_pb2.OK == status.code
+
+    async def write_later_to_the_same_device() -> None:
+        store = await RedisClusterStore.connect(cluster.addresses)
+        try:
+            later = keys.encode_topic_value(*uuid.new_v7(), 0, b"later")
+            await store.put_if_newer([(keys.topic_key("fleet-9", topic.ue_id, 1, 0x8004), later)])
+        finally:
+            await store.close()
+
+    # The device's node publishes in order: once B hears the later write, a message about the
+    # first one would have come before it.
+    asyncio.run(write_later_to_the_same_device())
+    heard_by_b.wait_for_bytes(b"later")
+    with b.channel() as channel_b:
+        assert [through_quiet.SerializeToString()] == served(channel_b, [topic])
+    assert [] == [entry for entry in heard_by_b.heard if entry[0].resource == 0x8003]

@@ -10,6 +10,10 @@ batches of 1,000 (~175-byte values, newer than the stored ones) and then
 `--reads` get_topics of 100 random topics (`--readers` of them in flight at
 once). Prints the medians of msg/s and topics/s and their ratios to RocksDB's
 (the issue's targets, at service level: writes >= 0.8x, reads >= 0.6x).
+
+With `--feed`, the 3-master cluster is measured instead with the change feed
+off, on, and on with a second store following it in the same process (each
+under its own key prefix), to show what publishing the stored entries costs.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.redis_cluster import start_cluster
-from utwin.store import RocksStore, TopicStore, keys
+from tests.redis_cluster import RedisCluster, start_cluster
+from utwin.store import Changes, RocksStore, TopicStore, keys
 from utwin.store.redis_cluster import RedisClusterStore
 
 BATCH = 1000
@@ -71,7 +75,13 @@ async def read_pass(
 async def bench(args: argparse.Namespace, folder: Path) -> None:
     all_keys = topic_keys(args.topics, args.devices)
     plain = start_cluster(folder / "redis", masters=3, appendfsync="everysec")
-    replicated = start_cluster(folder / "redis-replicated", masters=3, replicas=True, appendfsync="everysec")
+    replicated = (
+        plain
+        if args.feed
+        else start_cluster(folder / "redis-replicated", masters=3, replicas=True, appendfsync="everysec")
+    )
+    followers: list[RedisClusterStore] = []
+    heard = [0]
     try:
         stores: dict[str, Callable[[], Awaitable[TopicStore]]] = {
             "rocksdb": lambda: _rocks(folder / "rocks"),
@@ -80,20 +90,32 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
                 replicated.addresses, replica_acks=1
             ),
         }
+        if args.feed:
+            del stores["redis 3+3, replica_acks=1"]
+            stores["redis 3 masters"] = lambda: RedisClusterStore.connect(
+                plain.addresses, key_prefix="nofeed", change_feed=False
+            )
+            stores["redis, change feed"] = lambda: RedisClusterStore.connect(
+                plain.addresses, key_prefix="feed"
+            )
+            stores["redis, feed + follower"] = lambda: _followed(plain.addresses, followers, heard)
         opened = {name: await open_store() for name, open_store in stores.items()}
         for store in opened.values():
             await write_pass(store, all_keys, 1)  # every topic exists before the timed rounds
         writes: dict[str, list[float]] = {name: [] for name in opened}
         reads: dict[str, list[float]] = {name: [] for name in opened}
+        server_cpu_us: dict[str, list[float]] = {name: [] for name in opened}  # per message, all masters
         names = list(opened)
         for round_index in range(args.rounds):
             order = names[round_index % len(names) :] + names[: round_index % len(names)]
             for name in order:
+                cpu_before = _masters_cpu_s(plain)
                 writes[name].append(await write_pass(opened[name], all_keys, 2 + round_index))
+                server_cpu_us[name].append((_masters_cpu_s(plain) - cpu_before) * 1e6 / len(all_keys))
                 reads[name].append(
                     await read_pass(opened[name], all_keys, args.reads, round_index, args.readers)
                 )
-        for store in opened.values():
+        for store in [*opened.values(), *followers]:
             await store.close()  # type: ignore[attr-defined]  # both stores have close(), beyond TopicStore
     finally:
         plain.stop()
@@ -107,10 +129,38 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
         print(
             f"{name:<28} {write:>10,.0f} {write / floor_write:>9.2f} {read:>13,.0f} {read / floor_read:>9.2f}"
         )
+    if args.feed:
+        print(f"the follower heard {heard[0]:,} entries")
+        for name in names[1:]:
+            print(f"{name:<28} masters' CPU per put: {statistics.median(server_cpu_us[name]):.1f} us")
+
+
+def _masters_cpu_s(cluster: RedisCluster) -> float:
+    """CPU seconds the cluster's masters have used so far (user and system)."""
+    total = 0.0
+    for node in cluster.masters:
+        with node.client() as client:
+            info = client.info("cpu")
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
 
 
 async def _rocks(path: Path) -> TopicStore:
     return RocksStore(path, max_topics=10_000_000)
+
+
+async def _followed(
+    nodes: list[tuple[str, int]], followers: list[RedisClusterStore], heard: list[int]
+) -> TopicStore:
+    """A store with the feed on, and a second store of the same prefix following it."""
+
+    async def count(changes: Changes) -> None:
+        heard[0] += len(changes)
+
+    follower = await RedisClusterStore.connect(nodes, key_prefix="followed")
+    await follower.follow_changes(count)
+    followers.append(follower)
+    return await RedisClusterStore.connect(nodes, key_prefix="followed")
 
 
 def main() -> None:
@@ -120,6 +170,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2_000)
     parser.add_argument("--reads", type=int, default=300)
     parser.add_argument("--readers", type=int, default=1, help="get_topics calls in flight at once")
+    parser.add_argument("--feed", action="store_true", help="the change feed off, on, and followed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-store-") as folder:
         asyncio.run(bench(args, Path(folder)))

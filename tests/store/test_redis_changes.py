@@ -128,7 +128,8 @@ def test_a_message_the_feed_cannot_read_is_skipped(cluster: RedisCluster) -> Non
         heard = Heard()
         await b.follow_changes(heard)
         with cluster.masters[0].client() as client:
-            client.publish("utwin:changes", b"\x01" * 16 + b"\xff\xff\x00\x01cut short")
+            # A MessagePack array of 3 items: a writer id, then a device key cut short.
+            client.publish("utwin:changes", b"\x93\xb0" + b"w" * 16 + b"\xa9cut")
         assert [Verdict.STORED] == await a.put_if_newer([(topic("bus-1"), value(1))])
         await wait_until(lambda: bool(heard.entries), "the change after the unreadable one")
         assert [(topic("bus-1"), value(1))] == heard.entries
@@ -185,3 +186,20 @@ def test_the_feed_subscribes_again_to_a_live_node_when_its_node_dies(own_cluster
 def _served_by(cluster: RedisCluster, device: str, masters: list[RedisNode]) -> bool:
     slot = binascii.crc_hqx(escape_authority(device.encode()), 0) % SLOTS
     return cluster.slot_owner(slot) in masters
+
+
+def test_large_batches_and_values_of_every_size_reach_the_other_store(cluster: RedisCluster) -> None:
+    """Hundreds of entries per call, values from 25 bytes to 70 KB: B hears each exactly."""
+
+    async def body(a: RedisClusterStore, b: RedisClusterStore, marker: RedisClusterStore) -> None:
+        heard = Heard()
+        await b.follow_changes(heard)
+        sizes = [0, 10, 300, 70_000]
+        batch = [
+            (topic(f"tram-{n % 3}", 0x8000 + n), value(1, b"p" * sizes[n % len(sizes)])) for n in range(1_200)
+        ]
+        assert [Verdict.STORED] * len(batch) == await a.put_if_newer(batch)
+        await settle(marker, ["tram-0", "tram-1", "tram-2"], heard)
+        assert sorted(batch) == sorted(heard.without_sentinels())
+
+    run(cluster, body, (True, True, True))

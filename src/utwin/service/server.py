@@ -193,6 +193,7 @@ async def open_store(config: Config) -> TopicStore:
             replica_timeout_ms=config.redis_replica_timeout_ms,
             max_topics_per_device=config.max_topics_per_device,
             key_prefix=config.redis_key_prefix,
+            change_feed=config.redis_change_feed,
         )
     return RocksStore(
         config.data_dir,

@@ -2,11 +2,13 @@
 
 The put script (`redis_scripts.PUT_SOURCE`) publishes, inside the same
 atomic call, one message per call that stored anything, on the channel
-`<prefix>:changes`:
+`<prefix>:changes`: a MessagePack array (packed by the node's cmsgpack) of
 
     writer id (16 bytes), then per device with stored entries:
-    u16 hash key length | u16 entry count | hash key,
-    then per entry: field (7 bytes) | u32 value length | value
+    hash key, entry count, then field (7 bytes) and value per entry
+
+`read_changes` decodes just the MessagePack forms cmsgpack gives those items
+(arrays, byte strings, non-negative integers): no dependency for a subset.
 
 A cluster's PUBLISH reaches the subscribers of every node, so each frontend
 holds one subscription, to any master, and skips the messages carrying its
@@ -44,8 +46,58 @@ SUBSCRIBE_TIMEOUT_S = 2.0  # for a node to confirm the subscription
 IDLE_PING_S = 5.0  # a silent subscription is pinged after this long, and dropped if still silent
 FIRST_LISTEN_WAIT_S = 5.0  # what follow() waits for the first subscription before returning
 
-_DEVICE_HEAD = struct.Struct(">HH")
-_VALUE_SIZE = struct.Struct(">I")
+# MessagePack headers cmsgpack writes: (first byte) -> size of the length that follows it.
+_ARRAY_LENGTHS = {0xDC: struct.Struct(">H"), 0xDD: struct.Struct(">I")}
+_BYTES_LENGTHS = {0xD9: struct.Struct(">B"), 0xDA: struct.Struct(">H"), 0xDB: struct.Struct(">I")}
+_UINTS = {0xCC: struct.Struct(">B"), 0xCD: struct.Struct(">H"), 0xCE: struct.Struct(">I")}
+
+
+def _item(payload: bytes, at: int) -> tuple[bytes | int, int]:
+    """The byte string or non-negative integer at `at`, and where the next item starts."""
+    kind = payload[at]
+    if kind < 0x80:
+        return kind, at + 1
+    if 0xA0 <= kind <= 0xBF:
+        end = at + 1 + (kind & 0x1F)
+        return payload[at + 1 : end], end
+    length = _BYTES_LENGTHS.get(kind)
+    if length is not None:
+        (size,) = length.unpack_from(payload, at + 1)
+        start = at + 1 + length.size
+        return payload[start : start + size], start + size
+    number = _UINTS.get(kind)
+    if number is not None:
+        return number.unpack_from(payload, at + 1)[0], at + 1 + number.size
+    raise ValueError(f"change feed message: unexpected MessagePack type 0x{kind:02x} at byte {at}")
+
+
+def _items(payload: bytes) -> list[bytes | int]:
+    kind = payload[0]
+    if 0x90 <= kind <= 0x9F:
+        count, at = kind & 0x0F, 1
+    elif kind in _ARRAY_LENGTHS:
+        (count,) = _ARRAY_LENGTHS[kind].unpack_from(payload, 1)
+        at = 1 + _ARRAY_LENGTHS[kind].size
+    else:
+        raise ValueError("change feed message: not a MessagePack array")
+    items: list[bytes | int] = []
+    for _ in range(count):
+        item, at = _item(payload, at)
+        items.append(item)
+    if at != len(payload):
+        raise ValueError("change feed message: its sizes do not add up")
+    return items
+
+
+def writer_of(payload: bytes) -> bytes | None:
+    """The writer id of a published message, read without decoding the rest; None if malformed."""
+    try:
+        kind = payload[0]
+        at = 1 if 0x90 <= kind <= 0x9F else 1 + _ARRAY_LENGTHS[kind].size
+        writer, _ = _item(payload, at)
+    except (IndexError, KeyError, ValueError, struct.error):
+        return None
+    return writer if isinstance(writer, bytes) else None
 
 
 def read_changes(
@@ -55,25 +107,26 @@ def read_changes(
 
     device_authority turns a device's hash key back into its authority.
     """
-    writer = payload[:WRITER_ID_SIZE]
-    changes: list[tuple[bytes, bytes]] = []
-    at = WRITER_ID_SIZE
     try:
-        while at < len(payload):
-            key_size, count = _DEVICE_HEAD.unpack_from(payload, at)
-            at += _DEVICE_HEAD.size
-            head = keys.device_prefix(device_authority(payload[at : at + key_size]))
-            at += key_size
-            for _ in range(count):
-                field = payload[at : at + FIELD_SIZE]
-                (value_size,) = _VALUE_SIZE.unpack_from(payload, at + FIELD_SIZE)
-                at += FIELD_SIZE + _VALUE_SIZE.size
-                changes.append((head + field, payload[at : at + value_size]))
-                at += value_size
-    except struct.error as error:
-        raise ValueError(f"change feed message cut short at byte {at}") from error
-    if at != len(payload) or len(writer) != WRITER_ID_SIZE:
-        raise ValueError("change feed message: its sizes do not add up")
+        items = _items(payload)
+    except (IndexError, struct.error) as error:
+        raise ValueError("change feed message: cut short") from error
+    writer = items[0] if items else b""
+    if not isinstance(writer, bytes) or len(writer) != WRITER_ID_SIZE:
+        raise ValueError("change feed message: no writer id first")
+    changes: list[tuple[bytes, bytes]] = []
+    at = 1
+    while at < len(items):
+        device_key, count = items[at], items[at + 1] if at + 1 < len(items) else None
+        entries = items[at + 2 : at + 2 + 2 * count] if isinstance(count, int) else []
+        if not isinstance(device_key, bytes) or not isinstance(count, int) or len(entries) != 2 * count:
+            raise ValueError(f"change feed message: item {at} does not start a device")
+        head = keys.device_prefix(device_authority(device_key))
+        for field, value in zip(entries[::2], entries[1::2], strict=True):
+            if not isinstance(field, bytes) or len(field) != FIELD_SIZE or not isinstance(value, bytes):
+                raise ValueError(f"change feed message: an entry of device item {at} is malformed")
+            changes.append((head + field, value))
+        at += 2 + 2 * count
     return writer, changes
 
 
@@ -176,8 +229,8 @@ class ChangeFeed:
                 await client.aclose()
 
     async def _deliver(self, payload: bytes) -> None:
-        if payload[:WRITER_ID_SIZE] == self._writer_id:
-            return  # this store's own write: its caller already knows
+        if writer_of(payload) == self._writer_id:
+            return  # this store's own writes: its caller already knows them
         try:
             _, changes = read_changes(payload, self._device_authority)
         except ValueError as error:  # UnicodeDecodeError included

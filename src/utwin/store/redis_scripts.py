@@ -84,7 +84,9 @@ end
 # ARGV: max topics per device, the change feed's channel ('' for none), the writer's id (16 bytes),
 # then per device: key, entry count, then field, value per entry.
 # One verdict letter per entry: Stored, Duplicate, Older, device Full, fLushed, or R (not served: unwritten).
-# With a channel, the STORED entries are published there in one message (see `redis_feed`).
+# With a channel, the STORED entries are published there in one MessagePack array (see `redis_feed`):
+# cmsgpack packs it in C, where building the bytes in Lua (a struct.pack per entry) cost the node
+# about 60% more per put instead of under 10%.
 PUT_SOURCE = (
     "#!lua flags=allow-cross-slot-keys\n"
     + _COMPARE
@@ -92,7 +94,7 @@ PUT_SOURCE = (
 local limit, channel = tonumber(ARGV[1]), ARGV[2]
 local feed = channel ~= ''
 local verdicts = {}
-local published = {}
+local published, n = {ARGV[3]}, 1  -- the feed message's items, and how many
 local at = 4
 while at <= #ARGV do
   local key, count = ARGV[at], tonumber(ARGV[at + 1])
@@ -102,7 +104,10 @@ while at <= #ARGV do
     at = at + 2 * count
   else
     local topics, floors = nil, nil
-    local changed = {}
+    local head_at, changed = n + 1, 0
+    if feed then  -- the device's key and count, once the count is known
+      published[n + 1], published[n + 2], n = key, 0, n + 2
+    end
     for _ = 1, count do
       local field, value = ARGV[at], ARGV[at + 1]
       at = at + 2
@@ -127,16 +132,21 @@ while at <= #ARGV do
       end
       if verdict == 'S' then
         redis.call('HSET', key, field, value)
-        if feed then changed[#changed + 1] = field .. struct.pack('>I4', #value) .. value end
+        if feed then
+          changed = changed + 1
+          published[n + 1], published[n + 2], n = field, value, n + 2
+        end
       end
       verdicts[#verdicts + 1] = verdict
     end
-    if #changed > 0 then
-      published[#published + 1] = struct.pack('>I2I2', #key, #changed) .. key .. table.concat(changed)
+    if changed > 0 then
+      published[head_at + 1] = changed
+    elseif feed then
+      published[head_at], published[head_at + 1], n = nil, nil, n - 2
     end
   end
 end
-if #published > 0 then redis.call('PUBLISH', channel, ARGV[3] .. table.concat(published)) end
+if n > 1 then redis.call('PUBLISH', channel, cmsgpack.pack(published)) end
 return table.concat(verdicts)
 """
 )
