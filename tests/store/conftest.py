@@ -55,7 +55,7 @@ class StoreCase:
 
 
 # How many clusters of each kind the pool starts together: the tests that take one each.
-POOLED_CLUSTERS = {"plain": 3, "replicated": 1}
+POOLED_CLUSTERS = {"plain": 4, "replicated": 1}
 
 
 class ClusterPool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tests.redis_cluster import SLOTS, RedisCluster, RedisNode, redis_server_binary
 from tests.store.conftest import ClusterPool
 from tests.store.topics import topic, value
-from utwin.store import Changes, Verdict
+from utwin.store import Changes, PutResult, Verdict
 from utwin.store.redis_cluster import RedisClusterStore, escape_authority
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
@@ -135,6 +136,35 @@ def test_a_message_the_feed_cannot_read_is_skipped(cluster: RedisCluster) -> Non
         assert [(topic("bus-1"), value(1))] == heard.entries
 
     run(cluster, body, (True, True))
+
+
+def test_a_user_refused_the_channel_still_stores_and_is_warned(
+    cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis user without the feed's channel: puts are STORED all the same, with a warning naming it."""
+    for node in cluster.masters:
+        with node.client() as client:
+            client.execute_command(
+                "ACL", "SETUSER", "no-channels", "on", ">secret", "~*", "+@all", "resetchannels"
+            )
+
+    async def body() -> tuple[list[PutResult], list[bytes | None]]:
+        store = await RedisClusterStore.connect(cluster.addresses, username="no-channels", password="secret")
+        try:
+            return await store.put_if_newer([(topic("cab-1"), value(1))]), await store.get_topics(
+                [topic("cab-1")]
+            )
+        finally:
+            await store.close()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="utwin.store"):
+            assert ([Verdict.STORED], [value(1)]) == asyncio.run(body())
+        assert "refused to publish on utwin:changes" in caplog.text
+    finally:
+        for node in cluster.masters:
+            with node.client() as client:
+                client.execute_command("ACL", "DELUSER", "no-channels")
 
 
 @pytest.fixture

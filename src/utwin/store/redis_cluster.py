@@ -51,6 +51,10 @@ log = logging.getLogger("utwin.store")
 
 
 REPLICA_SHORT = "storage: the write reached fewer replicas than redis_replica_acks"
+FEED_REFUSED = (
+    "change feed: a node refused to publish on %s (the Redis user needs that channel, '&' in its "
+    "ACL); other frontends' listeners do not hear these writes"
+)
 
 _NOT_SERVED = ord("R")
 _VERDICTS = {ord("S"): Verdict.STORED, ord("D"): Verdict.DUPLICATE, ord("O"): Verdict.OLDER}
@@ -98,6 +102,7 @@ class RedisClusterStore:
         # The put script publishes what it stored on this channel, tagged with this store's id.
         channel = prefix + b":changes" if settings["change_feed"] else b""
         writer_id = secrets.token_bytes(WRITER_ID_SIZE)
+        self._feed_channel = channel
         self._put_head: list[bytes | int] = [self.max_topics_per_device, channel, writer_id]
         self._feed = (
             ChangeFeed(self._router, client_options, channel, writer_id, self._authority_of)
@@ -223,6 +228,8 @@ class RedisClusterStore:
                         stored_unacked = verdict is Verdict.STORED and not acked
                         results[position] = Unavailable(REPLICA_SHORT) if stored_unacked else verdict
                 at += len(device.positions)
+            if len(reply) > at:
+                self._log.warning(FEED_REFUSED, self._feed_channel.decode())
             return not_served
 
         failed = await self._router.run(PUT, self._put_head, devices, argv_of, accept, writes=True)
