@@ -22,6 +22,9 @@ the importing node behind ASKING) or TRYAGAIN before running it. Connection
 failures, CLUSTERDOWN, READONLY and LOADING also read the slot map again and
 resend after a short backoff. After `ROUNDS` rounds the entries still
 undecided get `Unavailable`, never a guess.
+
+The put script also publishes what it stored, for the other frontends'
+listeners (`redis_feed`, `follow_changes`), unless opened with change_feed=False.
 """
 
 from __future__ import annotations
