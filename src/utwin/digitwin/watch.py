@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from utwin.digitwin.action_model import Action
+from utwin.digitwin.channel import Presence
 from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Value
 
@@ -24,6 +26,8 @@ class ChangeKind(enum.IntEnum):
     EVENT = 2
     TD_UPDATED = 3
     TD_DELETED = 4
+    ACTION = 5  # an action changed state
+    PRESENCE = 6  # the twin's agent connected or disconnected
 
 
 class Change(NamedTuple):
@@ -36,6 +40,8 @@ class Change(NamedTuple):
     value: Value | None = None
     td_json: str = ""
     current_state: bool = False
+    action: Action | None = None
+    presence: Presence | None = None
 
 
 class WatchFilter(NamedTuple):
