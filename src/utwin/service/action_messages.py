@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from utwin.digitwin.action_model import Action, ActionState, Problem
 from utwin.digitwin.channel import Presence
 from utwin.errors import InvalidArgument
@@ -30,8 +32,8 @@ def action_message(action: Action) -> pb.Action:
     return message
 
 
-def _pb_state(state: ActionState) -> pb.ActionState.ValueType:
-    return pb.ActionState.ValueType(state.value)  # numbered alike
+def _pb_state(state: ActionState) -> pb.ActionState:
+    return cast(pb.ActionState, state.value)  # numbered alike
 
 
 def problem_message(problem: Problem) -> pb.Problem:
