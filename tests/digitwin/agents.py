@@ -17,7 +17,7 @@ S = pb.ActionState
 
 
 def action_td(thing_id: str = "urn:dev:thermo-1") -> dict[str, Any]:
-    """A thermostat TD with actions: unsafe `setTarget` (input schema), `reboot`, safe `identify`, strict `calibrate`."""
+    """A TD with actions: `setTarget` (input schema), `reboot`, safe `identify`, strict `calibrate`."""
     td = thing_td(thing_id)
     td["actions"] = {
         "setTarget": {

@@ -1,4 +1,4 @@
-"""Actions through a real server: queueing, delivery over the agent channel, expiry, policies, cancel, limits."""
+"""Actions through a real server: queueing, delivery to agents, expiry, policies, cancel, limits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
 
 
 def test_offline_agent_receives_queued_actions_in_order_on_connect(stub: pb_grpc.DigiTwinStub) -> None:
-    """Actions invoked while the agent is away reach it on connect, oldest first, and ack makes them delivered."""
+    """Actions invoked while the agent is away reach it on connect, oldest first; ack: delivered."""
     twin_id = register(stub, action_td())
     first = invoke(stub, twin_id, "setTarget", {"target": 20})
     second = invoke(stub, twin_id, "reboot")
@@ -107,7 +107,7 @@ def test_new_request_replaces_a_pending_one(stub: pb_grpc.DigiTwinStub) -> None:
 
 
 def test_new_request_is_refused_while_one_runs(stub: pb_grpc.DigiTwinStub) -> None:
-    """While an unsafe action is delivered or running, another of its name gets FAILED_PRECONDITION naming it."""
+    """While an unsafe action is delivered, another of its name gets FAILED_PRECONDITION naming it."""
     twin_id = register(stub, action_td())
     agent = connected(stub, twin_id)
     running = invoke(stub, twin_id, "reboot")
@@ -215,7 +215,7 @@ def test_second_channel_replaces_the_first(stub: pb_grpc.DigiTwinStub) -> None:
 
 
 def test_invalid_input_is_refused_and_nothing_stored(stub: pb_grpc.DigiTwinStub) -> None:
-    """Unknown names and inputs breaking the schema get INVALID_ARGUMENT naming the field; nothing is queued."""
+    """Unknown names and inputs breaking the schema get INVALID_ARGUMENT; nothing is queued."""
     twin_id = register(stub, action_td())
     refusals = [
         status_of(lambda: invoke(stub, twin_id, "explode")),
