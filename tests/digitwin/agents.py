@@ -35,6 +35,23 @@ def action_td(thing_id: str = "urn:dev:thermo-1") -> dict[str, Any]:
     return td
 
 
+def writable_td(thing_id: str = "urn:dev:thermo-1") -> dict[str, Any]:
+    """The action TD with a read-only `temperature` and a writable `target` (a number)."""
+    td = action_td(thing_id)
+    td["properties"]["temperature"]["readOnly"] = True
+    td["properties"]["target"] = {"type": "number", "forms": [{"href": "/props/target"}]}
+    return td
+
+
+def write(
+    stub: pb_grpc.DigiTwinStub, twin_id: str, name: str, value: Any, expected_version: int | None = None
+) -> pb.DesiredValue:
+    request = pb.WritePropertyRequest(twin_id=twin_id, name=name, value_json=json.dumps(value))
+    if expected_version is not None:
+        request.expected_version = expected_version
+    return stub.WriteProperty(request, timeout=TIMEOUT_S).desired
+
+
 def invoke(
     stub: pb_grpc.DigiTwinStub, twin_id: str, name: str, value: Any = None, expiry_ms: int = 0
 ) -> pb.Action:
@@ -82,6 +99,10 @@ class Agent:
         if error is not None:
             update.error.CopyFrom(error)
         self._outgoing.put(pb.AgentMessage(update=update))
+
+    def ack_write(self, desired: pb.DesiredValue) -> None:
+        ack = pb.WriteAck(twin_id=desired.twin_id, name=desired.name, version=desired.version)
+        self._outgoing.put(pb.AgentMessage(write_ack=ack))
 
     def close(self) -> None:
         self._outgoing.put(None)

@@ -52,6 +52,7 @@ from utwin.digitwin.channel import (
     encode_last_seen,
     presence_key,
 )
+from utwin.digitwin.desired import DesiredValues
 from utwin.digitwin.ids import TwinId, check_part, parse_twin_id
 from utwin.digitwin.locks import TwinLocks
 from utwin.digitwin.schema import check_value
@@ -100,6 +101,7 @@ class ActionQueue:
         self._hub = hub
         self._settings = settings
         self.channels = AgentChannels({})
+        self.desired = DesiredValues(store, locks, hub, self.channels)
         self._last_id = 0
         # (expires_ms, action id, twin) of actions that were pending when noted; stale entries are skipped.
         self._expiries: list[tuple[int, str, TwinId]] = []
@@ -370,12 +372,14 @@ class ActionQueue:
     # -- agents --------------------------------------------------------------
 
     async def connect(self, agent: str, now_ms: int) -> AgentChannel:
-        """Open the agent's channel (ending an older one) and queue its twins' pending actions in order."""
+        """Open the agent's channel; queue unacknowledged desired values, then actions."""
         check_part(agent, "agent")
         channel, replaced = self.channels.open(agent, now_ms)
         await self._store.write([(presence_key(agent), encode_last_seen(now_ms))])
         if replaced is None:
             await self._announce_presence(agent)
+        for desired in await self.desired.unacknowledged_of_agent(agent):
+            channel.send(Instruction(write=desired))
         prefix = agent_actions_prefix(records.encode_part(agent))
         pending = [
             action

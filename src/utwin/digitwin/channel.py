@@ -16,6 +16,7 @@ from collections import deque
 from typing import NamedTuple
 
 from utwin.digitwin.action_model import Action
+from utwin.digitwin.model import Desired
 from utwin.digitwin.records import decode_part, encode_part
 from utwin.store import keys as store_keys
 
@@ -30,10 +31,11 @@ class Presence(NamedTuple):
 
 
 class Instruction(NamedTuple):
-    """One thing for the agent to do: perform `action`, or cancel `cancel_id`."""
+    """One thing for the agent to do: perform `action`, cancel `cancel_id`, or apply `write`."""
 
     action: Action | None = None
     cancel_id: str = ""
+    write: Desired | None = None
 
 
 def presence_key(agent: str) -> bytes:

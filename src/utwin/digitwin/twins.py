@@ -191,6 +191,7 @@ class DigiTwin:
             ops += [(value_key, None) async for value_key, _ in self._store.scan(records.values_prefix(twin))]
             ops += BridgeIndex.rebind_ops(twin, bindings, ())
             ops += await self.actions.deletion_ops(twin)
+            ops += await self.actions.desired.deletion_ops(twin)
             await self._store.write(ops)
             self._bridge.rebind(twin, bindings, ())
             self._cache.drop(twin)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from utwin.digitwin.action_model import Action
 from utwin.digitwin.channel import Presence
 from utwin.digitwin.ids import TwinId
-from utwin.digitwin.model import Value
+from utwin.digitwin.model import Desired, Value
 
 
 class ChangeKind(enum.IntEnum):
@@ -28,6 +28,7 @@ class ChangeKind(enum.IntEnum):
     TD_DELETED = 4
     ACTION = 5  # an action changed state
     PRESENCE = 6  # the twin's agent connected or disconnected
+    DESIRED = 7  # a desired property value was written or acknowledged
 
 
 class Change(NamedTuple):
@@ -42,6 +43,7 @@ class Change(NamedTuple):
     current_state: bool = False
     action: Action | None = None
     presence: Presence | None = None
+    desired: Desired | None = None
 
 
 class WatchFilter(NamedTuple):

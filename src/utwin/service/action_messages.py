@@ -6,6 +6,8 @@ from typing import cast
 
 from utwin.digitwin.action_model import Action, ActionState, Problem
 from utwin.digitwin.channel import Presence
+from utwin.digitwin.desired import Delta
+from utwin.digitwin.model import Desired
 from utwin.errors import InvalidArgument
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
@@ -49,6 +51,29 @@ def action_state(number: int, field: str) -> ActionState:
         return ActionState(number)
     except ValueError:
         raise InvalidArgument(f"{field}: {number} is not an action state") from None
+
+
+def desired_message(desired: Desired) -> pb.DesiredValue:
+    return pb.DesiredValue(
+        twin_id=desired.twin.text,
+        name=desired.name,
+        value_json=desired.value_json,
+        version=desired.version,
+        set_ms=desired.set_ms,
+        acknowledged_version=desired.acknowledged_version,
+    )
+
+
+def delta_message(delta: Delta) -> pb.PropertyDelta:
+    desired, reported = delta.desired, delta.reported
+    return pb.PropertyDelta(
+        name=desired.name,
+        desired_json=desired.value_json,
+        desired_version=desired.version,
+        reported_json="" if reported is None else reported.json,
+        reported_version=desired.acknowledged_version,
+        reported_ms=0 if reported is None else reported.timestamp_ms,
+    )
 
 
 def presence_message(presence: Presence) -> pb.Presence:

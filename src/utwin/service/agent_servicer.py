@@ -16,11 +16,17 @@ from typing import Any
 import grpc
 
 from utwin import uuid
-from utwin.digitwin import DigiTwin
+from utwin.digitwin import DigiTwin, ValueKind, parse_twin_id
 from utwin.digitwin.actions import ActionQuery
 from utwin.digitwin.channel import AgentChannel
 from utwin.errors import Aborted, InvalidArgument, ResourceExhausted
-from utwin.service.action_messages import action_message, action_state, problem_of
+from utwin.service.action_messages import (
+    action_message,
+    action_state,
+    delta_message,
+    desired_message,
+    problem_of,
+)
 from utwin.service.authorize import Authorizer
 from utwin.store import Durable
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
@@ -33,7 +39,9 @@ class AgentServicer:
     def __init__(
         self, twins: DigiTwin, sync: Durable | None, access: Authorizer, caller: Callable[[Context], str]
     ) -> None:
+        self._twins = twins
         self._actions = twins.actions
+        self._desired = twins.actions.desired
         self._sync = sync
         self._access = access
         self._caller = caller
@@ -81,6 +89,32 @@ class AgentServicer:
         actions, token = await self._actions.query_actions(query)
         return pb.QueryActionsResponse(actions=[action_message(a) for a in actions], next_page_token=token)
 
+    async def write_property(
+        self, request: pb.WritePropertyRequest, context: Context
+    ) -> pb.WritePropertyResponse:
+        self._access.check_operate(request.twin_id, "WriteProperty")
+        expected = request.expected_version if request.HasField("expected_version") else None
+        desired = await self._desired.write(
+            request.twin_id, request.name, request.value_json, expected, uuid.now_ms()
+        )
+        await self._acknowledge()
+        return pb.WritePropertyResponse(desired=desired_message(desired))
+
+    async def read_desired(self, request: pb.ReadDesiredRequest, context: Context) -> pb.ReadDesiredResponse:
+        self._access.check_view(request.twin_id, "ReadDesired")
+        twin = parse_twin_id(request.twin_id)
+        reported = await self._twins.read_values(request.twin_id, ValueKind.PROPERTY, [])
+        await self._access.readable_values(request.twin_id, ValueKind.PROPERTY, reported)
+        desired = await self._desired.of_twin(twin)
+        response = pb.ReadDesiredResponse(
+            desired=[desired_message(item) for item in desired],
+            delta=[delta_message(item) for item in self._desired.delta(desired, reported)],
+        )
+        for name, value in reported.items():
+            response.reported[name].json = value.json
+            response.reported[name].timestamp_ms = value.timestamp_ms
+        return response
+
     async def connect(
         self, requests: AsyncIterator[pb.AgentMessage], context: Context
     ) -> AsyncIterator[pb.AgentInstruction]:
@@ -97,7 +131,9 @@ class AgentServicer:
                     break
                 for instruction in instructions:
                     action = instruction.action
-                    if action is None:
+                    if instruction.write is not None:
+                        yield pb.AgentInstruction(write=desired_message(instruction.write))
+                    elif action is None:
                         yield pb.AgentInstruction(
                             cancel=pb.CancelInstruction(action_id=instruction.cancel_id)
                         )
@@ -144,8 +180,11 @@ class AgentServicer:
                     await self._actions.report(
                         agent, update.action_id, state, update.output_json, error, now_ms
                     )
+                elif which == "write_ack":
+                    ack = message.write_ack
+                    await self._desired.acknowledge(agent, ack.twin_id, ack.name, ack.version)
                 else:
-                    raise InvalidArgument("message: empty; send ack or update")
+                    raise InvalidArgument("message: empty; send ack, update or write_ack")
                 await self._acknowledge()
         except Exception as error:
             failure.append(error)
@@ -157,6 +196,8 @@ class AgentServicer:
             "CancelAction": _unary(self.cancel_action, pb.CancelActionRequest),
             "QueryAction": _unary(self.query_action, pb.QueryActionRequest),
             "QueryActions": _unary(self.query_actions, pb.QueryActionsRequest),
+            "WriteProperty": _unary(self.write_property, pb.WritePropertyRequest),
+            "ReadDesired": _unary(self.read_desired, pb.ReadDesiredRequest),
             "Connect": grpc.stream_stream_rpc_method_handler(
                 self.connect,
                 request_deserializer=pb.AgentMessage.FromString,

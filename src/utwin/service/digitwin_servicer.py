@@ -36,7 +36,7 @@ from utwin.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from utwin.security.guard import Guard
 from utwin.security.policy import TwinAction
 from utwin.service import wire
-from utwin.service.action_messages import action_message, presence_message
+from utwin.service.action_messages import action_message, desired_message, presence_message
 from utwin.service.agent_servicer import AgentServicer
 from utwin.service.auth import current_principal
 from utwin.service.authorize import Authorizer
@@ -65,6 +65,7 @@ _KIND_TO_PB = {
     ChangeKind.TD_DELETED: pb.CHANGE_KIND_TD_DELETED,
     ChangeKind.ACTION: pb.CHANGE_KIND_ACTION,
     ChangeKind.PRESENCE: pb.CHANGE_KIND_PRESENCE,
+    ChangeKind.DESIRED: pb.CHANGE_KIND_DESIRED,
 }
 _KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
 
@@ -146,6 +147,8 @@ def _frame(change: Change) -> bytes:
         message.action.CopyFrom(action_message(change.action))
     if change.presence is not None:
         message.presence.CopyFrom(presence_message(change.presence))
+    if change.desired is not None:
+        message.desired.CopyFrom(desired_message(change.desired))
     return wire.length_delimited(_CHANGES_TAG, message.SerializeToString())
 
 

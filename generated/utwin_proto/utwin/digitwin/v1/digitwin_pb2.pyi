@@ -33,6 +33,7 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_KIND_TD_DELETED: _ClassVar[ChangeKind]
     CHANGE_KIND_ACTION: _ClassVar[ChangeKind]
     CHANGE_KIND_PRESENCE: _ClassVar[ChangeKind]
+    CHANGE_KIND_DESIRED: _ClassVar[ChangeKind]
 ACTION_STATE_UNSPECIFIED: ActionState
 ACTION_STATE_PENDING: ActionState
 ACTION_STATE_DELIVERED: ActionState
@@ -51,6 +52,90 @@ CHANGE_KIND_TD_UPDATED: ChangeKind
 CHANGE_KIND_TD_DELETED: ChangeKind
 CHANGE_KIND_ACTION: ChangeKind
 CHANGE_KIND_PRESENCE: ChangeKind
+CHANGE_KIND_DESIRED: ChangeKind
+
+class WritePropertyRequest(_message.Message):
+    __slots__ = ("twin_id", "name", "value_json", "expected_version")
+    TWIN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    twin_id: str
+    name: str
+    value_json: str
+    expected_version: int
+    def __init__(self, twin_id: _Optional[str] = ..., name: _Optional[str] = ..., value_json: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class DesiredValue(_message.Message):
+    __slots__ = ("twin_id", "name", "value_json", "version", "set_ms", "acknowledged_version")
+    TWIN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SET_MS_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    twin_id: str
+    name: str
+    value_json: str
+    version: int
+    set_ms: int
+    acknowledged_version: int
+    def __init__(self, twin_id: _Optional[str] = ..., name: _Optional[str] = ..., value_json: _Optional[str] = ..., version: _Optional[int] = ..., set_ms: _Optional[int] = ..., acknowledged_version: _Optional[int] = ...) -> None: ...
+
+class WritePropertyResponse(_message.Message):
+    __slots__ = ("desired",)
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    desired: DesiredValue
+    def __init__(self, desired: _Optional[_Union[DesiredValue, _Mapping]] = ...) -> None: ...
+
+class ReadDesiredRequest(_message.Message):
+    __slots__ = ("twin_id",)
+    TWIN_ID_FIELD_NUMBER: _ClassVar[int]
+    twin_id: str
+    def __init__(self, twin_id: _Optional[str] = ...) -> None: ...
+
+class PropertyDelta(_message.Message):
+    __slots__ = ("name", "desired_json", "desired_version", "reported_json", "reported_version", "reported_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_JSON_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_JSON_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    desired_json: str
+    desired_version: int
+    reported_json: str
+    reported_version: int
+    reported_ms: int
+    def __init__(self, name: _Optional[str] = ..., desired_json: _Optional[str] = ..., desired_version: _Optional[int] = ..., reported_json: _Optional[str] = ..., reported_version: _Optional[int] = ..., reported_ms: _Optional[int] = ...) -> None: ...
+
+class ReadDesiredResponse(_message.Message):
+    __slots__ = ("desired", "reported", "delta")
+    class ReportedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    desired: _containers.RepeatedCompositeFieldContainer[DesiredValue]
+    reported: _containers.MessageMap[str, Value]
+    delta: _containers.RepeatedCompositeFieldContainer[PropertyDelta]
+    def __init__(self, desired: _Optional[_Iterable[_Union[DesiredValue, _Mapping]]] = ..., reported: _Optional[_Mapping[str, Value]] = ..., delta: _Optional[_Iterable[_Union[PropertyDelta, _Mapping]]] = ...) -> None: ...
+
+class WriteAck(_message.Message):
+    __slots__ = ("twin_id", "name", "version")
+    TWIN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    twin_id: str
+    name: str
+    version: int
+    def __init__(self, twin_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Problem(_message.Message):
     __slots__ = ("status", "title", "detail", "type")
@@ -169,12 +254,14 @@ class QueryActionsResponse(_message.Message):
     def __init__(self, actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("ack", "update")
+    __slots__ = ("ack", "update", "write_ack")
     ACK_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ACK_FIELD_NUMBER: _ClassVar[int]
     ack: ActionAck
     update: ActionUpdate
-    def __init__(self, ack: _Optional[_Union[ActionAck, _Mapping]] = ..., update: _Optional[_Union[ActionUpdate, _Mapping]] = ...) -> None: ...
+    write_ack: WriteAck
+    def __init__(self, ack: _Optional[_Union[ActionAck, _Mapping]] = ..., update: _Optional[_Union[ActionUpdate, _Mapping]] = ..., write_ack: _Optional[_Union[WriteAck, _Mapping]] = ...) -> None: ...
 
 class ActionAck(_message.Message):
     __slots__ = ("action_id",)
@@ -195,12 +282,14 @@ class ActionUpdate(_message.Message):
     def __init__(self, action_id: _Optional[str] = ..., state: _Optional[_Union[ActionState, str]] = ..., output_json: _Optional[str] = ..., error: _Optional[_Union[Problem, _Mapping]] = ...) -> None: ...
 
 class AgentInstruction(_message.Message):
-    __slots__ = ("action", "cancel")
+    __slots__ = ("action", "cancel", "write")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
     action: Action
     cancel: CancelInstruction
-    def __init__(self, action: _Optional[_Union[Action, _Mapping]] = ..., cancel: _Optional[_Union[CancelInstruction, _Mapping]] = ...) -> None: ...
+    write: DesiredValue
+    def __init__(self, action: _Optional[_Union[Action, _Mapping]] = ..., cancel: _Optional[_Union[CancelInstruction, _Mapping]] = ..., write: _Optional[_Union[DesiredValue, _Mapping]] = ...) -> None: ...
 
 class CancelInstruction(_message.Message):
     __slots__ = ("action_id",)
@@ -375,7 +464,7 @@ class WatchRequest(_message.Message):
     def __init__(self, twin_ids: _Optional[_Iterable[str]] = ..., agent_id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[_Union[ChangeKind, str]]] = ..., include_current_state: _Optional[bool] = ...) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("kind", "twin_id", "agent_id", "thing_id", "name", "value", "td_json", "current_state", "action", "presence")
+    __slots__ = ("kind", "twin_id", "agent_id", "thing_id", "name", "value", "td_json", "current_state", "action", "presence", "desired")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TWIN_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +475,7 @@ class Change(_message.Message):
     CURRENT_STATE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
     kind: ChangeKind
     twin_id: str
     agent_id: str
@@ -396,7 +486,8 @@ class Change(_message.Message):
     current_state: bool
     action: Action
     presence: Presence
-    def __init__(self, kind: _Optional[_Union[ChangeKind, str]] = ..., twin_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., thing_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., td_json: _Optional[str] = ..., current_state: _Optional[bool] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ...) -> None: ...
+    desired: DesiredValue
+    def __init__(self, kind: _Optional[_Union[ChangeKind, str]] = ..., twin_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., thing_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., td_json: _Optional[str] = ..., current_state: _Optional[bool] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., presence: _Optional[_Union[Presence, _Mapping]] = ..., desired: _Optional[_Union[DesiredValue, _Mapping]] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
     __slots__ = ("changes", "subscribed")

@@ -104,6 +104,16 @@ class DigiTwinStub:
                 request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentMessage.SerializeToString,
                 response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentInstruction.FromString,
                 _registered_method=True)
+        self.WriteProperty = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/WriteProperty',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyResponse.FromString,
+                _registered_method=True)
+        self.ReadDesired = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/ReadDesired',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredResponse.FromString,
+                _registered_method=True)
 
 
 class DigiTwinServicer:
@@ -214,6 +224,23 @@ class DigiTwinServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteProperty(self, request, context):
+        """Ask for a writable property's new value: it becomes the twin's desired
+        value (versioned) and is handed to the agent like an action. Needs the
+        operator role (or above) on the twin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadDesired(self, request, context):
+        """Desired values with their versions, the reported values, and the delta
+        between them; an agent starting up reads its last known configuration here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DigiTwinServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +313,16 @@ def add_DigiTwinServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentMessage.FromString,
                     response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentInstruction.SerializeToString,
+            ),
+            'WriteProperty': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteProperty,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyResponse.SerializeToString,
+            ),
+            'ReadDesired': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadDesired,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -666,6 +703,60 @@ class DigiTwin:
             '/utwin.digitwin.v1.DigiTwin/Connect',
             utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentMessage.SerializeToString,
             utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentInstruction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteProperty(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/WriteProperty',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDesired(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/ReadDesired',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredResponse.FromString,
             options,
             channel_credentials,
             insecure,
