@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import grpc
 
 from tests.digitwin.agents import Agent, connected, invoke, writable_td, write
@@ -77,4 +80,25 @@ def test_unacknowledged_desired_values_come_first_on_connect(stub: pb_grpc.DigiT
     assert (("target", 1), action.action_id) == (
         (first.write.name, first.write.version),
         second.action.action_id,
+    )
+
+
+def test_twin_td_names_the_operations(stub: pb_grpc.DigiTwinStub) -> None:
+    """The twin TD's actions and writable properties carry forms naming the service's operations."""
+    twin_id = register(stub, writable_td())
+    twin_td = json.loads(stub.GetThing(pb.GetThingRequest(twin_id=twin_id), timeout=TIMEOUT_S).thing.td_json)
+
+    def ops(affordance: dict[str, Any]) -> set[str]:
+        return {op for form in affordance["forms"] for op in form["op"]}
+
+    assert (
+        "grpc:utwin.digitwin.v1.DigiTwin/",
+        {"invokeaction", "queryaction", "cancelaction"},
+        True,
+        False,
+    ) == (
+        twin_td["base"],
+        ops(twin_td["actions"]["reboot"]),
+        "writeproperty" in ops(twin_td["properties"]["target"]),
+        "writeproperty" in ops(twin_td["properties"]["temperature"]),
     )
