@@ -375,12 +375,21 @@ class ActionQueue:
         """Open the agent's channel; queue unacknowledged desired values, then actions."""
         check_part(agent, "agent")
         channel, replaced = self.channels.open(agent, now_ms)
-        await self._store.write([(presence_key(agent), encode_last_seen(now_ms))])
-        if replaced is None:
-            await self._announce_presence(agent)
-        for desired in await self.desired.unacknowledged_of_agent(agent):
+        try:
+            await self._store.write([(presence_key(agent), encode_last_seen(now_ms))])
+            if replaced is None:
+                await self._announce_presence(agent)
+            await self._catch_up(channel, now_ms)
+        except BaseException:
+            await self.disconnect(channel, now_ms)  # a channel that failed to open is no presence
+            raise
+        return channel
+
+    async def _catch_up(self, channel: AgentChannel, now_ms: int) -> None:
+        """Queue what waited for the agent: unacknowledged desired values, then pending actions in order."""
+        for desired in await self.desired.unacknowledged_of_agent(channel.agent):
             channel.send(Instruction(write=desired))
-        prefix = agent_actions_prefix(records.encode_part(agent))
+        prefix = agent_actions_prefix(records.encode_part(channel.agent))
         pending = [
             action
             async for _, record in self._store.scan(prefix)
@@ -392,7 +401,6 @@ class ActionQueue:
             else:
                 channel.send(Instruction(action))
         channel.end_catch_up()
-        return channel
 
     async def disconnect(self, channel: AgentChannel, now_ms: int) -> None:
         if self.channels.close(channel, now_ms):
