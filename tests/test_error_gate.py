@@ -18,6 +18,7 @@ from tests.messages import publish, uuri
 from tests.servers import ServerThread
 from utwin.errors import StoreError, Unavailable
 from utwin.service import ingest_servicer
+from utwin.service.digitwin_servicer import agent_metadata
 from utwin.service.server import SERVED_SERVICES
 from utwin.service.status import INTERNAL_DETAIL, LOG_INTERVAL_S
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2_grpc
@@ -33,6 +34,7 @@ NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 # What a method answers bytes that are not its request, where that is not INVALID_ARGUMENT:
 # SetLastMessage answers in its UStatus (gRPC OK), as uProtocol defines; an ingest frame is
 # decoded as a list of messages, each then checked (and rejected) on its own.
+CONNECT_PATH = "/utwin.digitwin.v1.DigiTwin/Connect"
 UNDECODABLE_ANSWERS = {
     "/uprotocol.core.utwin.v2.uTwin/SetLastMessage": {grpc.StatusCode.OK},
     "/utwin.v1.Ingest/Publish": {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK},
@@ -112,7 +114,9 @@ def _call(
             stream = channel.unary_stream(path, request_serializer=_identity, response_deserializer=_identity)
             return grpc.StatusCode.OK, "", list(stream(raw, timeout=STREAM_TIMEOUT_S))
         both = channel.stream_stream(path, request_serializer=_identity, response_deserializer=_identity)
-        return grpc.StatusCode.OK, "", list(both(iter([raw]), timeout=STREAM_TIMEOUT_S))
+        # The agent channel checks who the agent is before it reads a message: name one.
+        metadata = agent_metadata("garbage-agent") if path == CONNECT_PATH else None
+        return grpc.StatusCode.OK, "", list(both(iter([raw]), metadata=metadata, timeout=STREAM_TIMEOUT_S))
     except grpc.RpcError as error:
         failed = cast(grpc.Call, error)
         return failed.code(), failed.details() or "", []

@@ -2,6 +2,7 @@
 
     python tools/bench.py [--rounds 3] [--seconds 2] [--durability process|power]
     python tools/bench.py digitwin [...]     the DigiTwin benchmark (tools/bench_digitwin.py)
+    python tools/bench.py actions [...]      queued actions and invoke latency (tools/bench_actions.py)
     python tools/bench.py federation [...]   the federation benchmark (tools/bench_federation.py)
     python tools/bench.py fairness [...]     unary calls beside a full-speed ingest stream (bench_ingest.py)
     python tools/bench.py new-topics [...]   ingest of new topics against updates (bench_ingest.py)
@@ -53,6 +54,7 @@ START_TIMEOUT_S = 30.0
 # Other benchmarks, by first argument: the module in tools/ that runs them.
 OTHER_SUITES = {
     "digitwin": "bench_digitwin",
+    "actions": "bench_actions",
     "federation": "bench_federation",
     "fairness": "bench_ingest",
     "new-topics": "bench_ingest",

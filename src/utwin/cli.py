@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from utwin import __version__
+from utwin.cli_agent import add_agent_command
 from utwin.cli_options import (
     AGENT_ENVIRONMENT_TEXT,
     CLIENT_ENVIRONMENT_TEXT,
@@ -64,6 +65,7 @@ _COMMANDS = {
     "wait": "utwin.cli_utwin:run_wait",
     "load": "utwin.cli_load:run_load",
     "things": "utwin.cli_things:run_things",
+    "agent": "utwin.cli_agent:run_agent",
     "certs": "utwin.cli_security:run_certs",
     "token": "utwin.cli_security:run_token",
 }
@@ -197,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument("--quiet", "-q", action="store_true", help="print nothing when serving")
 
     add_things_command(commands)
+    add_agent_command(commands)
     add_security_commands(commands)
     return parser
 

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from utwin.service.digitwin_client import DigiTwinClient
     from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
-# The CLI's names of the change kinds, in ChangeKind's order (1..4) in digitwin.proto.
-CHANGE_KINDS = ("property", "event", "td-updated", "td-deleted")
+# The CLI's names of the change kinds, in ChangeKind's order (1..7) in digitwin.proto.
+CHANGE_KINDS = ("property", "event", "td-updated", "td-deleted", "action", "presence", "desired")
+_ACTING = frozenset({"invoke", "actions", "cancel", "write", "desired"})
 
 
 def add_things_command(commands: SubCommands) -> None:
@@ -93,6 +94,10 @@ def add_things_command(commands: SubCommands) -> None:
     delete = action("delete", "delete a twin")
     delete.add_argument("twin_id", metavar="TWIN_ID")
 
+    from utwin.cli_agent import add_acting_commands
+
+    add_acting_commands(actions, action)
+
 
 def _parse_values(pairs: list[str]) -> dict[str, str]:
     values: dict[str, str] = {}
@@ -146,6 +151,16 @@ def change_as_dict(change: pb.Change) -> dict[str, Any]:
         entry.update(value_as_dict(change.value))
     if change.td_json:
         entry["td"] = json_value(change.td_json)
+    if change.HasField("action"):
+        from utwin.cli_agent import action_as_dict
+
+        entry["action"] = action_as_dict(change.action)
+    if change.HasField("presence"):
+        entry["online"] = change.presence.online
+    if change.HasField("desired"):
+        from utwin.cli_agent import desired_as_dict
+
+        entry["desired"] = desired_as_dict(change.desired)
     entry["current_state"] = change.current_state
     return entry
 
@@ -160,6 +175,8 @@ def thing_as_dict(thing: pb.Thing) -> dict[str, Any]:
         "types": types if isinstance(types, list) else [types],
         "title": td.get("title", "") if isinstance(td, dict) else "",
         **time_fields("updated", thing.updated_ms),
+        "online": thing.presence.online,
+        **time_fields("last_seen", thing.presence.last_seen_ms),
     }
 
 
@@ -196,6 +213,10 @@ def run_things(options: argparse.Namespace) -> int:
     credentials = credentials_from(options)
     with DigiTwinClient(options.target, options.agent, timeout_of(options), credentials) as client:
         command = options.things_command
+        if command in _ACTING:
+            from utwin.cli_agent import run_acting
+
+            return run_acting(client, options)
         if command == "register":
             print(client.update_thing(_read_td(options.td_file)).twin_id)
         elif command == "publish":

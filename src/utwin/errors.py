@@ -9,6 +9,8 @@ UTwinError                 code: Code (gRPC / uProtocol numbering)
 ├── Unavailable            a peer or the store cannot answer now
 │   ├── StoreLocked        another process holds the data folder
 │   └── StoreStopped       the storage engine stopped accepting writes (they resume on their own)
+├── FailedPrecondition     not in a state for the call (a setting off, an action running)
+├── Aborted                a compare failed (an expected version) or a newer call took over
 ├── DeadlineExceeded       an answer did not come in time
 ├── Unauthenticated        credentials missing, expired, forged or not for this service
 └── StoreError             the storage engine failed (INTERNAL)
@@ -95,6 +97,10 @@ class StoreFull(ResourceExhausted):
 
 class StoreStopped(Unavailable):
     """The storage engine refuses writes after a failure, until the store resumes them."""
+
+
+class Aborted(UTwinError):
+    code = Code.ABORTED
 
 
 class DeadlineExceeded(UTwinError):

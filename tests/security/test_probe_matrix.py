@@ -42,6 +42,7 @@ from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2, peer_pb2
 
 LAMP = twin_id("gateway-1", "urn:dev:lamp").text
 GONE = twin_id("gateway-1", "urn:dev:none").text
+UNKNOWN_ACTION = "01890000-0000-7000-8000-000000000000"
 TOPIC = "up://vehicle-a/1/1/8001"
 ROLES = {
     "viewer": ALICE,
@@ -55,7 +56,7 @@ ROLES = {
 REFUSED = ("none", "expired", "forged", "wrong-audience")
 COLUMNS = ("wrong-ca", *REFUSED, *ROLES, "scoped")
 
-OK, PD, NF = "OK", "PERMISSION_DENIED", "NOT_FOUND"
+OK, PD, NF, IA = "OK", "PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT"
 # Answers of the role columns, in ROLES order then the scoped token (alice, read scope 8002 only).
 VIEW = (OK, OK, OK, OK, OK, PD, PD, OK)
 EVERYONE = (OK,) * 8
@@ -74,6 +75,16 @@ EXPECTED_BY_ROLE: dict[str, tuple[str, ...]] = {
     "/utwin.digitwin.v1.DigiTwin/ReadProperties": VIEW,
     "/utwin.digitwin.v1.DigiTwin/ReadEvents": VIEW,
     "/utwin.digitwin.v1.DigiTwin/Watch": EVERYONE,
+    # Operators and above act on twins; the lamp declares no such action (INVALID_ARGUMENT once allowed).
+    "/utwin.digitwin.v1.DigiTwin/InvokeAction": (PD, IA, IA, IA, IA, PD, PD, PD),
+    # An unknown action id is not found before anything else is known of it.
+    "/utwin.digitwin.v1.DigiTwin/CancelAction": (NF,) * 8,
+    "/utwin.digitwin.v1.DigiTwin/QueryAction": (NF,) * 8,
+    "/utwin.digitwin.v1.DigiTwin/QueryActions": VIEW,
+    # Only the agent opens its channel, and first receives the desired value earlier columns wrote.
+    "/utwin.digitwin.v1.DigiTwin/Connect": (PD, PD, PD, PD, OK, PD, PD, PD),
+    "/utwin.digitwin.v1.DigiTwin/WriteProperty": (PD, OK, OK, OK, OK, PD, PD, PD),
+    "/utwin.digitwin.v1.DigiTwin/ReadDesired": VIEW,
     "/utwin.v1.Admin/GetStats": (PD, PD, PD, OK, PD, PD, PD, PD),
     "/utwin.v1.Admin/Flush": (PD, PD, PD, OK, PD, PD, PD, PD),
     # Admin may ask; this server has no backup_dir, so backups are off.
@@ -107,6 +118,15 @@ def _requests() -> dict[str, Any]:
         "/utwin.digitwin.v1.DigiTwin/ReadProperties": pb.ReadRequest(twin_id=LAMP),
         "/utwin.digitwin.v1.DigiTwin/ReadEvents": pb.ReadRequest(twin_id=LAMP),
         "/utwin.digitwin.v1.DigiTwin/Watch": pb.WatchRequest(twin_ids=[LAMP]),
+        "/utwin.digitwin.v1.DigiTwin/InvokeAction": pb.InvokeActionRequest(twin_id=LAMP, name="reboot"),
+        "/utwin.digitwin.v1.DigiTwin/CancelAction": pb.CancelActionRequest(action_id=UNKNOWN_ACTION),
+        "/utwin.digitwin.v1.DigiTwin/QueryAction": pb.QueryActionRequest(action_id=UNKNOWN_ACTION),
+        "/utwin.digitwin.v1.DigiTwin/QueryActions": pb.QueryActionsRequest(twin_id=LAMP),
+        "/utwin.digitwin.v1.DigiTwin/Connect": [pb.AgentMessage()],
+        "/utwin.digitwin.v1.DigiTwin/WriteProperty": pb.WritePropertyRequest(
+            twin_id=LAMP, name="level", value_json="3"
+        ),
+        "/utwin.digitwin.v1.DigiTwin/ReadDesired": pb.ReadDesiredRequest(twin_id=LAMP),
         "/utwin.v1.Admin/GetStats": None,
         "/utwin.v1.Admin/Backup": admin_pb2.BackupRequest(name="probe"),
         "/utwin.v1.Admin/Flush": admin_pb2.FlushRequest(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+from utwin.digitwin.ids import TwinId
+
 
 class ValueKind(bytes, enum.Enum):
     """What a stored value is; the enum value is its key byte in the store.
@@ -41,6 +43,21 @@ class Value(NamedTuple):
     def replaces(self, held: Value | None) -> bool:
         """Whether this value is newer than the held one: later timestamp, ties broken by id."""
         return held is None or (self.timestamp_ms, self.tie_id) > (held.timestamp_ms, held.tie_id)
+
+
+class Desired(NamedTuple):
+    """A property value asked for by a user (WriteProperty), versioned per property."""
+
+    twin: TwinId
+    name: str
+    value_json: str
+    version: int
+    set_ms: int
+    acknowledged_version: int = 0
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_version >= self.version
 
 
 class Binding(NamedTuple):

@@ -26,7 +26,17 @@ _PROPERTY_FORMS = [
     {"href": f"grpc:{SERVICE}/ReadProperties", "op": ["readproperty"], "contentType": "application/json"},
     {"href": f"grpc:{SERVICE}/Watch", "op": ["observeproperty", "unobserveproperty"]},
 ]
+_WRITE_FORM = {
+    "href": f"grpc:{SERVICE}/WriteProperty",
+    "op": ["writeproperty"],
+    "contentType": "application/json",
+}
 _EVENT_FORMS = [{"href": f"grpc:{SERVICE}/Watch", "op": ["subscribeevent", "unsubscribeevent"]}]
+_ACTION_FORMS = [
+    {"href": f"grpc:{SERVICE}/InvokeAction", "op": ["invokeaction"], "contentType": "application/json"},
+    {"href": f"grpc:{SERVICE}/QueryAction", "op": ["queryaction"]},
+    {"href": f"grpc:{SERVICE}/CancelAction", "op": ["cancelaction"]},
+]
 _THING_FORMS = [
     {
         "href": f"grpc:{SERVICE}/ReadProperties",
@@ -34,6 +44,7 @@ _THING_FORMS = [
         "contentType": "application/json",
     },
     {"href": f"grpc:{SERVICE}/Watch", "op": ["observeallproperties", "subscribeallevents"]},
+    {"href": f"grpc:{SERVICE}/QueryActions", "op": ["queryallactions"]},
 ]
 
 
@@ -137,6 +148,8 @@ def _twin_affordances(affordances: dict[str, dict[str, Any]], forms: list[dict[s
     for name, affordance in affordances.items():
         copy = {key: value for key, value in affordance.items() if key not in ("forms", TOPIC_FIELD)}
         copy["forms"] = [dict(form) for form in forms]
+        if forms is _PROPERTY_FORMS and affordance.get("readOnly") is not True:
+            copy["forms"].append(dict(_WRITE_FORM))
         rewritten[name] = copy
     return rewritten
 
@@ -149,6 +162,7 @@ def twin_td_json(parsed: ParsedTd, twin: TwinId) -> str:
         if key not in ("base", "forms", "security", "securityDefinitions", *_AFFORDANCE_MAPS)
     }
     document["id"] = twin.text
+    document["base"] = f"grpc:{SERVICE}/"
     document["utwin:agent"] = twin.agent
     document["utwin:thingId"] = twin.thing_id
     document["securityDefinitions"] = {
@@ -159,7 +173,11 @@ def twin_td_json(parsed: ParsedTd, twin: TwinId) -> str:
     }
     document["security"] = [_SECURITY_NAME]
     document["forms"] = [dict(form) for form in _THING_FORMS]
-    for member, forms in (("properties", _PROPERTY_FORMS), ("events", _EVENT_FORMS), ("actions", [])):
+    for member, forms in (
+        ("properties", _PROPERTY_FORMS),
+        ("events", _EVENT_FORMS),
+        ("actions", _ACTION_FORMS),
+    ):
         affordances = parsed.document.get(member)
         if affordances:
             document[member] = _twin_affordances(affordances, forms)

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from utwin import uuid
 from utwin.digitwin import directory, records, td
+from utwin.digitwin.actions import ActionQueue, ActionSettings
 from utwin.digitwin.bridge import BridgeIndex, Ops, Target, decode_message, stored_messages
 from utwin.digitwin.directory import ListQuery, ThingEntry
 from utwin.digitwin.ids import TwinId, check_part, parse_twin_id, twin_id
@@ -47,6 +48,7 @@ class Settings(NamedTuple):
     max_loaded: int = 10_000
     watch_buffer: int = 1_000
     max_json_bytes: int = 1 << 20
+    actions: ActionSettings = ActionSettings()
 
 
 class Update(NamedTuple):
@@ -86,6 +88,7 @@ class DigiTwin:
         self._cache = TwinCache(store, self._locks, settings.max_loaded)
         self._bridge = bridge
         self.hub = WatchHub(settings.watch_buffer)
+        self.actions = ActionQueue(store, self._locks, self.hub, settings.actions)
         self._last_arrival_id = 0
         # Bound topics whose last bridging failed: caught up at the next message uTwin stores.
         self._behind: set[Topic] = set()
@@ -94,6 +97,7 @@ class DigiTwin:
     async def open(cls, store: Store, settings: Settings, now_ms: int | None = None) -> DigiTwin:
         """Open the twins in store, first catching the bridge up (see `catch_up_bridge`)."""
         twins = cls(store, settings, await BridgeIndex.load(store))
+        twins.actions = await ActionQueue.open(store, twins.locks, twins.hub, settings.actions)
         try:
             await twins.catch_up_bridge(uuid.now_ms() if now_ms is None else now_ms)
         except Exception:
@@ -186,6 +190,8 @@ class DigiTwin:
             ops: Ops = [(key, None)]
             ops += [(value_key, None) async for value_key, _ in self._store.scan(records.values_prefix(twin))]
             ops += BridgeIndex.rebind_ops(twin, bindings, ())
+            ops += await self.actions.deletion_ops(twin)
+            ops += await self.actions.desired.deletion_ops(twin)
             await self._store.write(ops)
             self._bridge.rebind(twin, bindings, ())
             self._cache.drop(twin)

@@ -14,8 +14,10 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from utwin.digitwin.action_model import Action
+from utwin.digitwin.channel import Presence
 from utwin.digitwin.ids import TwinId
-from utwin.digitwin.model import Value
+from utwin.digitwin.model import Desired, Value
 
 
 class ChangeKind(enum.IntEnum):
@@ -24,6 +26,9 @@ class ChangeKind(enum.IntEnum):
     EVENT = 2
     TD_UPDATED = 3
     TD_DELETED = 4
+    ACTION = 5  # an action changed state
+    PRESENCE = 6  # the twin's agent connected or disconnected
+    DESIRED = 7  # a desired property value was written or acknowledged
 
 
 class Change(NamedTuple):
@@ -36,6 +41,9 @@ class Change(NamedTuple):
     value: Value | None = None
     td_json: str = ""
     current_state: bool = False
+    action: Action | None = None
+    presence: Presence | None = None
+    desired: Desired | None = None
 
 
 class WatchFilter(NamedTuple):

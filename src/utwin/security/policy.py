@@ -62,13 +62,14 @@ class TwinAction(enum.StrEnum):
     VIEW = "view"  # get, list, read values, watch
     PUBLISH = "publish"  # publish property values and events
     CONFIGURE = "configure"  # register, update or delete the Thing Description
+    OPERATE = "operate"  # invoke and cancel actions, write properties
 
 
-# Operators may view until the DigiTwin has actions to invoke; agents act on their own twins only.
+# Operators and above act on twins (as in HiveOT); agents act on their own twins only.
 ROLE_ACTIONS: Mapping[Role, frozenset[TwinAction]] = {
     Role.VIEWER: frozenset({TwinAction.VIEW}),
-    Role.OPERATOR: frozenset({TwinAction.VIEW}),
-    Role.MANAGER: frozenset({TwinAction.VIEW, TwinAction.CONFIGURE}),
+    Role.OPERATOR: frozenset({TwinAction.VIEW, TwinAction.OPERATE}),
+    Role.MANAGER: frozenset({TwinAction.VIEW, TwinAction.CONFIGURE, TwinAction.OPERATE}),
     Role.ADMIN: frozenset(TwinAction),
     Role.AGENT: frozenset(TwinAction),
     Role.PEER: frozenset(),

@@ -172,6 +172,17 @@ class Authorizer:
         if self.enforcing:
             self.twin_agent(twin_text, TwinAction.VIEW, method)
 
+    def check_operate(self, twin_text: str, method: str) -> None:
+        """Invoking, cancelling and writing need the operator role (or above) on the twin."""
+        if self.enforcing:
+            self.twin_agent(twin_text, TwinAction.OPERATE, method)
+
+    def connecting_agent(self, header_agent: str, method: str) -> str:
+        """The agent whose channel the caller opens: its own (the header's when not enforcing)."""
+        return (
+            self.guard.agent_of(current_principal(), header_agent, method) if self.enforcing else header_agent
+        )
+
     def visible_things(self, entries: Sequence[ThingEntry]) -> list[ThingEntry]:
         """The listed twins the caller may view (a filter, not a refusal: nothing is logged)."""
         if not self.enforcing:

@@ -104,6 +104,58 @@ class DigiTwinClient:
         )
         return responses
 
+    def invoke_action(self, twin_id: str, name: str, input_json: str = "", expiry_ms: int = 0) -> pb.Action:
+        request = pb.InvokeActionRequest(
+            twin_id=twin_id, name=name, input_json=input_json, expiry_ms=expiry_ms
+        )
+        response: pb.InvokeActionResponse = self._stub.InvokeAction(
+            request, metadata=self._metadata, timeout=self._timeout_s
+        )
+        return response.action
+
+    def cancel_action(self, action_id: str) -> pb.Action:
+        response: pb.CancelActionResponse = self._stub.CancelAction(
+            pb.CancelActionRequest(action_id=action_id), metadata=self._metadata, timeout=self._timeout_s
+        )
+        return response.action
+
+    def query_actions(self, request: pb.QueryActionsRequest) -> Iterator[pb.Action]:
+        """Every matching action of the twin, newest first, page after page."""
+        while True:
+            response: pb.QueryActionsResponse = self._stub.QueryActions(
+                request, metadata=self._metadata, timeout=self._timeout_s
+            )
+            yield from response.actions
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    def write_property(
+        self, twin_id: str, name: str, value_json: str, expected_version: int | None = None
+    ) -> pb.DesiredValue:
+        request = pb.WritePropertyRequest(twin_id=twin_id, name=name, value_json=value_json)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        response: pb.WritePropertyResponse = self._stub.WriteProperty(
+            request, metadata=self._metadata, timeout=self._timeout_s
+        )
+        return response.desired
+
+    def read_desired(self, twin_id: str) -> pb.ReadDesiredResponse:
+        response: pb.ReadDesiredResponse = self._stub.ReadDesired(
+            pb.ReadDesiredRequest(twin_id=twin_id), metadata=self._metadata, timeout=self._timeout_s
+        )
+        return response
+
+    def connect(
+        self, messages: Iterator[pb.AgentMessage], timeout_s: float | None = None
+    ) -> Iterator[pb.AgentInstruction]:
+        """The agent channel: instructions as they come, while `messages` supplies acks and reports."""
+        instructions: Iterator[pb.AgentInstruction] = self._stub.Connect(
+            messages, metadata=self._metadata, timeout=timeout_s
+        )
+        return instructions
+
     def close(self) -> None:
         self._channel.close()
 

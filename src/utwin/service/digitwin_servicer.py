@@ -31,10 +31,13 @@ from utwin.digitwin import (
     parse_twin_id,
     td,
 )
+from utwin.digitwin.channel import Presence
 from utwin.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from utwin.security.guard import Guard
 from utwin.security.policy import TwinAction
 from utwin.service import wire
+from utwin.service.action_messages import action_message, desired_message, presence_message
+from utwin.service.agent_servicer import AgentServicer
 from utwin.service.auth import current_principal
 from utwin.service.authorize import Authorizer
 from utwin.store import Durable
@@ -60,6 +63,9 @@ _KIND_TO_PB = {
     ChangeKind.EVENT: pb.CHANGE_KIND_EVENT,
     ChangeKind.TD_UPDATED: pb.CHANGE_KIND_TD_UPDATED,
     ChangeKind.TD_DELETED: pb.CHANGE_KIND_TD_DELETED,
+    ChangeKind.ACTION: pb.CHANGE_KIND_ACTION,
+    ChangeKind.PRESENCE: pb.CHANGE_KIND_PRESENCE,
+    ChangeKind.DESIRED: pb.CHANGE_KIND_DESIRED,
 }
 _KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
 
@@ -81,13 +87,14 @@ def caller_agent(context: Context) -> str:
     raise PermissionDenied(f"no caller identity: writes need gRPC metadata {AGENT_METADATA_KEY!r} (agent id)")
 
 
-def _thing(entry: ThingEntry) -> pb.Thing:
+def _thing(entry: ThingEntry, presence: Presence) -> pb.Thing:
     return pb.Thing(
         twin_id=entry.twin.text,
         agent_id=entry.twin.agent,
         thing_id=entry.twin.thing_id,
         td_json=entry.td_json,
         updated_ms=entry.updated_ms,
+        presence=presence_message(presence),
     )
 
 
@@ -136,6 +143,12 @@ def _frame(change: Change) -> bytes:
     if change.value is not None:
         message.value.json = change.value.json
         message.value.timestamp_ms = change.value.timestamp_ms
+    if change.action is not None:
+        message.action.CopyFrom(action_message(change.action))
+    if change.presence is not None:
+        message.presence.CopyFrom(presence_message(change.presence))
+    if change.desired is not None:
+        message.desired.CopyFrom(desired_message(change.desired))
     return wire.length_delimited(_CHANGES_TAG, message.SerializeToString())
 
 
@@ -202,7 +215,7 @@ class DigiTwinServicer:
     async def get_thing(self, request: pb.GetThingRequest, context: Context) -> pb.GetThingResponse:
         self._access.check_view(request.twin_id, "GetThing")
         entry = await self._twins.get_thing(request.twin_id, request.original)
-        return pb.GetThingResponse(thing=_thing(entry))
+        return pb.GetThingResponse(thing=_thing(entry, self._presence(entry.twin.agent)))
 
     async def delete_thing(self, request: pb.DeleteThingRequest, context: Context) -> pb.DeleteThingResponse:
         agent = self._agent(context, request.twin_id, TwinAction.CONFIGURE, "DeleteThing")
@@ -220,25 +233,42 @@ class DigiTwinServicer:
         )
         entries, token = await self._twins.list_things(query)
         entries = self._access.visible_things(entries)  # a page may come out shorter
-        return pb.ListThingsResponse(things=[_thing(entry) for entry in entries], next_page_token=token)
+        things = [_thing(entry, self._presence(entry.twin.agent)) for entry in entries]
+        if request.online != pb.ONLINE_FILTER_ANY:
+            if request.online not in (pb.ONLINE_FILTER_ONLINE, pb.ONLINE_FILTER_OFFLINE):
+                raise InvalidArgument(f"online: {request.online} is not an online filter")
+            wanted = request.online == pb.ONLINE_FILTER_ONLINE
+            things = [thing for thing in things if thing.presence.online == wanted]
+        return pb.ListThingsResponse(things=things, next_page_token=token)
+
+    def _presence(self, agent: str) -> Presence:
+        return self._twins.actions.presence(agent)
+
+    def _seen(self, agent: str, now_ms: int) -> None:
+        """Any write of an agent counts as hearing from it."""
+        self._twins.actions.channels.seen(agent, now_ms)
 
     async def publish_properties(
         self, request: pb.PublishPropertiesRequest, context: Context
     ) -> pb.PublishPropertiesResponse:
         updates = {name: _update(value) for name, value in request.values.items()}
         agent = self._agent(context, request.twin_id, TwinAction.PUBLISH, "PublishProperties")
-        ignored = await self._twins.publish_properties(agent, request.twin_id, updates, uuid.now_ms())
+        now_ms = uuid.now_ms()
+        ignored = await self._twins.publish_properties(agent, request.twin_id, updates, now_ms)
         await self._acknowledge()
+        self._seen(agent, now_ms)
         return pb.PublishPropertiesResponse(ignored_older=ignored)
 
     async def publish_event(
         self, request: pb.PublishEventRequest, context: Context
     ) -> pb.PublishEventResponse:
         agent = self._agent(context, request.twin_id, TwinAction.PUBLISH, "PublishEvent")
+        now_ms = uuid.now_ms()
         ignored = await self._twins.publish_event(
-            agent, request.twin_id, request.name, _update(request.value), uuid.now_ms()
+            agent, request.twin_id, request.name, _update(request.value), now_ms
         )
         await self._acknowledge()
+        self._seen(agent, now_ms)
         return pb.PublishEventResponse(ignored_older=ignored)
 
     async def read_properties(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
@@ -295,6 +325,7 @@ class DigiTwinServicer:
             "PublishEvent": _unary(self.publish_event, pb.PublishEventRequest),
             "ReadProperties": _unary(self.read_properties, pb.ReadRequest),
             "ReadEvents": _unary(self.read_events, pb.ReadRequest),
+            **AgentServicer(self._twins, self._sync, self._access, caller_agent).handlers(),
         }
         # Watch responses are assembled from cached serialized changes.
         handlers["Watch"] = grpc.unary_stream_rpc_method_handler(

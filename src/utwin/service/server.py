@@ -52,7 +52,7 @@ SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVIC
 # Streams a caller keeps open as long as it likes: they end UNAVAILABLE when shutdown starts,
 # rather than hold it for the whole grace period. Ingest streams are drained instead.
 _ENDS_AT_SHUTDOWN = {
-    DIGITWIN_SERVICE: ("Watch",),
+    DIGITWIN_SERVICE: ("Watch", "Connect"),
     PEER_LOOKUP_SERVICE: ("Lookup",),
     health.SERVICE_NAME: ("Watch",),
 }
@@ -302,6 +302,8 @@ async def start_server(config: Config) -> RunningServer:
         background.append(
             asyncio.create_task(_keep_store_writable(store.engine, health_servicer, write_stopped))
         )
+    if digitwin is not None:
+        background.append(asyncio.create_task(digitwin.actions.sweep_forever()))
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
     return RunningServer(

@@ -79,6 +79,41 @@ class DigiTwinStub:
                 request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WatchRequest.SerializeToString,
                 response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.InvokeAction = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/InvokeAction',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.InvokeActionRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.InvokeActionResponse.FromString,
+                _registered_method=True)
+        self.CancelAction = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/CancelAction',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.CancelActionRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.CancelActionResponse.FromString,
+                _registered_method=True)
+        self.QueryAction = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/QueryAction',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionResponse.FromString,
+                _registered_method=True)
+        self.QueryActions = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/QueryActions',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionsRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionsResponse.FromString,
+                _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/utwin.digitwin.v1.DigiTwin/Connect',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentMessage.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentInstruction.FromString,
+                _registered_method=True)
+        self.WriteProperty = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/WriteProperty',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyResponse.FromString,
+                _registered_method=True)
+        self.ReadDesired = channel.unary_unary(
+                '/utwin.digitwin.v1.DigiTwin/ReadDesired',
+                request_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredRequest.SerializeToString,
+                response_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredResponse.FromString,
+                _registered_method=True)
 
 
 class DigiTwinServicer:
@@ -148,6 +183,64 @@ class DigiTwinServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvokeAction(self, request, context):
+        """Ask a twin's device to perform an action: validated against the TD,
+        stored, then handed to the agent when its channel is open (see Connect).
+        Needs the operator role (or above) on the twin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAction(self, request, context):
+        """Cancel an action: at once while pending; the agent is told while it is
+        delivered or running (its report decides the final state).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryAction(self, request, context):
+        """One action by its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryActions(self, request, context):
+        """A twin's actions, newest first, filtered, one page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request_iterator, context):
+        """The agent channel: one per agent (a second one replaces the first, which
+        ends ABORTED). The agent first receives the pending, unexpired actions of
+        its twins in order per twin, then new ones as they are invoked; it
+        acknowledges each by id and reports progress and results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteProperty(self, request, context):
+        """Ask for a writable property's new value: it becomes the twin's desired
+        value (versioned) and is handed to the agent like an action. Needs the
+        operator role (or above) on the twin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadDesired(self, request, context):
+        """Desired values with their versions, the reported values, and the delta
+        between them; an agent starting up reads its last known configuration here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DigiTwinServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +288,41 @@ def add_DigiTwinServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WatchRequest.FromString,
                     response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WatchResponse.SerializeToString,
+            ),
+            'InvokeAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvokeAction,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.InvokeActionRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.InvokeActionResponse.SerializeToString,
+            ),
+            'CancelAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAction,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.CancelActionRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.CancelActionResponse.SerializeToString,
+            ),
+            'QueryAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryAction,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionResponse.SerializeToString,
+            ),
+            'QueryActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryActions,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionsRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionsResponse.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentMessage.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentInstruction.SerializeToString,
+            ),
+            'WriteProperty': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteProperty,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyResponse.SerializeToString,
+            ),
+            'ReadDesired': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadDesired,
+                    request_deserializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredRequest.FromString,
+                    response_serializer=utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +568,195 @@ class DigiTwin:
             '/utwin.digitwin.v1.DigiTwin/Watch',
             utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WatchRequest.SerializeToString,
             utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/InvokeAction',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.InvokeActionRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.InvokeActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/CancelAction',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.CancelActionRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.CancelActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/QueryAction',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/QueryActions',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionsRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.QueryActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/Connect',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentMessage.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.AgentInstruction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteProperty(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/WriteProperty',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.WritePropertyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDesired(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utwin.digitwin.v1.DigiTwin/ReadDesired',
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredRequest.SerializeToString,
+            utwin_dot_digitwin_dot_v1_dot_digitwin__pb2.ReadDesiredResponse.FromString,
             options,
             channel_credentials,
             insecure,
