@@ -19,6 +19,7 @@ from typing import Any
 
 from utwin.errors import InvalidArgument
 from utwin.logs import LogFormat
+from utwin.taps.settings import TapSettings, taps_setting
 from utwin.uri import MAX_AUTHORITY_CHARS
 
 ENV_PREFIX = "UTWIN_"
@@ -148,6 +149,8 @@ class Config:
     policy: Path | None = None
     auth: AuthMode = AuthMode.NONE
     allow_insecure: bool = False
+    # Bus taps: `[[tap]]` tables in the file, mqtt5:// URLs from the environment or flags.
+    tap: tuple[TapSettings, ...] = ()
 
     @property
     def limits(self) -> Limits:
@@ -173,6 +176,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return _peer_table(raw)
         if field_type == "tuple[str, ...]":
             return _address_list(raw)
+        if field_type == "tuple[TapSettings, ...]":
+            return taps_setting(raw)
         if field_type in ("int", int):
             if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ValueError("not a whole number")
