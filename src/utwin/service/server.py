@@ -35,6 +35,7 @@ from utwin.service.status import ErrorGate
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
 from utwin.store import Durable, RocksEngine, RocksStore, TopicStore
+from utwin.taps.mqtt import MqttTap
 from utwin.twin import UTwin
 
 log = logging.getLogger("utwin.server")
@@ -81,6 +82,7 @@ class RunningServer:
     federation: Federation | None = None
     gate: ErrorGate = dataclasses.field(default_factory=ErrorGate)
     security: ServerSecurity | None = None
+    taps: list[MqttTap] = dataclasses.field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -93,6 +95,8 @@ class RunningServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         await self.health.enter_graceful_shutdown()
+        for tap in self.taps:  # first: what they took but did not acknowledge stays with the broker
+            await tap.stop()
         for task in self.background:
             task.cancel()
         for task in self.background:
@@ -306,6 +310,11 @@ async def start_server(config: Config) -> RunningServer:
         background.append(asyncio.create_task(digitwin.actions.sweep_forever()))
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
+    # Taps write as the service itself (no principal): the broker's access control decides who
+    # may publish on the bus, and every publish message on it belongs in the twin.
+    taps = [MqttTap(tap, twin, sync) for tap in config.tap]
+    for tap in taps:
+        await tap.start()
     return RunningServer(
         config,
         server,
@@ -319,6 +328,7 @@ async def start_server(config: Config) -> RunningServer:
         federation,
         gate,
         security,
+        taps,
     )
 
 
