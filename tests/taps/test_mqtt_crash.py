@@ -56,7 +56,7 @@ def tap_settings(broker: Mosquitto) -> dict[str, str]:
 
 
 def test_kill_9_while_storing_loses_nothing_the_broker_delivered(tmp_path: Path, broker: Mosquitto):
-    """Messages queued for the tap's session, utwin killed -9 mid-stream: after a restart every topic holds its newest."""
+    """utwin killed -9 while storing its session's backlog: after a restart every topic holds its newest."""
     data_dir, settings = tmp_path / "data", tap_settings(broker)
     marker = [uuri("crash-marker")]
     publisher = BusPublisher(broker.port)

@@ -73,7 +73,7 @@ def test_newest_message_wins_whatever_the_bus_order(
 def test_malformed_publish_is_counted_acknowledged_and_not_fatal(
     servers: Servers, broker: Mosquitto, publisher: BusPublisher
 ):
-    """A PUBLISH without a UMessage, and a message the twin refuses, are counted and acknowledged; the tap goes on."""
+    """A PUBLISH carrying no UMessage, and a refused message, are counted and acknowledged; the tap lives."""
     server = tapped_server(servers, broker)
     publisher.send_parts(PublishParts("junk/1/0/1/8000", b"x", [("uP", "1"), ("1", "nope")]))
     not_publish = publish(uuri("device3"))
