@@ -19,7 +19,7 @@ read its topic, whatever they may do with the twin.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from utwin.digitwin import Change, ChangeKind, DigiTwin, TwinId, ValueKind, parse_twin_id, td
@@ -114,6 +114,11 @@ class Authorizer:
             else:
                 denied.append(position)
         return denied
+
+    def topic_reader(self, principal: Principal) -> Callable[[Topic], bool]:
+        """Whether the principal may read a topic: a filter of what is shown, so nothing is logged."""
+        policy = self._policy()
+        return lambda topic: policy.may_read(principal, topic)
 
     def write_admission(self, method: str) -> Admit | None:
         """The twin's admission of each written topic for the caller; None when not enforcing."""

@@ -34,8 +34,11 @@ from utwin.service.security import ServerSecurity
 from utwin.service.status import ErrorGate
 from utwin.service.utwin_servicer import SERVICE_NAME as UTWIN_SERVICE
 from utwin.service.utwin_servicer import UTwinServicer
+from utwin.service.watch_servicer import SERVICE_NAME as WATCH_SERVICE
+from utwin.service.watch_servicer import WatchServicer
 from utwin.store import Durable, RocksEngine, RocksStore, TopicStore
 from utwin.taps.mqtt import MqttTap
+from utwin.topic_watch import TopicWatch
 from utwin.twin import UTwin
 
 log = logging.getLogger("utwin.server")
@@ -49,12 +52,20 @@ class HealthStatus(Protocol):
     async def enter_graceful_shutdown(self) -> None: ...
 
 
-SERVED_SERVICES = (UTWIN_SERVICE, INGEST_SERVICE, DIGITWIN_SERVICE, ADMIN_SERVICE, PEER_LOOKUP_SERVICE)
+SERVED_SERVICES = (
+    UTWIN_SERVICE,
+    INGEST_SERVICE,
+    DIGITWIN_SERVICE,
+    ADMIN_SERVICE,
+    PEER_LOOKUP_SERVICE,
+    WATCH_SERVICE,
+)
 # Streams a caller keeps open as long as it likes: they end UNAVAILABLE when shutdown starts,
 # rather than hold it for the whole grace period. Ingest streams are drained instead.
 _ENDS_AT_SHUTDOWN = {
     DIGITWIN_SERVICE: ("Watch", "Connect"),
     PEER_LOOKUP_SERVICE: ("Lookup",),
+    WATCH_SERVICE: ("Topics",),
     health.SERVICE_NAME: ("Watch",),
 }
 # Turns of one ingest stream waiting for a store on the network at once.
@@ -231,6 +242,8 @@ async def start_server(config: Config) -> RunningServer:
             twin.add_listener(digitwin.on_utwin_stored)
         else:
             log.info("DigiTwin not served: its records need the embedded store (store_backend rocksdb)")
+        topic_watch = TopicWatch(store, config.watch_buffer)
+        twin.add_listener(topic_watch.on_stored)
         sync: Durable | None = store.sync if config.durability is Durability.POWER else None
         security = ServerSecurity.from_config(config, digitwin)
         access = security.access
@@ -268,6 +281,7 @@ async def start_server(config: Config) -> RunningServer:
             (INGEST_SERVICE, ingest_servicer.handlers()),
             (ADMIN_SERVICE, admin_servicer.handlers()),
             (PEER_LOOKUP_SERVICE, peer_lookup_servicer.handlers()),
+            (WATCH_SERVICE, WatchServicer(topic_watch, access).handlers()),
         ]
         if digitwin is not None:
             services.append((DIGITWIN_SERVICE, DigiTwinServicer(digitwin, sync, access).handlers()))
