@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the real servers the tests start (redis-server, from the distribution) when missing.
+# Installs the real servers the tests start (redis-server, mosquitto, from the distribution) when missing.
 # Idempotent and quiet; runs as root, or through sudo when there is sudo and we are not root.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The broker lives in /usr/sbin, which is not on every user's PATH.
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 as_root=()
