@@ -38,7 +38,7 @@ from utwin.service.server import SERVED_SERVICES
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import ustatus_pb2
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
-from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2, peer_pb2
+from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2, peer_pb2, watch_pb2
 
 LAMP = twin_id("gateway-1", "urn:dev:lamp").text
 GONE = twin_id("gateway-1", "urn:dev:none").text
@@ -62,6 +62,9 @@ VIEW = (OK, OK, OK, OK, OK, PD, PD, OK)
 EVERYONE = (OK,) * 8
 WRITE_A = (PD, PD, PD, PD, PD, PD, OK, PD)
 TWIN_PUBLISH = (PD, PD, PD, OK, OK, PD, PD, PD)
+# Watch and listing refuse nobody authenticated: a topic the caller may not read is left out.
+HIDDEN = "HIDDEN"
+SHOWN_AS_READ = (OK, HIDDEN, HIDDEN, HIDDEN, OK, OK, HIDDEN, HIDDEN)
 EXPECTED_BY_ROLE: dict[str, tuple[str, ...]] = {
     "/uprotocol.core.utwin.v2.uTwin/GetLastMessages": (OK, PD, PD, PD, OK, OK, PD, PD),
     "/uprotocol.core.utwin.v2.uTwin/SetLastMessage": WRITE_A,
@@ -90,6 +93,8 @@ EXPECTED_BY_ROLE: dict[str, tuple[str, ...]] = {
     # Admin may ask; this server has no backup_dir, so backups are off.
     "/utwin.v1.Admin/Backup": (PD, PD, PD, "FAILED_PRECONDITION", PD, PD, PD, PD),
     "/utwin.v1.PeerLookup/Lookup": (PD, PD, PD, PD, PD, OK, PD, PD),
+    "/utwin.v1.Watch/Topics": SHOWN_AS_READ,
+    "/utwin.v1.Watch/ListTopics": SHOWN_AS_READ,
 }
 OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME)
 
@@ -133,6 +138,8 @@ def _requests() -> dict[str, Any]:
             device=admin_pb2.DeviceScope(authority="vehicle-probe-flush")
         ),
         "/utwin.v1.PeerLookup/Lookup": [lookup],
+        "/utwin.v1.Watch/Topics": watch_pb2.TopicFilter(pattern=get.topics.uris[0]),
+        "/utwin.v1.Watch/ListTopics": watch_pb2.ListTopicsRequest(pattern=get.topics.uris[0]),
     }
 
 
@@ -158,6 +165,10 @@ def _answer_code(path: str, response: Message | bytes) -> str:
     if path.endswith("/Publish"):
         ack = ingest_pb2.PublishAck.FromString(response)
         return code_of(ack.rejections[0].status.code).name if ack.rejections else OK
+    if path.endswith("/Topics"):
+        return OK if watch_pb2.TopicsResponse.FromString(response).messages else HIDDEN
+    if path.endswith("/ListTopics"):
+        return OK if watch_pb2.ListTopicsResponse.FromString(response).topics else HIDDEN
     if path.endswith("/Lookup"):
         answer = peer_pb2.LookupResponse.FromString(response)
         return code_of(answer.responses[0].status.code).name if answer.responses else "NO_ANSWER"
@@ -183,9 +194,9 @@ def _probe(channel: grpc.Channel, method: Any, request: Any, metadata: Any) -> s
             stream = channel.unary_stream(path, request_serializer=serialize)(
                 request, metadata=metadata, timeout=TIMEOUT_S
             )
-            next(stream)
+            first = next(stream)
             stream.cancel()
-            return OK
+            return _answer_code(path, first)
         response = channel.unary_unary(path, request_serializer=serialize)(
             request, metadata=metadata, timeout=TIMEOUT_S
         )
