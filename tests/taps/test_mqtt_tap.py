@@ -5,12 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from tests.messages import publish, uuri
 from tests.mosquitto import Mosquitto
 from tests.servers import Servers, ServerThread
 from tests.taps.conftest import BusPublisher
 from utwin.config import load_config
-from utwin.taps.mqtt_mapping import PublishParts
+from utwin.taps.mqtt_mapping import PublishParts, topic_of_source
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
 
@@ -139,3 +144,35 @@ def test_unreachable_broker_is_not_fatal(servers: Servers):
     """A tap whose broker is down lets the server start and serve."""
     server = servers.start(tap="mqtt5://127.0.0.1:9?client_id=nobody")
     assert last_message(server, uuri("device6")) is None
+
+
+def test_nothing_is_acknowledged_before_the_store_took_it(
+    servers: Servers, broker: Mosquitto, publisher: BusPublisher
+):
+    """While the store refuses writes nothing is acknowledged: whoever takes the session over gets it all."""
+    server = tapped_server(servers, broker)
+    assert server.running is not None
+    tap = server.running.taps[0]
+    server.call(server.running.store.close())  # every write now fails: the tap holds its batch
+    sent = [publish(uuri("device7", resource=0x8000 + n)) for n in range(5)]
+    for message in sent:
+        publisher.send(message)
+    wait_until(lambda: tap.counters.store_retries >= 2, "the tap retrying the refused batch")
+    redelivered: set[str] = set()
+    session = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id="tap-test",
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=True,
+    )
+    session.on_message = lambda client, userdata, message: redelivered.add(message.topic)
+    resume = Properties(PacketTypes.CONNECT)
+    resume.SessionExpiryInterval = 60
+    session.connect("127.0.0.1", broker.port, clean_start=False, properties=resume)  # takes the session over
+    session.loop_start()
+    try:
+        wait_until(lambda: len(redelivered) == len(sent), "every unacknowledged message delivered again")
+    finally:
+        session.disconnect()
+        session.loop_stop()
+    assert {topic_of_source(message.attributes.source) for message in sent} == redelivered
