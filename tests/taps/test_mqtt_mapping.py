@@ -6,8 +6,8 @@ import pytest
 
 from tests.messages import publish, uuri
 from utwin.errors import InvalidArgument
+from utwin.taps.common import MalformedPublish
 from utwin.taps.mqtt_mapping import (
-    MalformedPublish,
     PublishParts,
     publish_parts_of,
     topic_of_source,
@@ -130,7 +130,7 @@ def test_tap_url_gives_every_setting():
 def test_tap_url_defaults_to_the_in_vehicle_publish_form():
     """Without topic filters a tap subscribes to every in-vehicle publish topic, in a kept session."""
     tap = parse_tap_url("mqtt5://127.0.0.1:1883")
-    assert ((IN_VEHICLE_PUBLISH_FILTER,), False) == (tap.topics, tap.clean_start)
+    assert ((IN_VEHICLE_PUBLISH_FILTER,), False) == (tap.subscriptions, tap.clean_start)
     assert tap.session_expiry_s > 0
 
 

@@ -37,7 +37,7 @@ from utwin.service.utwin_servicer import UTwinServicer
 from utwin.service.watch_servicer import SERVICE_NAME as WATCH_SERVICE
 from utwin.service.watch_servicer import WatchServicer
 from utwin.store import Durable, RocksEngine, RocksStore, TopicStore
-from utwin.taps.mqtt import MqttTap
+from utwin.taps.running import Tap, build_tap
 from utwin.topic_watch import TopicWatch
 from utwin.twin import UTwin
 
@@ -93,7 +93,7 @@ class RunningServer:
     federation: Federation | None = None
     gate: ErrorGate = dataclasses.field(default_factory=ErrorGate)
     security: ServerSecurity | None = None
-    taps: list[MqttTap] = dataclasses.field(default_factory=list)
+    taps: list[Tap] = dataclasses.field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -326,7 +326,7 @@ async def start_server(config: Config) -> RunningServer:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
     # Taps write as the service itself (no principal): the broker's access control decides who
     # may publish on the bus, and every publish message on it belongs in the twin.
-    taps = [MqttTap(tap, twin, sync) for tap in config.tap]
+    taps = [build_tap(tap, twin, sync) for tap in config.tap]
     for tap in taps:
         await tap.start()
     return RunningServer(

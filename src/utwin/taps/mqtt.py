@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import random
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -44,14 +41,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from utwin import uuid
 from utwin.errors import Code, UTwinError
 from utwin.store import Durable
-from utwin.taps.mqtt_mapping import MalformedPublish, PublishParts, umessage_bytes
+from utwin.taps.common import MalformedPublish, QuietLog, TapCounters, backoff_s
+from utwin.taps.mqtt_mapping import PublishParts, umessage_bytes
 from utwin.taps.settings import TapSettings
 from utwin.twin import Outcome, UTwin
 
 log = logging.getLogger("utwin.taps.mqtt")
 
-# Reconnection delays (uProtocol's MQTT mapping): 0.5, 1, 2, 4, then 10 s, each jittered.
-_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 10.0)
 _LOOP_TIMEOUT_S = 0.2
 _STOP_TIMEOUT_S = 5.0
 # A store that refuses writes is tried again soon at first, then at most each second.
@@ -59,28 +55,6 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 # Outcomes that say the store could not decide now: the message is kept and stored again.
 _TRANSIENT = frozenset((Code.UNAVAILABLE, Code.INTERNAL, Code.DEADLINE_EXCEEDED, Code.UNKNOWN))
-_LOG_INTERVAL_S = 10.0
-
-
-def backoff_s(attempt: int) -> float:
-    """The delay before reconnection attempt `attempt` (0-based): bounded, with jitter in [0.5, 1]."""
-    base = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-    return base * (0.5 + random.random() / 2)
-
-
-@dataclasses.dataclass
-class TapCounters:
-    """What one tap did since it started."""
-
-    connects: int = 0
-    received: int = 0
-    stored: int = 0
-    # Valid messages that were not the newest (or were expired, or already stored): acknowledged.
-    not_stored: int = 0
-    malformed: int = 0
-    refused: int = 0
-    store_retries: int = 0
-    dropped_qos0: int = 0
 
 
 class _Arrival(NamedTuple):
@@ -88,24 +62,6 @@ class _Arrival(NamedTuple):
     mid: int
     qos: int
     parts: PublishParts
-
-
-class _QuietLog:
-    """One log line per kind and interval; the lines left out are counted into the next."""
-
-    def __init__(self) -> None:
-        self._quiet_until: dict[str, float] = {}
-        self._left_out: dict[str, int] = {}
-
-    def warning(self, kind: str, message: str) -> None:
-        now = time.monotonic()
-        if now < self._quiet_until.get(kind, 0.0):
-            self._left_out[kind] = self._left_out.get(kind, 0) + 1
-            return
-        self._quiet_until[kind] = now + _LOG_INTERVAL_S
-        left_out = self._left_out.pop(kind, 0)
-        more = f" ({left_out} more since the last report)" if left_out else ""
-        log.warning("%s%s", message, more)
 
 
 class MqttTap:
@@ -116,7 +72,7 @@ class MqttTap:
         self.counters = TapCounters()
         self._twin = twin
         self._sync = sync
-        self._quiet = _QuietLog()
+        self._quiet = QuietLog(log)
         self._stopping = threading.Event()
         self._connection = 0
         self._connected = threading.Event()
@@ -223,7 +179,7 @@ class MqttTap:
         self.counters.connects += 1
         # Subscribing again in a resumed session keeps it; retained messages come only with a new one.
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe([(topic, options) for topic in self.settings.topics])
+        client.subscribe([(topic, options) for topic in self.settings.subscriptions])
         self._connected.set()
         log.info("tap %s: connected (session present: %s)", self.settings.address, flags.session_present)
 
@@ -259,7 +215,7 @@ class MqttTap:
             self._arrivals.put_nowait(arrival)
         except asyncio.QueueFull:
             # Only QoS 0 goes beyond the Receive Maximum; unacknowledged QoS 1 comes back anyway.
-            self.counters.dropped_qos0 += arrival.qos == 0
+            self.counters.dropped += arrival.qos == 0
 
     async def _store_arrivals(self) -> None:
         assert self._arrivals is not None

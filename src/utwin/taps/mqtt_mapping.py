@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from utwin.errors import InvalidArgument
+from utwin.taps.common import MalformedPublish
 from utwin.uri import split_uri
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2, uuid_pb2
 
@@ -50,10 +51,6 @@ class PublishParts(NamedTuple):
     content_type: str | None = None
     message_expiry_s: int | None = None
     correlation_data: bytes | None = None
-
-
-class MalformedPublish(InvalidArgument):
-    """A PUBLISH that does not carry a UMessage as the mapping defines; the message names the part."""
 
 
 def umessage_bytes(parts: PublishParts) -> bytes:

@@ -3,6 +3,9 @@
     mqtt5://[USER[:PASSWORD]@]HOST:PORT[?topic=+/+/+/+/+&client_id=utwin-a&session_expiry_s=3600
             &clean_start=false&tls=true&tls_ca=ca.pem&tls_cert=c.pem&tls_key=k.pem&keepalive_s=30
             &batch_messages=256&receive_maximum=1000]
+    zenoh://HOST:PORT[?mode=peer&topic=up/*/*/*/*/*/{}/{}/{}/{}/{}&scouting=false&batch_messages=256]
+
+A Zenoh tap connects to tcp/HOST:PORT (a router, or a peer); `topic` is a key expression there.
 
 Every query key is also a key of the `[[tap]]` table (`topics` there is a list).
 """
@@ -21,11 +24,19 @@ from utwin.errors import InvalidArgument
 
 # The in-vehicle form of publish messages: authority/ue_type/ue_instance/version/resource.
 IN_VEHICLE_PUBLISH_FILTER = "+/+/+/+/+"
+# Zenoh: every publish message (source's five chunks, then an empty sink's five).
+ZENOH_PUBLISH_KEY = "up/*/*/*/*/*/{}/{}/{}/{}/{}"
 _MAX_TOPIC_FILTERS = 64
 
 
 class TapKind(enum.StrEnum):
     MQTT5 = "mqtt5"
+    ZENOH = "zenoh"
+
+
+class ZenohMode(enum.StrEnum):
+    PEER = "peer"
+    CLIENT = "client"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +46,8 @@ class TapSettings:
     kind: TapKind
     host: str
     port: int
-    topics: tuple[str, ...] = (IN_VEHICLE_PUBLISH_FILTER,)
+    # MQTT topic filters, or Zenoh key expressions; empty: every publish message of the kind's mapping.
+    topics: tuple[str, ...] = ()
     # The broker keeps the session (subscriptions, unacknowledged messages) under this id.
     client_id: str = ""
     session_expiry_s: int = 3600
@@ -51,6 +63,15 @@ class TapSettings:
     batch_messages: int = 256
     # Messages the broker may send ahead of their acknowledgement (MQTT 5 Receive Maximum).
     receive_maximum: int = 1000
+    # Zenoh: the session's mode, and whether it also finds peers by multicast scouting.
+    mode: ZenohMode = ZenohMode.PEER
+    scouting: bool = False
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        if self.topics:
+            return self.topics
+        return (ZENOH_PUBLISH_KEY,) if self.kind is TapKind.ZENOH else (IN_VEHICLE_PUBLISH_FILTER,)
 
     @property
     def address(self) -> str:
@@ -70,7 +91,9 @@ def parse_tap_url(text: str) -> TapSettings:
     split = urllib.parse.urlsplit(text.strip())
     where = f"tap {_without_password(text)!r}"
     if split.scheme not in {kind.value for kind in TapKind}:
-        raise InvalidArgument(f"{where}: scheme {split.scheme!r}, expected mqtt5://HOST:PORT")
+        raise InvalidArgument(
+            f"{where}: scheme {split.scheme!r}, expected mqtt5://HOST:PORT or zenoh://HOST:PORT"
+        )
     try:
         port = split.port
     except ValueError:
@@ -135,6 +158,8 @@ def taps_setting(raw: Any) -> tuple[TapSettings, ...]:
 def _coerce(field_type: Any, raw: Any) -> Any:
     if field_type in ("TapKind", TapKind):
         return TapKind(str(raw).lower())
+    if field_type in ("ZenohMode", ZenohMode):
+        return ZenohMode(str(raw).lower())
     if field_type in ("str", str):
         if not isinstance(raw, str):
             raise ValueError("not text")
@@ -162,10 +187,13 @@ def _coerce(field_type: Any, raw: Any) -> Any:
 
 
 def _check(settings: TapSettings, where: str) -> None:
-    if not settings.topics or len(settings.topics) > _MAX_TOPIC_FILTERS:
-        raise InvalidArgument(f"{where}: topics: between 1 and {_MAX_TOPIC_FILTERS} filters")
+    if len(settings.topics) > _MAX_TOPIC_FILTERS:
+        raise InvalidArgument(f"{where}: topics: at most {_MAX_TOPIC_FILTERS} filters")
     for topic in settings.topics:
-        if not topic or "#" in topic[:-1] or (len(topic) > 1 and topic.endswith("#") and topic[-2] != "/"):
+        if settings.kind is TapKind.ZENOH:
+            if not topic or "//" in topic or topic.endswith("/") or set(topic) & set("#?$ "):
+                raise InvalidArgument(f"{where}: topics: {topic!r} is not a Zenoh key expression")
+        elif not topic or "#" in topic[:-1] or (len(topic) > 1 and topic.endswith("#") and topic[-2] != "/"):
             raise InvalidArgument(f"{where}: topics: {topic!r} is not an MQTT topic filter")
     if not 0 < settings.batch_messages <= 10_000:
         raise InvalidArgument(f"{where}: batch_messages: between 1 and 10000")
