@@ -72,7 +72,9 @@ class Watcher:
 
 def test_current_values_then_changes_of_matching_topics(server: ServerThread):
     """A device pattern gets the device's stored topics, then its changes; nothing of other devices."""
-    first, second = publish(uuri("car-a", resource=0x8000)), publish(uuri("car-a", resource=0x8001))
+    earlier_ms = int(time.time() * 1000) - 1000  # the change below gets a later id, surely
+    first = publish(uuri("car-a", resource=0x8000), at_ms=earlier_ms)
+    second = publish(uuri("car-a", resource=0x8001), at_ms=earlier_ms)
     set_last(server, first)
     set_last(server, second)
     set_last(server, publish(uuri("car-b")))
@@ -126,12 +128,13 @@ def test_a_change_stored_across_the_seam_is_sent_once(tmp_path: Path):
             watch = TopicWatch(store, 100)
             twin.add_listener(watch.on_stored)
             subscription = watch.subscribe(TopicPattern("car", ANY_UE, 0xFF, 0xFFFF))
-            seam = publish(uuri("car")).SerializeToString()
+            now_ms = int(time.time() * 1000)
+            seam = publish(uuri("car"), at_ms=now_ms - 1).SerializeToString()
             await twin.store_messages([seam], int(time.time() * 1000))  # buffered and stored both
             current, _ = await watch.stored_page(subscription.pattern, int(time.time() * 1000), None, 100)
             for value in current:
                 subscription.mark_sent(value)
-            newer = publish(uuri("car"), b"newer").SerializeToString()
+            newer = publish(uuri("car"), b"newer", at_ms=now_ms).SerializeToString()  # a later id, surely
             await twin.store_messages([newer], int(time.time() * 1000))
             changes = [change.message for change in subscription.take(100)]
             return [value.message for value in current], seam, changes, newer
