@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from tests.store.topics import topic, value
 from utwin.store import PutResult, TopicStore, Verdict
 
 T = TypeVar("T")
+_FOLDER_NUMBERS = itertools.count()
 MAX_PER_DEVICE = 3
 
 # Few devices, uEs, resources and versions, so that operations keep meeting the same topics.
@@ -38,7 +40,8 @@ class TopicStoreAgainstDict(RuleBasedStateMachine):
         if case.cluster is not None:
             case.cluster.flush()
         else:
-            case.folder = case.folder.parent / f"db-{id(self)}"
+            # A folder per example (ids of collected machines are reused: their folders must not be).
+            case.folder = case.folder.parent / f"db-{next(_FOLDER_NUMBERS)}"
         self.store: TopicStore = self.run(case.open(max_topics_per_device=MAX_PER_DEVICE))
         self.oracle: dict[bytes, bytes] = {}
         self.floors: dict[bytes, bytes] = {}  # scope (topic key, or device or uE prefix) -> floor
