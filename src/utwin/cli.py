@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from utwin.cli_options import SubCommands
 
 URI_HELP = "up://AUTHORITY/UE_ID/VERSION/RESOURCE (hexadecimal numbers)"
+PATTERN_HELP = "a URI with uProtocol wildcards: authority *, ue_id FFFFFFFF (any uE), FF, FFFF; up://* is all"
 DEFAULT_BATCH_TOPICS = 1000  # the server's max_batch_topics by default
 DEFAULT_LOAD_TIMEOUT_S = 3600.0
 DEFAULT_WAIT_TIMEOUT_S = 10.0
@@ -59,6 +60,8 @@ _COMMANDS = {
     "set": "utwin.cli_utwin:run_set",
     "stats": "utwin.cli_utwin:run_stats",
     "flush": "utwin.cli_utwin:run_flush",
+    "ls": "utwin.cli_utwin:run_ls",
+    "watch": "utwin.cli_utwin:run_watch",
     "backup": "utwin.cli_utwin:run_backup",
     "restore": "utwin.cli_utwin:run_restore",
     "health": "utwin.cli_utwin:run_health",
@@ -151,6 +154,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_client_options(stats)
     stats.add_argument("--json", action="store_true", help="print JSON")
+
+    ls = commands.add_parser("ls", help="list stored topics matching a URI pattern", epilog=client_epilog())
+    add_client_options(ls)
+    ls.add_argument("--json", action="store_true", help="print JSON lines")
+    ls.add_argument("--page-size", type=positive_count, default=0, metavar="N", help="topics per call")
+    ls.add_argument("pattern", nargs="?", default="up://*", help=PATTERN_HELP)
+
+    watch = commands.add_parser(
+        "watch",
+        help="print the stored messages of a URI pattern, then each newer one as it is stored",
+        epilog=client_epilog(),
+    )
+    add_client_options(watch, "how long to watch (default: until interrupted)")
+    watch.add_argument("--json", action="store_true", help="print JSON lines")
+    watch.add_argument("--count", type=positive_count, metavar="N", help="stop after N messages")
+    watch.add_argument("pattern", help=PATTERN_HELP)
 
     flush = commands.add_parser(
         "flush",

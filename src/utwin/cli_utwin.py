@@ -1,4 +1,4 @@
-"""`utwin get`, `set`, `stats`, `health` and `wait`: the uTwin client commands (wiring only)."""
+"""The uTwin client commands (`get`, `set`, `ls`, `watch`, `flush`, `backup`, `stats`, ...): wiring only."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from utwin.uri import Topic, format_uri, parse_uri
 
 if TYPE_CHECKING:
     from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
+    from utwin_proto.uprotocol.v1 import umessage_pb2, uri_pb2
     from utwin_proto.utwin.v1 import admin_pb2
 
 
@@ -159,6 +160,80 @@ def run_stats(options: argparse.Namespace) -> int:
         via = "lookup stream" if peer["lookup_stream"] else "GetLastMessages"
         print(f"peer {peer['authority']} at {peer['address']}{route}  via {via}  breaker {peer['breaker']}")
         print("    " + "  ".join(f"{name} {peer[name]}" for name in _STATS_COUNTERS))
+    return EXIT_OK
+
+
+def pattern_of(text: str) -> uri_pb2.UUri:
+    """A URI pattern: uProtocol's wildcards allowed (authority *, FFFF for ue_id parts, FF, FFFF)."""
+    from utwin.uri import split_uri
+    from utwin_proto.uprotocol.v1 import uri_pb2
+
+    if text.rstrip("/") in ("up://*", "//*", "*"):
+        text = "up://*/FFFFFFFF/FF/FFFF"  # everything
+    authority, ue_id, version, resource = split_uri(text)
+    return uri_pb2.UUri(authority_name=authority, ue_id=ue_id, ue_version_major=version, resource_id=resource)
+
+
+def message_as_dict(message: umessage_pb2.UMessage) -> dict[str, Any]:
+    """A stored message in the CLI's JSON shape (the shape of `get --json`)."""
+    attributes = message.attributes
+    source = attributes.source
+    topic = Topic(source.authority_name, source.ue_id, source.ue_version_major, source.resource_id)
+    entry: dict[str, Any] = {"topic": format_uri(topic), "status": "OK"}
+    entry["id"] = uuid.to_text(attributes.id.msb, attributes.id.lsb)
+    entry.update(time_fields("published", uuid.timestamp_ms(attributes.id.msb)))
+    if attributes.HasField("ttl"):
+        entry["ttl_ms"] = attributes.ttl
+    entry.update(payload_fields(attributes.payload_format, message.payload))
+    return entry
+
+
+def run_ls(options: argparse.Namespace) -> int:
+    from utwin.cli_output import print_line
+    from utwin.service.watch_client import WatchClient
+
+    pattern = pattern_of(options.pattern)
+    with WatchClient(options.target, timeout_of(options), credentials_from(options)) as client:
+        for stored in client.list_topics(pattern, options.page_size):
+            uri = stored.topic
+            topic = Topic(uri.authority_name, uri.ue_id, uri.ue_version_major, uri.resource_id)
+            entry: dict[str, Any] = {
+                "topic": format_uri(topic),
+                "id": uuid.to_text(stored.id.msb, stored.id.lsb),
+            }
+            entry.update(time_fields("published", stored.published_ms))
+            if options.json:
+                print_line(entry)
+            else:
+                print(f"{entry['topic']}  id {entry['id']}  published {entry['published']}")
+    return EXIT_OK
+
+
+def run_watch(options: argparse.Namespace) -> int:
+    from utwin.cli_output import print_line
+    from utwin.service.client import CallFailed
+    from utwin.service.watch_client import WatchClient
+
+    pattern = pattern_of(options.pattern)
+    printed = 0
+    with WatchClient(options.target, credentials=credentials_from(options)) as client:
+        try:
+            for response in client.watch_topics(pattern, options.timeout):
+                for message in response.messages:
+                    entry = message_as_dict(message)
+                    if options.json:
+                        print_line(entry)
+                    else:
+                        _print_entry(entry)
+                    sys.stdout.flush()
+                    printed += 1
+                    if options.count and printed >= options.count:
+                        return EXIT_OK
+        except CallFailed as error:
+            # --timeout is how long to watch: reaching it is the normal end.
+            if options.timeout is not None and error.code().name == "DEADLINE_EXCEEDED":
+                return EXIT_OK
+            raise
     return EXIT_OK
 
 
