@@ -123,6 +123,13 @@ class Config:
     digitwin_lenient: bool = False
     # DigiTwin: twins kept in memory; the least recently used beyond this are unloaded.
     digitwin_max_loaded: int = 10_000
+    # DigiTwin actions: expiry when a request names none, the longest a request may ask for,
+    # requests pending per twin, bytes of one input, and finished actions kept per twin.
+    action_expiry_s: float = 3600.0
+    action_max_expiry_s: float = 2 * 24 * 3600.0
+    action_max_pending: int = 50
+    action_max_input_bytes: int = 64 * 1024
+    action_history: int = 100
     # DigiTwin: changes waiting for one Watch subscriber before its stream ends.
     watch_buffer: int = 1_000
     # Federation: this instance's authority, and where other authorities' uTwins are.
@@ -315,6 +322,12 @@ def _check_store(config: Config) -> None:
             )
     elif config.redis_nodes:
         raise InvalidArgument("redis_nodes: set store_backend = 'redis' to use the cluster")
+    if config.action_expiry_s <= 0 or config.action_max_expiry_s < config.action_expiry_s:
+        raise InvalidArgument(
+            "action_expiry_s, action_max_expiry_s: need 0 < action_expiry_s <= action_max_expiry_s"
+        )
+    if config.action_max_pending < 1 or config.action_max_input_bytes < 1:
+        raise InvalidArgument("action_max_pending, action_max_input_bytes: must be at least 1")
     if config.max_topics_per_device < 1 or config.max_topics < 1:
         raise InvalidArgument("max_topics, max_topics_per_device: must be at least 1")
     if (config.redis_tls_cert is None) != (config.redis_tls_key is None):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 import grpc
+import pytest
 
 from tests.digitwin.agents import Agent, S, action_td, connected, invoke, presence, query, state_becomes
 from tests.digitwin.helpers import TIMEOUT_S, changes_of, register, status_of, subscribed_stream, wait_for
+from tests.servers import Servers
+from utwin.config import load_config
+from utwin.errors import InvalidArgument
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
 
@@ -276,3 +280,31 @@ def test_presence_follows_the_channel(stub: pb_grpc.DigiTwinStub) -> None:
         list(offline),
         presence(stub, twin_id).last_seen_ms > 0,
     )
+
+
+def test_action_limits_come_from_the_configuration(servers: Servers) -> None:
+    """action_max_pending and action_max_input_bytes set the limits a server applies."""
+    server = servers.start(action_max_pending=2, action_max_input_bytes=100)
+    with server.channel() as channel:
+        stub = pb_grpc.DigiTwinStub(channel)  # type: ignore[no-untyped-call]
+        td = action_td()
+        td["actions"]["note"] = {"utwin:whilePending": "queue", "utwin:whileRunning": "queue"}
+        twin_id = register(stub, td)
+        queued = [status_of(lambda: invoke(stub, twin_id, "note")) for _ in range(2)]
+        over = status_of(lambda: invoke(stub, twin_id, "note"))
+        big = status_of(lambda: invoke(stub, twin_id, "setTarget", {"target": 1, "pad": "x" * 200}))
+    assert (
+        [grpc.StatusCode.OK] * 2,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ) == (
+        queued,
+        over,
+        big,
+    )
+
+
+def test_bad_action_settings_name_the_setting() -> None:
+    """An expiry above its cap is refused at start, naming both settings."""
+    with pytest.raises(InvalidArgument, match="action_expiry_s, action_max_expiry_s"):
+        load_config(flags={"action_expiry_s": "100", "action_max_expiry_s": "10"})

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from utwin import uuid
 from utwin.config import Config, Durability, StoreBackend, check_secure_start
 from utwin.digitwin import DigiTwin, Settings
+from utwin.digitwin.actions import ActionSettings
 from utwin.errors import Unavailable, UTwinError
 from utwin.federation import Federation, build_federation
 from utwin.federation.peer_client import PeerClient
@@ -188,6 +189,13 @@ def digitwin_settings(config: Config) -> Settings:
         max_loaded=config.digitwin_max_loaded,
         watch_buffer=config.watch_buffer,
         max_json_bytes=config.max_message_bytes,
+        actions=ActionSettings(
+            default_expiry_ms=int(config.action_expiry_s * 1000),
+            max_expiry_ms=int(config.action_max_expiry_s * 1000),
+            max_pending_per_twin=config.action_max_pending,
+            max_input_bytes=config.action_max_input_bytes,
+            history_per_twin=config.action_history,
+        ),
     )
 
 
