@@ -235,6 +235,9 @@ def _add_serve_command(commands: SubCommands) -> None:
         ),
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help=f"address to serve on ({DEFAULT_TARGET})")
+    serve.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics here (off)"
+    )
     serve.add_argument("--data-dir", metavar="DIR", help="RocksDB folder (utwin-data)")
     serve.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
     serve.add_argument("--durability", choices=["process", "power"], help="what an ack survives")
@@ -289,6 +292,7 @@ def run_serve(options: argparse.Namespace) -> int:
 
     flags = {
         "listen": options.listen,
+        "metrics_listen": options.metrics_listen,
         "data_dir": options.data_dir,
         "durability": options.durability,
         "log_level": options.log_level,

@@ -83,6 +83,8 @@ class Limits:
 @dataclasses.dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:50051"
+    # HOST:PORT of the Prometheus endpoint (/metrics); empty: no metrics kept at all.
+    metrics_listen: str = ""
     data_dir: Path = Path("utwin-data")
     durability: Durability = Durability.PROCESS
     max_topics: int = Limits.max_topics
@@ -217,7 +219,7 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return AuthMode(raw.lower())
         if field_type in ("LogFormat", LogFormat):
             return _log_format(raw)
-        if name == "listen":
+        if name == "listen" or (name == "metrics_listen" and raw.strip()):
             return check_listen(raw)
         if name == "log_level" and raw.lower() not in LOG_LEVELS:
             raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
@@ -438,7 +440,15 @@ def is_loopback_listen(listen: str) -> bool:
 
 def check_secure_start(config: Config) -> None:
     """Refuse, in one line naming the setting, to serve beyond loopback without TLS and a policy."""
-    if config.allow_insecure or is_loopback_listen(config.listen):
+    if config.allow_insecure:
+        return
+    if config.metrics_listen and not is_loopback_listen(config.metrics_listen):
+        # Plain HTTP without authentication, naming peers, their addresses and the traffic.
+        raise InvalidArgument(
+            f"metrics_listen {config.metrics_listen} is not loopback: the metrics endpoint has no TLS "
+            "or authentication (allow_insecure = true to serve it anyway)"
+        )
+    if is_loopback_listen(config.listen):
         return
     beyond = f"listen {config.listen} is not loopback"
     if config.tls_cert is None:

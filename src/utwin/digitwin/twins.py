@@ -93,6 +93,15 @@ class DigiTwin:
         # Bound topics whose last bridging failed: caught up at the next message uTwin stores.
         self._behind: set[Topic] = set()
 
+    @property
+    def loaded_count(self) -> int:
+        """Twins held in memory."""
+        return self._cache.loaded_count
+
+    def watch_buffers(self) -> list[tuple[int, int]]:
+        """(changes buffered, capacity) of each Watch subscription."""
+        return self.hub.buffers()
+
     @classmethod
     async def open(cls, store: Store, settings: Settings, now_ms: int | None = None) -> DigiTwin:
         """Open the twins in store, first catching the bridge up (see `catch_up_bridge`)."""

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -27,6 +28,9 @@ from utwin.service.status import (
 from utwin.store import Durable
 from utwin.twin import Admit, Outcome, UTwin
 from utwin_proto.utwin.v1 import ingest_pb2
+
+if TYPE_CHECKING:
+    from utwin.metrics import Metrics
 
 SERVICE_NAME = "utwin.v1.Ingest"
 # While a stream stores, the loop runs Python back to back; gRPC's poller thread needs the GIL
@@ -55,8 +59,10 @@ class IngestServicer:
         unary_calls: Callable[[], int] = lambda: 0,
         access: Authorizer | None = None,
         turns_in_flight: int = 1,
+        metrics: Metrics | None = None,
     ) -> None:
         self._twin = twin
+        self._metrics = metrics
         self._access = access or Authorizer(Guard(None))
         self._sync = sync
         self._queue_frames = max(1, queue_frames)
@@ -116,6 +122,9 @@ class IngestServicer:
                     rejection.status.CopyFrom(ustatus(outcome.code, outcome.detail))
                 if rejected:
                     log_refusal("Ingest/Publish", _rejections_summary(rejected, acknowledged))
+                if self._metrics is not None:
+                    self._metrics.ingest_messages += len(outcomes)
+                    self._metrics.ingest_rejected([outcome.code.name for _, outcome in rejected])
                 accepted += len(outcomes) - len(rejected)
                 acknowledged += len(outcomes)
                 ack.acknowledged = acknowledged
@@ -152,9 +161,7 @@ class IngestServicer:
                         await asyncio.sleep(0)
                     calls_waiting = self._calls_served_lately()
                 turn = self._turn_messages if calls_waiting else IDLE_TURN_MESSAGES
-                outcomes += await self._twin.store_messages(
-                    raw_messages[start : start + turn], uuid.now_ms(), admit
-                )
+                outcomes += await self._store_turn(raw_messages[start : start + turn], admit)
                 start += turn
         finally:
             self._storing_streams -= 1
@@ -176,12 +183,19 @@ class IngestServicer:
 
         async def store_turn(start: int) -> list[Outcome]:
             async with slots:
-                return await self._twin.store_messages(
-                    raw_messages[start : start + turn], uuid.now_ms(), admit
-                )
+                return await self._store_turn(raw_messages[start : start + turn], admit)
 
         turns = await asyncio.gather(*(store_turn(start) for start in range(0, len(raw_messages), turn)))
         return [outcome for outcomes in turns for outcome in outcomes]
+
+    async def _store_turn(self, raw_messages: list[bytes], admit: Admit | None) -> list[Outcome]:
+        """One atomic store_messages call, timed into metrics when they are kept."""
+        if self._metrics is None:
+            return await self._twin.store_messages(raw_messages, uuid.now_ms(), admit)
+        started = time.perf_counter()
+        outcomes = await self._twin.store_messages(raw_messages, uuid.now_ms(), admit)
+        self._metrics.writes["ingest"].observe(time.perf_counter() - started)
+        return outcomes
 
     def _calls_served_lately(self) -> bool:
         """Whether the server let in a unary call within the last CALLS_RECENT_S."""
@@ -212,6 +226,8 @@ class IngestServicer:
                 await free_slots.acquire()
                 queue.put_nowait(frame)
                 frame_number += 1
+                if self._metrics is not None:
+                    self._metrics.ingest_frames += 1
         finally:
             queue.put_nowait(_END)  # always wake the store side, also when the stream fails
             await close_requests(frames)

@@ -9,7 +9,7 @@ import functools
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +41,9 @@ from utwin.store import Durable, RocksEngine, RocksStore, TopicStore
 from utwin.taps.running import Tap, build_tap
 from utwin.topic_watch import TopicWatch
 from utwin.twin import UTwin
+
+if TYPE_CHECKING:
+    from utwin.metrics import Metrics, MetricsEndpoint
 
 log = logging.getLogger("utwin.server")
 
@@ -95,6 +98,7 @@ class RunningServer:
     gate: ErrorGate = dataclasses.field(default_factory=ErrorGate)
     security: ServerSecurity | None = None
     taps: list[Tap] = dataclasses.field(default_factory=list)
+    metrics_endpoint: MetricsEndpoint | None = None
 
     @property
     def address(self) -> str:
@@ -121,6 +125,8 @@ class RunningServer:
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it
         await self.store.close()  # waits for the fsyncs asked for, then closes
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.close)  # waits for a scrape in progress
 
 
 class _GeneratedHandlers:
@@ -238,7 +244,9 @@ async def start_server(config: Config) -> RunningServer:
     check_secure_start(config)  # before anything is opened or bound
     store = await open_store(config)
     federation: Federation | None = None
-    gate = ErrorGate()
+    metrics = _new_metrics() if config.metrics_listen else None
+    metrics_endpoint: MetricsEndpoint | None = None
+    gate = ErrorGate(metrics)
     try:
         twin = UTwin(store, config.limits)
         await twin.follow_store_changes()  # a shared store: what other frontends write
@@ -264,7 +272,7 @@ async def start_server(config: Config) -> RunningServer:
             ],
         )
         federation = build_federation(config, twin, functools.partial(_peer_client, security))
-        utwin_servicer = UTwinServicer(twin, sync, federation, access)
+        utwin_servicer = UTwinServicer(twin, sync, federation, access, metrics)
         ingest_servicer = IngestServicer(
             twin,
             sync,
@@ -273,6 +281,7 @@ async def start_server(config: Config) -> RunningServer:
             unary_calls=lambda: gate.unary_calls,
             access=access,
             turns_in_flight=1 if isinstance(store, RocksStore) else _REMOTE_TURNS_IN_FLIGHT,
+            metrics=metrics,
         )
         admin_servicer = AdminServicer(
             twin,
@@ -314,7 +323,11 @@ async def start_server(config: Config) -> RunningServer:
         if port == 0:
             raise Unavailable(f"listen: cannot bind {config.listen}")
         await server.start()
+        if metrics is not None:
+            metrics_endpoint = _serve_metrics(metrics, config.metrics_listen, store, federation, digitwin)
     except BaseException:
+        if metrics_endpoint is not None:
+            metrics_endpoint.close()
         if federation is not None:
             await federation.close()
         await store.close()
@@ -351,7 +364,38 @@ async def start_server(config: Config) -> RunningServer:
         gate,
         security,
         taps,
+        metrics_endpoint,
     )
+
+
+def _new_metrics() -> Metrics:
+    from utwin.metrics import Metrics  # imported only by a server that keeps metrics
+
+    return Metrics()
+
+
+def _serve_metrics(
+    metrics: Metrics,
+    listen: str,
+    store: TopicStore,
+    federation: Federation | None,
+    digitwin: DigiTwin | None,
+) -> MetricsEndpoint:
+    """Point the metrics at what they read at scrape, and serve them on listen."""
+    from utwin.metrics import MetricsEndpoint
+
+    if isinstance(store, RocksStore):  # a cluster's topic count is a network call: not scraped
+        metrics.sources.store = store
+        if store.group_sync is not None:
+            store.group_sync.on_fsync = metrics.fsyncs.observe
+    metrics.sources.federation = federation
+    metrics.sources.digitwin = digitwin
+    try:
+        endpoint = MetricsEndpoint(metrics, listen)
+    except OSError as exc:
+        raise Unavailable(f"metrics_listen: cannot bind {listen} ({exc.strerror or exc})") from None
+    log.info("metrics at http://%s/metrics", endpoint.address)
+    return endpoint
 
 
 def _peer_client(security: ServerSecurity, name: str, address: str) -> PeerClient:

@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -34,6 +34,9 @@ from utwin.security.identity import AuthMethod
 from utwin.uri import Topic, format_uri
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import umessage_pb2, ustatus_pb2
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a server that keeps metrics
+    from utwin.metrics import Metrics
 
 log = logging.getLogger("utwin.service")
 # One debug line per call; its own logger so an operator can turn it on alone.
@@ -164,7 +167,9 @@ def message_decoder(deserializer: Callable[[bytes], Any] | None) -> Decoder | No
 class ErrorGate:
     """Wraps the handlers of every service; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        # Each call's duration and status go to metrics; None: no clock read, no figures kept.
+        self.metrics = metrics
         self._closing = False
         # Unary calls let in so far, of every service: ingest stores in small turns while it moves.
         self.unary_calls = 0
@@ -231,23 +236,26 @@ class ErrorGate:
     def _unary(
         self, site: str, behaviour: Callable[..., Any], decode: Callable[[Any], Any] | None
     ) -> Callable[..., Any]:
+        metrics = self.metrics
         if decode is None:
 
             async def gated(request: Any, context: Context) -> Any:
                 self.unary_calls += 1
-                started = _begin_call()
+                started = _begin_call(metrics)
                 try:
                     response = await behaviour(request, context)
                 except grpc.aio.AbortError:
-                    _end_call(site, request, context, started, None)
+                    _end_call(metrics, site, request, context, started, None)
                     raise
                 except Exception as error:
                     code, detail = _failure_status(site, error)
                 else:
                     if started:
-                        _end_call(site, request, context, started, grpc.StatusCode.OK, response=response)
+                        _end_call(
+                            metrics, site, request, context, started, grpc.StatusCode.OK, response=response
+                        )
                     return response
-                _end_call(site, request, context, started, code, detail)
+                _end_call(metrics, site, request, context, started, code, detail)
                 del request
                 await _abort(context, code, detail)
 
@@ -255,21 +263,21 @@ class ErrorGate:
 
         async def decoding(request: Any, context: Context) -> Any:
             self.unary_calls += 1
-            started = _begin_call()
+            started = _begin_call(metrics)
             decoded = None
             try:
                 decoded = decode(request)
                 response = await behaviour(decoded, context)
             except grpc.aio.AbortError:
-                _end_call(site, decoded, context, started, None)
+                _end_call(metrics, site, decoded, context, started, None)
                 raise
             except Exception as error:
                 code, detail = _failure_status(site, error)
             else:
                 if started:
-                    _end_call(site, decoded, context, started, grpc.StatusCode.OK)
+                    _end_call(metrics, site, decoded, context, started, grpc.StatusCode.OK)
                 return response
-            _end_call(site, decoded, context, started, code, detail)
+            _end_call(metrics, site, decoded, context, started, code, detail)
             del request, decoded
             await _abort(context, code, detail)
 
@@ -282,10 +290,11 @@ class ErrorGate:
         decode: Callable[[Any], Any] | None,
         ends_at_shutdown: bool,
     ) -> Callable[..., Any]:
+        metrics = self.metrics
         if inspect.isasyncgenfunction(behaviour):
 
             async def gated_responses(request: Any, context: Context) -> AsyncIterator[Any]:
-                started = _begin_call()
+                started = _begin_call(metrics)
                 attach_request_id(context)  # once per stream: a stream's statuses come late
                 try:
                     stream = self._admit(ends_at_shutdown)
@@ -298,41 +307,41 @@ class ErrorGate:
                         stream.sending = False
                         if self._closing:
                             raise _ShuttingDown
-                    _end_call(site, None, context, started, grpc.StatusCode.OK)
+                    _end_call(metrics, site, None, context, started, grpc.StatusCode.OK)
                     return
                 except asyncio.CancelledError:
                     code, detail = self._cancelled_status(ends_at_shutdown)
                 except grpc.aio.AbortError:
-                    _end_call(site, None, context, started, None)
+                    _end_call(metrics, site, None, context, started, None)
                     raise
                 except Exception as error:
                     code, detail = _failure_status(site, error)
                 finally:
                     self._leave()
-                _end_call(site, None, context, started, code, detail)
+                _end_call(metrics, site, None, context, started, code, detail)
                 del request
                 await _abort(context, code, detail)
 
             return gated_responses
 
         async def gated_writes(request: Any, context: Context) -> None:
-            started = _begin_call()
+            started = _begin_call(metrics)
             attach_request_id(context)  # once per stream: a stream's statuses come late
             try:
                 self._admit(ends_at_shutdown)
                 await behaviour(request if decode is None else decode(request), context)
-                _end_call(site, None, context, started, grpc.StatusCode.OK)
+                _end_call(metrics, site, None, context, started, grpc.StatusCode.OK)
                 return
             except asyncio.CancelledError:
                 code, detail = self._cancelled_status(ends_at_shutdown)
             except grpc.aio.AbortError:
-                _end_call(site, None, context, started, None)
+                _end_call(metrics, site, None, context, started, None)
                 raise
             except Exception as error:
                 code, detail = _failure_status(site, error)
             finally:
                 self._leave()
-            _end_call(site, None, context, started, code, detail)
+            _end_call(metrics, site, None, context, started, code, detail)
             del request
             await _abort(context, code, detail)
 
@@ -388,13 +397,15 @@ def _failure_status(site: str, error: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, _unexpected_detail(site, error)
 
 
-def _begin_call() -> float:
-    """Give the call its request id; its start time when the debug line will be written, else 0."""
+def _begin_call(metrics: Metrics | None) -> float:
+    """Give the call its request id; its start time when it is timed (metrics, or debug), else 0."""
     begin_request()
-    return time.perf_counter() if calls_log.isEnabledFor(logging.DEBUG) else 0.0
+    timed = metrics is not None or calls_log.isEnabledFor(logging.DEBUG)
+    return time.perf_counter() if timed else 0.0
 
 
 def _end_call(
+    metrics: Metrics | None,
     site: str,
     request: Any,
     context: Context,
@@ -403,25 +414,31 @@ def _end_call(
     detail: str = "",
     response: Any = None,
 ) -> None:
-    """Warn of a refusal; write the call's debug line if it was started with debug on.
+    """Warn of a refusal; count the call in metrics; write its debug line if debug is on.
 
     The caller gets the request id with a failure, and with every call while debug
     is on (then every call has a line); an OK call skips it: trailing metadata
     costs each call about 1% of its instructions.
     code None: the handler aborted the call itself, with the code the context holds.
     """
+    debug = bool(started) and (metrics is None or calls_log.isEnabledFor(logging.DEBUG))
     if code is None:
         code, detail = _aborted_status(context)
-    elif code is not grpc.StatusCode.OK or started:
+    elif code is not grpc.StatusCode.OK or debug:
         attach_request_id(context)
     if code is not grpc.StatusCode.OK and code in _REFUSALS:
         _unexpected_log.refusal(site, detail)
     if not started:
         return
+    elapsed_s = time.perf_counter() - started
+    if metrics is not None:
+        metrics.call_done(site, code.name, elapsed_s)
+    if not debug:
+        return
     fields: dict[str, Any] = {
         "method": site,
         "code": code.name,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "duration_ms": round(elapsed_s * 1000, 3),
     }
     fields.update(_caller_fields())
     fields.update(_request_fields(site, request))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -15,6 +18,9 @@ from utwin.service.status import log_failure, log_refusal, log_unexpected, ustat
 from utwin.store import Durable
 from utwin.twin import UTwin
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
+
+if TYPE_CHECKING:
+    from utwin.metrics import Metrics
 
 SERVICE_NAME = "uprotocol.core.utwin.v2.uTwin"
 
@@ -36,8 +42,10 @@ class UTwinServicer:
         sync: Durable | None,
         federation: Federation | None = None,
         access: Authorizer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._twin = twin
+        self._metrics = metrics
         self._access = access or Authorizer(Guard(None))
         self._sync = sync
         self._federation = federation
@@ -63,19 +71,29 @@ class UTwinServicer:
         return wire.get_last_messages_response(topics, answers)
 
     async def set_last_message(self, raw_message: bytes, context: Context) -> bytes:
+        metrics = self._metrics
         try:
             admit = self._access.write_admission("SetLastMessage")
+            started = time.perf_counter() if metrics is not None else 0.0
             outcome = await self._twin.store_message(raw_message, uuid.now_ms(), admit)
+            if metrics is not None:
+                metrics.writes["set"].observe(time.perf_counter() - started)
             if outcome.ok and self._sync is not None:
                 await self._sync()
         except UTwinError as error:
             log_failure("SetLastMessage", error.message)  # one line per interval on a full disk
-            return ustatus_bytes(error.code, error.message)
+            return self._answer(error.code, error.message)
         except Exception:
-            return ustatus_bytes(Code.INTERNAL, log_unexpected("SetLastMessage"))
+            return self._answer(Code.INTERNAL, log_unexpected("SetLastMessage"))
         if not outcome.ok:
             log_refusal("SetLastMessage", f"{outcome.code.name}: {outcome.detail}", context)
-        return ustatus_bytes(outcome.code, outcome.detail)
+        return self._answer(outcome.code, outcome.detail)
+
+    def _answer(self, code: Code, detail: str) -> bytes:
+        """The serialized UStatus answering SetLastMessage, counted by code in metrics."""
+        if self._metrics is not None:
+            self._metrics.set_answered(code.name)
+        return ustatus_bytes(code, detail)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
         return {

@@ -111,6 +111,7 @@ class RocksEngine:
     def get(self, key: bytes) -> bytes | None:
         value = self._memory.get(key)
         if value is None:
+            self._memory.misses += 1
             try:
                 value = self._db.get(key)
             except Exception as exc:
@@ -124,6 +125,7 @@ class RocksEngine:
         if None not in values:
             return values
         missing = [position for position, value in enumerate(values) if value is None]
+        self._memory.misses += len(missing)
         try:
             found = self._read([keys[position] for position in missing])
         except Exception as exc:
@@ -197,6 +199,20 @@ class RocksEngine:
     def remembered_bytes(self) -> int:
         """Bytes of values held in memory in front of RocksDB."""
         return self._memory.size_bytes
+
+    @property
+    def memory_figures(self) -> tuple[int, int, int]:
+        """The value memory's bytes held, keys asked of it, and keys it did not hold."""
+        memory = self._memory
+        return memory.size_bytes, memory.lookups, memory.misses
+
+    def int_property(self, name: str) -> int | None:
+        """A RocksDB integer property (thread-safe: metrics read it at scrape); None if unavailable."""
+        try:
+            value = self._db.property_int_value(name)
+        except Exception:  # closed, or reopening after a full disk: nothing to report now
+            return None
+        return value if isinstance(value, int) else None
 
     def fsync_log(self) -> None:
         """Make every write so far durable against power loss (fsync the write-ahead log)."""

@@ -330,6 +330,24 @@ class RocksStore:
     async def topic_count(self) -> int:
         return self._topic_count
 
+    # -- read-only figures for metrics, read from the scrape thread --------
+
+    @property
+    def stored_topics(self) -> int:
+        return self._topic_count
+
+    def engine_property(self, name: str) -> int | None:
+        return self.engine.int_property(name)
+
+    @property
+    def value_memory_figures(self) -> tuple[int, int, int]:
+        return self.engine.memory_figures
+
+    @property
+    def group_sync(self) -> GroupSync | None:
+        """The group commit (durability power), else None."""
+        return self._group_sync
+
     async def device_topic_count(self, authority: str) -> int:
         return self._device_count(authority.encode())
 

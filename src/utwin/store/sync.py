@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from utwin.errors import Unavailable
@@ -22,6 +23,8 @@ class GroupSync:
         self._next_round: asyncio.Future[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
+        # Told each round's duration (the worker thread's hand-off included) when metrics are on.
+        self.on_fsync: Callable[[float], None] | None = None
 
     async def sync(self) -> None:
         if self._closed:
@@ -56,12 +59,15 @@ class GroupSync:
         try:
             while self._next_round is not None:
                 round_done, self._next_round = self._next_round, None
+                started = time.perf_counter()
                 try:
                     await asyncio.to_thread(self._fsync)
                 except Exception as exc:
                     round_done.set_exception(exc)
                 else:
                     round_done.set_result(None)
+                if self.on_fsync is not None:
+                    self.on_fsync(time.perf_counter() - started)
         except asyncio.CancelledError:
             if round_done is not None and not round_done.done():
                 round_done.set_exception(Unavailable("storage: shutting down before the fsync"))

@@ -22,12 +22,17 @@ class ValueMemory:
         self._max_bytes = max_bytes
         self._values: dict[bytes, bytes] = {}
         self._bytes = 0
+        # Keys asked, and those not remembered (counted by the owner, who reads them elsewhere).
+        self.lookups = 0
+        self.misses = 0
 
     def get(self, key: bytes) -> bytes | None:
+        self.lookups += 1
         return self._values.get(key)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """The remembered value of each key, in order; None where none is remembered."""
+        self.lookups += len(keys)
         return [self._values.get(key) for key in keys]
 
     def remember(self, key: bytes, value: bytes) -> None:
