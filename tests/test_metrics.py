@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from tests.digitwin.helpers import register, subscribed_stream
 from tests.messages import publish, uuri
 from tests.servers import Servers, ServerThread
 from utwin.config import check_secure_start, load_config
-from utwin.errors import InvalidArgument
+from utwin.errors import InvalidArgument, Unavailable
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
@@ -208,6 +209,18 @@ def test_stop_releases_the_metrics_port(servers: Servers) -> None:
     with pytest.raises(urllib.error.URLError):
         while time.monotonic() < deadline:  # bounded: the port is closed at once
             urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=1.0).close()
+
+
+def test_metrics_port_in_use_stops_the_start(servers: Servers, tmp_path: Path) -> None:
+    """A metrics port already taken stops the start naming metrics_listen, and frees the store."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(Unavailable, match=f"metrics_listen: cannot bind {address}"):
+            ServerThread.start(tmp_path / "node", metrics_listen=address)
+
+    servers.start(data_dir=tmp_path / "node")  # the folder's lock was released
 
 
 def test_metrics_listen_is_validated_like_listen() -> None:

@@ -322,9 +322,9 @@ async def start_server(config: Config) -> RunningServer:
             raise Unavailable(f"listen: cannot bind {config.listen} ({exc})") from None
         if port == 0:
             raise Unavailable(f"listen: cannot bind {config.listen}")
-        await server.start()
-        if metrics is not None:
+        if metrics is not None:  # before the start: a started server would need stopping
             metrics_endpoint = _serve_metrics(metrics, config.metrics_listen, store, federation, digitwin)
+        await server.start()
     except BaseException:
         if metrics_endpoint is not None:
             metrics_endpoint.close()
