@@ -124,7 +124,7 @@ class IngestServicer:
                     log_refusal("Ingest/Publish", _rejections_summary(rejected, acknowledged))
                 if self._metrics is not None:
                     self._metrics.ingest_messages += len(outcomes)
-                    self._metrics.ingest_rejected([outcome.code.name for _, outcome in rejected])
+                    self._metrics.ingest_rejected(outcome.code for _, outcome in rejected)
                 accepted += len(outcomes) - len(rejected)
                 acknowledged += len(outcomes)
                 ack.acknowledged = acknowledged

@@ -432,7 +432,8 @@ def _end_call(
         return
     elapsed_s = time.perf_counter() - started
     if metrics is not None:
-        metrics.call_done(site, code.name, elapsed_s)
+        # `_name_` (Enum's documented sunder attribute) is a plain attribute; `.name` is a Python call.
+        metrics.call_done(site, code._name_, elapsed_s)
     if not debug:
         return
     fields: dict[str, Any] = {

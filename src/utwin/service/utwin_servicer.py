@@ -82,17 +82,15 @@ class UTwinServicer:
                 await self._sync()
         except UTwinError as error:
             log_failure("SetLastMessage", error.message)  # one line per interval on a full disk
-            return self._answer(error.code, error.message)
+            code, detail = error.code, error.message
         except Exception:
-            return self._answer(Code.INTERNAL, log_unexpected("SetLastMessage"))
-        if not outcome.ok:
-            log_refusal("SetLastMessage", f"{outcome.code.name}: {outcome.detail}", context)
-        return self._answer(outcome.code, outcome.detail)
-
-    def _answer(self, code: Code, detail: str) -> bytes:
-        """The serialized UStatus answering SetLastMessage, counted by code in metrics."""
-        if self._metrics is not None:
-            self._metrics.set_answered(code.name)
+            code, detail = Code.INTERNAL, log_unexpected("SetLastMessage")
+        else:
+            code, detail = outcome.code, outcome.detail
+            if not outcome.ok:
+                log_refusal("SetLastMessage", f"{code.name}: {detail}", context)
+        if metrics is not None:
+            metrics.set_answered(code)
         return ustatus_bytes(code, detail)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[object, object]]:
