@@ -120,13 +120,13 @@ class Sources:
     digitwin: WatchFigures | None = None
 
 
-# Peer counters exported, by metric name suffix: (PeerCounters attribute, help).
+# Peer counters exported as utwin_peer_<attribute of PeerCounters>_total, with their help.
 _PEER_COUNTERS = (
-    ("calls", "calls", "calls made to the peer (one per batch of topics)"),
-    ("topics_asked", "topics_asked", "topics asked of the peer"),
-    ("hits", "hits", "topics the peer answered with a message"),
-    ("not_found", "not_found", "topics the peer answered NOT_FOUND"),
-    ("failures", "failures", "calls to the peer that failed (unreachable, too slow, refused)"),
+    ("calls", "calls made to the peer (one per batch of topics)"),
+    ("topics_asked", "topics asked of the peer"),
+    ("hits", "topics the peer answered with a message"),
+    ("not_found", "topics the peer answered NOT_FOUND"),
+    ("failures", "calls to the peer that failed (unreachable, too slow, refused)"),
 )
 
 
@@ -283,8 +283,8 @@ def _store_families(store: EngineFigures) -> Iterator[Metric]:
 
 def _peer_families(federation: FederationFigures) -> Iterator[Metric]:
     peers = federation.stats()
-    for suffix, attribute, documentation in _PEER_COUNTERS:
-        family = CounterMetricFamily(f"utwin_peer_{suffix}", documentation, labels=["peer"])
+    for attribute, documentation in _PEER_COUNTERS:
+        family = CounterMetricFamily(f"utwin_peer_{attribute}", documentation, labels=["peer"])
         for peer in peers:
             family.add_metric([peer.authority], getattr(peer.counters, attribute))
         yield family
