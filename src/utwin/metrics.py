@@ -149,14 +149,16 @@ class Metrics:
 
     # -- the hot path: event loop only ------------------------------------
 
-    def call_done(self, site: str, code: str, seconds: float) -> None:
+    def durations_of(self, site: str, code: str) -> Durations:
+        """The durations of calls of site ending with code (the gate holds those of OK per method)."""
         key = (site, code)
         durations = self.calls.get(key)
         if durations is None:
             durations = self.calls[key] = Durations()
-        # Durations.observe inlined: this runs once per call of every service.
-        durations.counts[bisect.bisect_left(DURATION_BOUNDS_S, seconds)] += 1
-        durations.total_s += seconds
+        return durations
+
+    def call_done(self, site: str, code: str, seconds: float) -> None:
+        self.durations_of(site, code).observe(seconds)
 
     def set_answered(self, ustatus: Code) -> None:
         # Keyed by the code itself: an IntEnum hashes as its int, where `.name` is a Python call.
