@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -40,15 +41,18 @@ def stub(server: ServerThread) -> Iterator[utwin_pb2_grpc.uTwinStub]:
         yield utwin_pb2_grpc.uTwinStub(channel)
 
 
-def _scrape(server: ServerThread) -> Samples:
-    """Every sample of the server's /metrics, by name and labels."""
+def _scrape_text(server: ServerThread) -> str:
     assert server.running is not None and server.running.metrics_endpoint is not None
     url = f"http://127.0.0.1:{server.running.metrics_endpoint.port}/metrics"
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-        text = response.read().decode()
+        return str(response.read().decode())
+
+
+def _scrape(server: ServerThread) -> Samples:
+    """Every sample of the server's /metrics, by name and labels."""
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(_scrape_text(server))
         for sample in family.samples
     }
 
@@ -166,6 +170,21 @@ def test_peer_failures_and_breaker_state_per_peer(servers: Servers) -> None:
     assert 1 <= _value(samples, "utwin_peer_calls_total", peer="B")
     assert 1 <= _value(samples, "utwin_peer_failures_total", peer="B")
     assert 2 == _value(samples, "utwin_peer_breaker_state", peer="B")  # open after one failure
+
+
+def test_readme_lists_every_metric(servers: Servers) -> None:
+    """The README's Metrics table names exactly the utwin_ metrics a server with peers serves."""
+    server = servers.start(metrics_listen="127.0.0.1:0", authority="A", peers="B=127.0.0.1:9")
+    served_families = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in text_string_to_metric_families(_scrape_text(server))
+        if family.name.startswith("utwin_")
+    }
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(utwin_[a-z_0-9]+)`", section))
+
+    assert [] == sorted(served_families ^ listed)
 
 
 def test_watch_subscribers_and_loaded_twins(server: ServerThread) -> None:
