@@ -23,7 +23,7 @@ from utwin.errors import InvalidArgument, Unavailable
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
-from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
+from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc, watch_pb2, watch_pb2_grpc
 
 TIMEOUT_S = 10.0
 UTWIN = "uprotocol.core.utwin.v2.uTwin"
@@ -200,6 +200,23 @@ def test_watch_subscribers_and_loaded_twins(server: ServerThread) -> None:
     assert 1 == _value(samples, "utwin_digitwin_twins_loaded")
     assert ("utwin_digitwin_watch_buffered_changes", frozenset()) in samples
     assert ("utwin_digitwin_watch_buffer_fullest_ratio", frozenset()) in samples
+
+
+def test_topic_watch_subscribers(server: ServerThread) -> None:
+    """An open topic watch (utwin.v1.Watch/Topics) is a subscriber with a buffer."""
+    with server.channel() as channel:
+        stream = watch_pb2_grpc.WatchStub(channel).Topics(
+            watch_pb2.TopicFilter(pattern=uuri("*", 0xFFFFFFFF, 0xFF, 0xFFFF)), timeout=TIMEOUT_S
+        )
+        for response in stream:  # bounded by the stream's deadline
+            if response.caught_up:
+                break
+        samples = _scrape(server)
+        stream.cancel()
+
+    assert 1 == _value(samples, "utwin_topic_watch_subscribers")
+    assert 0 == _value(samples, "utwin_topic_watch_buffered_changes")
+    assert ("utwin_topic_watch_buffer_fullest_ratio", frozenset()) in samples
 
 
 def _metrics_threads() -> list[threading.Thread]:

@@ -111,6 +111,12 @@ class WatchFigures(Protocol):
     def watch_buffers(self) -> list[tuple[int, int]]: ...
 
 
+class BufferFigures(Protocol):
+    """What the collector reads of a hub of subscriptions (the uTwin topic watch)."""
+
+    def buffers(self) -> list[tuple[int, int]]: ...
+
+
 @dataclasses.dataclass
 class Sources:
     """What is read at scrape; None where the server has no such part."""
@@ -118,6 +124,7 @@ class Sources:
     store: EngineFigures | None = None
     federation: FederationFigures | None = None
     digitwin: WatchFigures | None = None
+    topic_watch: BufferFigures | None = None
 
 
 # Peer counters exported as utwin_peer_<attribute of PeerCounters>_total, with their help.
@@ -209,6 +216,10 @@ class Metrics:
             yield from _peer_families(sources.federation)
         if sources.digitwin is not None:
             yield from _digitwin_families(sources.digitwin)
+        if sources.topic_watch is not None:
+            yield from _buffer_families(
+                "utwin_topic_watch", "utwin.v1.Watch Topics", sources.topic_watch.buffers()
+            )
 
     def _call_families(self) -> Iterator[Metric]:
         labels = ["service", "method", "code"]
@@ -302,17 +313,21 @@ def _peer_families(federation: FederationFigures) -> Iterator[Metric]:
 
 def _digitwin_families(digitwin: WatchFigures) -> Iterator[Metric]:
     yield _gauge("utwin_digitwin_twins_loaded", "DigiTwin twins held in memory", digitwin.loaded_count)
-    buffers = digitwin.watch_buffers()
-    yield _gauge("utwin_digitwin_watch_subscribers", "open DigiTwin Watch streams", len(buffers))
+    yield from _buffer_families("utwin_digitwin_watch", "DigiTwin Watch", digitwin.watch_buffers())
+
+
+def _buffer_families(prefix: str, streams: str, buffers: list[tuple[int, int]]) -> Iterator[Metric]:
+    """Subscribers of one kind of stream and their buffers: (changes buffered, capacity) each."""
+    yield _gauge(f"{prefix}_subscribers", f"open {streams} streams", len(buffers))
     yield _gauge(
-        "utwin_digitwin_watch_buffered_changes",
-        "changes waiting in Watch buffers, all subscribers",
+        f"{prefix}_buffered_changes",
+        f"changes waiting in {streams} buffers, all subscribers",
         sum(used for used, _ in buffers),
     )
     fullest = max((used / capacity for used, capacity in buffers), default=0.0)
     yield _gauge(
-        "utwin_digitwin_watch_buffer_fullest_ratio",
-        "the fullest Watch buffer's use (1: cut off at the next change)",
+        f"{prefix}_buffer_fullest_ratio",
+        f"the fullest {streams} buffer's use (1: cut off at the next change)",
         fullest,
     )
 

@@ -184,6 +184,12 @@ class TopicWatch:
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
 
+    def buffers(self) -> list[tuple[int, int]]:
+        """(changes buffered, capacity) of each subscription; metrics read it from their own thread."""
+        return [
+            (len(subscription._pending), subscription.capacity) for subscription in list(self._subscriptions)
+        ]
+
     def subscribe(self, pattern: TopicPattern) -> TopicSubscription:
         subscription = TopicSubscription(pattern, self._buffer_changes)
         self._subscriptions.add(subscription)

@@ -323,6 +323,7 @@ async def start_server(config: Config) -> RunningServer:
         if port == 0:
             raise Unavailable(f"listen: cannot bind {config.listen}")
         if metrics is not None:  # before the start: a started server would need stopping
+            metrics.sources.topic_watch = topic_watch
             metrics_endpoint = _serve_metrics(metrics, config.metrics_listen, store, federation, digitwin)
         await server.start()
     except BaseException:
