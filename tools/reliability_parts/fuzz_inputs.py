@@ -27,7 +27,10 @@ from .common import IdClock, publish
 NESTING = b"\x9b\x06" * 99 + b"\x9c\x06" * 99
 FUZZ_AGENT = "fuzz-agent"
 REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
-WATCH_METHODS = frozenset({"/utwin.digitwin.v1.DigiTwin/Watch", "/grpc.health.v1.Health/Watch"})
+# Streams that stay open as long as their caller wants: ending by the call's deadline is their norm.
+WATCH_METHODS = frozenset(
+    {"/utwin.digitwin.v1.DigiTwin/Watch", "/grpc.health.v1.Health/Watch", "/utwin.v1.Watch/Topics"}
+)
 
 
 @dataclass(frozen=True)
