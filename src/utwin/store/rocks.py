@@ -1,11 +1,12 @@
 """The embedded store: the asynchronous store contract over one RocksDB folder.
 
 Its coroutines never suspend (RocksDB answers in microseconds, and a thread
-hand-off would cost more than the call), except `sync` and `close`, which
-wait for an fsync in a worker thread. So each call runs whole on the event
-loop, and newest-wins, decided here from a read and a write of the same
-call, is atomic against every other caller: this process is the folder's
-only writer (RocksDB's lock file).
+hand-off would cost more than the call), except `sync`, `close` and `backup`,
+which wait for a worker thread, and `flush_device`, which yields between its
+batches. So each put, read and removal runs whole on the event loop, and
+newest-wins, decided here from a read and a write of the same call, is atomic
+against every other caller: this process is the folder's only writer
+(RocksDB's lock file).
 
 The whole store's topic count lives beside the topics and changes in the
 same atomic batch as them. A device's count is its keys, counted by a
