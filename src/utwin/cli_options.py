@@ -10,9 +10,9 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad usage or input; also a server that cannot serve with its settings
@@ -135,6 +135,28 @@ def add_client_options(parser: argparse.ArgumentParser, timeout_help: str = "") 
 def timeout_of(options: argparse.Namespace) -> float:
     timeout: float | None = options.timeout
     return DEFAULT_TIMEOUT_S if timeout is None else timeout
+
+
+def print_until_watch_ends(
+    lines: Iterator[dict[str, Any]], timeout: float | None, count: int | None, show: Callable[[Any], None]
+) -> int:
+    """Show each entry of a watch until count entries or its --timeout (the normal end: exit 0)."""
+    import grpc
+
+    printed = 0
+    try:
+        for entry in lines:
+            show(entry)
+            sys.stdout.flush()
+            printed += 1
+            if count and printed >= count:
+                return EXIT_OK
+    except grpc.RpcError as error:
+        # --timeout is how long to watch: reaching it is the normal end.
+        if timeout is not None and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return EXIT_OK
+        raise
+    return EXIT_OK
 
 
 def add_credential_options(parser: argparse.ArgumentParser) -> None:

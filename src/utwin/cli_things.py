@@ -15,6 +15,7 @@ from utwin.cli_options import (
     client_epilog,
     count,
     credentials_from,
+    print_until_watch_ends,
     timeout_of,
 )
 from utwin.cli_output import json_value, print_document, print_line, time_fields
@@ -181,7 +182,6 @@ def thing_as_dict(thing: pb.Thing) -> dict[str, Any]:
 
 
 def _watch(client: DigiTwinClient, options: argparse.Namespace) -> int:
-    from utwin.service.client import CallFailed
     from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
     request = pb.WatchRequest(
@@ -191,20 +191,12 @@ def _watch(client: DigiTwinClient, options: argparse.Namespace) -> int:
         kinds=[f"CHANGE_KIND_{kind.upper().replace('-', '_')}" for kind in options.kind],
         include_current_state=options.current,
     )
-    printed = 0
-    try:
-        for response in client.watch(request, options.timeout):
-            for change in response.changes:
-                print_line(change_as_dict(change))
-                printed += 1
-                if options.count and printed >= options.count:
-                    return EXIT_OK
-    except CallFailed as error:
-        # --timeout is how long to watch: reaching it is the normal end.
-        if options.timeout is not None and error.code().name == "DEADLINE_EXCEEDED":
-            return EXIT_OK
-        raise
-    return EXIT_OK
+    changes = (
+        change_as_dict(change)
+        for response in client.watch(request, options.timeout)
+        for change in response.changes
+    )
+    return print_until_watch_ends(changes, options.timeout, options.count, print_line)
 
 
 def run_things(options: argparse.Namespace) -> int:

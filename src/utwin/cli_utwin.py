@@ -14,6 +14,7 @@ from utwin.cli_options import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     credentials_from,
+    print_until_watch_ends,
     timeout_of,
 )
 from utwin.cli_output import PAYLOAD_FORMATS, payload_fields, print_document, time_fields
@@ -211,30 +212,18 @@ def run_ls(options: argparse.Namespace) -> int:
 
 def run_watch(options: argparse.Namespace) -> int:
     from utwin.cli_output import print_line
-    from utwin.service.client import CallFailed
     from utwin.service.watch_client import WatchClient
 
     pattern = pattern_of(options.pattern)
-    printed = 0
     with WatchClient(options.target, credentials=credentials_from(options)) as client:
-        try:
-            for response in client.watch_topics(pattern, options.timeout):
-                for message in response.messages:
-                    entry = message_as_dict(message)
-                    if options.json:
-                        print_line(entry)
-                    else:
-                        _print_entry(entry)
-                    sys.stdout.flush()
-                    printed += 1
-                    if options.count and printed >= options.count:
-                        return EXIT_OK
-        except CallFailed as error:
-            # --timeout is how long to watch: reaching it is the normal end.
-            if options.timeout is not None and error.code().name == "DEADLINE_EXCEEDED":
-                return EXIT_OK
-            raise
-    return EXIT_OK
+        entries = (
+            message_as_dict(message)
+            for response in client.watch_topics(pattern, options.timeout)
+            for message in response.messages
+        )
+        return print_until_watch_ends(
+            entries, options.timeout, options.count, print_line if options.json else _print_entry
+        )
 
 
 def run_flush(options: argparse.Namespace) -> int:

@@ -163,6 +163,14 @@ class RocksEngine:
             raise
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with prefix, in key order, from `start` if given."""
+        return self._scan(prefix, start, with_values=True)  # type: ignore[return-value]
+
+    def scan_keys(self, prefix: bytes, start: bytes | None = None) -> Iterator[bytes]:
+        """scan's keys alone (the values are not read)."""
+        return self._scan(prefix, start, with_values=False)  # type: ignore[return-value]
+
+    def _scan(self, prefix: bytes, start: bytes | None, with_values: bool) -> Iterator[object]:
         first = prefix if start is None or start < prefix else start
         try:
             # An iterator, not items(): items() ends quietly where the engine failed (a corrupt
@@ -173,23 +181,7 @@ class RocksEngine:
                 key = cursor.key()
                 if not key.startswith(prefix):
                     return
-                yield key, cursor.value()
-                cursor.next()
-            cursor.status()
-        except Exception as exc:
-            raise self._failure(exc, _Operation.READ) from exc
-
-    def scan_keys(self, prefix: bytes, start: bytes | None = None) -> Iterator[bytes]:
-        """scan's keys alone (the values are not read)."""
-        first = prefix if start is None or start < prefix else start
-        try:
-            cursor = self._db.iter()
-            cursor.seek(first)
-            while cursor.valid():
-                key = cursor.key()
-                if not key.startswith(prefix):
-                    return
-                yield key
+                yield (key, cursor.value()) if with_values else key
                 cursor.next()
             cursor.status()
         except Exception as exc:

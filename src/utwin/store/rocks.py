@@ -278,18 +278,20 @@ class RocksStore:
 
     def _remove_up_to(self, found: Sequence[tuple[bytes, bytes | None]], floor: bytes) -> int:
         """Delete the found values whose version is floor or older, in one batch; how many."""
-        deletes: list[tuple[bytes, bytes | None]] = []
+        return self._remove(
+            [key for key, value in found if value is not None and value[keys.VERSION_SLICE] <= floor]
+        )
+
+    def _remove(self, doomed: Sequence[bytes]) -> int:
+        """Delete these topics, and count them out of their devices, in one batch; how many."""
         removed_by_device: dict[bytes, int] = {}
-        for key, value in found:
-            if value is not None and value[keys.VERSION_SLICE] <= floor:
-                deletes.append((key, None))
-                device = keys.split_device(key)[0]
-                removed_by_device[device] = removed_by_device.get(device, 0) - 1
-        removed = len(deletes)
-        if deletes:
+        for key in doomed:
+            device = keys.split_device(key)[0]
+            removed_by_device[device] = removed_by_device.get(device, 0) - 1
+        if doomed:
             self._read_device_counts(set(removed_by_device))
-            self._write_topics(deletes, removed_by_device)
-        return removed
+            self._write_topics([(key, None) for key in doomed], removed_by_device)
+        return len(doomed)
 
     async def get_topics(self, topic_keys: Sequence[bytes]) -> list[bytes | None]:
         return self.engine.get_many(topic_keys)
@@ -297,18 +299,13 @@ class RocksStore:
     async def delete_if_same(self, entries: Sequence[tuple[bytes, bytes]]) -> int:
         unique = dict(entries)
         stored = self.engine.get_many(list(unique))
-        deletes: list[tuple[bytes, bytes | None]] = []
-        removed_by_device: dict[bytes, int] = {}
-        for (key, version), value in zip(unique.items(), stored, strict=True):
-            if value is not None and value[keys.VERSION_SLICE] == version:
-                deletes.append((key, None))
-                device = keys.split_device(key)[0]
-                removed_by_device[device] = removed_by_device.get(device, 0) - 1
-        removed = len(deletes)
-        if deletes:
-            self._read_device_counts(set(removed_by_device))
-            self._write_topics(deletes, removed_by_device)
-        return removed
+        return self._remove(
+            [
+                key
+                for (key, version), value in zip(unique.items(), stored, strict=True)
+                if value is not None and value[keys.VERSION_SLICE] == version
+            ]
+        )
 
     async def scan_device(self, authority: str, ue_id: int | None = None) -> list[tuple[bytes, bytes]]:
         prefix = keys.authority_prefix(authority) if ue_id is None else keys.ue_prefix(authority, ue_id)
