@@ -7,6 +7,7 @@
     python tools/bench.py fairness [...]     unary calls beside a full-speed ingest stream (bench_ingest.py)
     python tools/bench.py new-topics [...]   ingest of new topics against updates (bench_ingest.py)
     python tools/bench.py scaleout [...]     frontends on a Redis Cluster vs RocksDB (bench_scaleout.py)
+    python tools/bench.py bus [...]          Mosquitto, NATS KV, utwin via tap and ingest (bench_bus.py)
     python tools/bench_scale.py [...]        reads at 10k and 5M stored topics, start-up time
 
 Starts `utwin serve` and the bare server (tools/bare_server.py: same method
@@ -59,6 +60,7 @@ OTHER_SUITES = {
     "fairness": "bench_ingest",
     "new-topics": "bench_ingest",
     "scaleout": "bench_scaleout",
+    "bus": "bench_bus",
 }
 
 
