@@ -306,13 +306,14 @@ class NatsServer:
 async def nats_bucket(port: int) -> tuple[object, object]:
     import nats
     from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import BucketNotFoundError
 
     connection = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=0)
     jetstream = connection.jetstream()
     config = KeyValueConfig(bucket=BUCKET, history=1, storage=StorageType.FILE, direct=True)
     try:
         bucket = await jetstream.key_value(BUCKET)
-    except Exception:  # the bucket does not exist yet
+    except BucketNotFoundError:
         bucket = await jetstream.create_key_value(config)
     return connection, bucket
 
@@ -527,9 +528,11 @@ class NatsSetup(Results):
         self.server.kill()
         self.server.start()
         await self.connect()
+        from nats.js.errors import KeyNotFoundError
+
         held = 0
         for name, index in batch.last_by_topic().items():
-            with contextlib.suppress(Exception):  # a key that is gone
+            with contextlib.suppress(KeyNotFoundError):
                 entry = await self.bucket.get(name)  # type: ignore[attr-defined]
                 held += entry.value == batch.datas[index]
         return held
