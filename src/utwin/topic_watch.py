@@ -30,10 +30,9 @@ from utwin.uri import (
     MAX_VERSION,
     WILDCARD_AUTHORITY,
     WILDCARD_INSTANCE,
-    WILDCARD_RESOURCE,
     WILDCARD_SERVICE,
-    WILDCARD_VERSION,
     Topic,
+    matches_pattern,
 )
 from utwin_proto.uprotocol.v1 import umessage_pb2
 
@@ -77,14 +76,7 @@ class TopicPattern(NamedTuple):
         return self.ue_id
 
     def matches(self, topic: Topic) -> bool:
-        authority, ue_id, version, resource = topic
-        return (
-            (self.authority == WILDCARD_AUTHORITY or self.authority == authority)
-            and (self.ue_id & 0xFFFF == WILDCARD_SERVICE or self.ue_id & 0xFFFF == ue_id & 0xFFFF)
-            and (self.ue_id >> 16 == WILDCARD_INSTANCE or self.ue_id >> 16 == ue_id >> 16)
-            and (self.version == WILDCARD_VERSION or self.version == version)
-            and (self.resource == WILDCARD_RESOURCE or self.resource == resource)
-        )
+        return matches_pattern(self, topic)
 
 
 class TopicValue(NamedTuple):

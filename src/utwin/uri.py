@@ -87,6 +87,22 @@ def check_publish_sink(authority: str, ue_id: int, version: int, resource: int, 
             )
 
 
+def matches_pattern(pattern: tuple[str, int, int, int], topic: Topic) -> bool:
+    """uProtocol's `matches`: each field of pattern equal to the topic's, or its wildcard.
+
+    The wildcards: authority `*`, service id 0xFFFF (low 16 bits of ue_id),
+    instance id 0xFFFF (high 16 bits), version 0xFF, resource 0xFFFF.
+    """
+    authority, ue_id, version, resource = pattern
+    return (
+        (authority == WILDCARD_AUTHORITY or authority == topic.authority)
+        and (ue_id & 0xFFFF == WILDCARD_SERVICE or ue_id & 0xFFFF == topic.ue_id & 0xFFFF)
+        and (ue_id >> 16 == WILDCARD_INSTANCE or ue_id >> 16 == topic.ue_id >> 16)
+        and (version == WILDCARD_VERSION or version == topic.version)
+        and (resource == WILDCARD_RESOURCE or resource == topic.resource)
+    )
+
+
 def format_uri(topic: Topic) -> str:
     """uProtocol's string form: up://authority/UE_ID/VERSION/RESOURCE in hex."""
     return f"up://{topic.authority}/{topic.ue_id:X}/{topic.version:X}/{topic.resource:X}"

@@ -16,12 +16,8 @@ from utwin.uri import (
     MAX_AUTHORITY_CHARS,
     MAX_RESOURCE,
     MAX_VERSION,
-    WILDCARD_AUTHORITY,
-    WILDCARD_INSTANCE,
-    WILDCARD_RESOURCE,
-    WILDCARD_SERVICE,
-    WILDCARD_VERSION,
     Topic,
+    matches_pattern,
     split_uri,
 )
 
@@ -41,13 +37,7 @@ class TopicPattern(NamedTuple):
 
     def matches(self, topic: Topic) -> bool:
         """uProtocol's `matches` predicate, this pattern against a concrete topic."""
-        return (
-            (self.authority == WILDCARD_AUTHORITY or self.authority == topic.authority)
-            and (self.ue_id & 0xFFFF == WILDCARD_SERVICE or self.ue_id & 0xFFFF == topic.ue_id & 0xFFFF)
-            and (self.ue_id >> 16 == WILDCARD_INSTANCE or self.ue_id >> 16 == topic.ue_id >> 16)
-            and (self.version == WILDCARD_VERSION or self.version == topic.version)
-            and (self.resource == WILDCARD_RESOURCE or self.resource == topic.resource)
-        )
+        return matches_pattern(self, topic)
 
     def names_authority(self, authority: str) -> bool:
         """Whether the pattern names this authority itself, not through the `*` wildcard."""
