@@ -15,6 +15,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.digitwin.agents import action_td, invoke
 from tests.digitwin.helpers import register, subscribed_stream
 from tests.messages import publish, uuri
 from tests.servers import Servers, ServerThread
@@ -200,6 +201,24 @@ def test_watch_subscribers_and_loaded_twins(server: ServerThread) -> None:
     assert 1 == _value(samples, "utwin_digitwin_twins_loaded")
     assert ("utwin_digitwin_watch_buffered_changes", frozenset()) in samples
     assert ("utwin_digitwin_watch_buffer_fullest_ratio", frozenset()) in samples
+
+
+def test_actions_by_state(server: ServerThread) -> None:
+    """Actions are counted in each state they enter: two queued, one of them cancelled."""
+    with server.channel() as channel:
+        stub = pb_grpc.DigiTwinStub(channel)
+        twin_id = register(stub, action_td("urn:dev:metrics-actions"))
+        before = _scrape(server)
+        cancelled = invoke(stub, twin_id, "reboot")
+        invoke(stub, twin_id, "setTarget", {"target": 1})
+        stub.CancelAction(pb.CancelActionRequest(action_id=cancelled.action_id), timeout=TIMEOUT_S)
+        after = _scrape(server)
+
+    assert (2, 1, 0) == tuple(
+        _value(after, "utwin_digitwin_actions_total", state=state)
+        - _value(before, "utwin_digitwin_actions_total", state=state)
+        for state in ("pending", "cancelled", "delivered")
+    )
 
 
 def test_topic_watch_subscribers(server: ServerThread) -> None:

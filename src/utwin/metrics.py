@@ -103,12 +103,14 @@ class FederationFigures(Protocol):
 
 
 class WatchFigures(Protocol):
-    """What the collector reads of the DigiTwin (twins loaded, Watch subscriptions)."""
+    """What the collector reads of the DigiTwin (twins loaded, Watch subscriptions, actions)."""
 
     @property
     def loaded_count(self) -> int: ...
 
     def watch_buffers(self) -> list[tuple[int, int]]: ...
+
+    def actions_entered(self) -> dict[str, int]: ...
 
 
 class BufferFigures(Protocol):
@@ -314,6 +316,12 @@ def _peer_families(federation: FederationFigures) -> Iterator[Metric]:
 def _digitwin_families(digitwin: WatchFigures) -> Iterator[Metric]:
     yield _gauge("utwin_digitwin_twins_loaded", "DigiTwin twins held in memory", digitwin.loaded_count)
     yield from _buffer_families("utwin_digitwin_watch", "DigiTwin Watch", digitwin.watch_buffers())
+    actions = CounterMetricFamily(
+        "utwin_digitwin_actions", "DigiTwin actions that entered each state", labels=["state"]
+    )
+    for state, count in digitwin.actions_entered().items():
+        actions.add_metric([state], count)
+    yield actions
 
 
 def _buffer_families(prefix: str, streams: str, buffers: list[tuple[int, int]]) -> Iterator[Metric]:

@@ -12,6 +12,7 @@ agent, so none is delivered after its expiry.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import json
@@ -106,6 +107,8 @@ class ActionQueue:
         # (expires_ms, action id, twin) of actions that were pending when noted; stale entries are skipped.
         self._expiries: list[tuple[int, str, TwinId]] = []
         self._sweep_wakeup = asyncio.Event()
+        # How many actions entered each state since start (what the metrics endpoint exports).
+        self.entered: collections.Counter[ActionState] = collections.Counter()
 
     @classmethod
     async def open(
@@ -253,7 +256,7 @@ class ActionQueue:
                 return await self._write_one(action.moved(ActionState.CANCELLED, now_ms, reason="requested"))
             asked = action._replace(cancel_requested=True)
             if not action.cancel_requested:
-                await self._write_one(asked)
+                await self._write_one(asked, moved=False)
             channel = self.channels.current(twin.agent)
             if channel is not None:
                 channel.send(Instruction(cancel_id=action_id))
@@ -303,12 +306,15 @@ class ActionQueue:
     async def _twin_actions(self, twin: TwinId) -> list[Action]:
         return [decode_action(record) async for _, record in self._store.scan(actions_prefix(twin))]
 
-    async def _write_one(self, action: Action) -> Action:
+    async def _write_one(self, action: Action, *, moved: bool = True) -> Action:
         await self._store.write([(action_key(action.twin, action.action_id), encode_action(action))])
-        self._announce([action])
+        self._announce([action], moved=moved)
         return action
 
-    def _announce(self, actions: Sequence[Action]) -> None:
+    def _announce(self, actions: Sequence[Action], *, moved: bool = True) -> None:
+        """Tell watchers of these changed actions; `moved`: each entered the state it is in now."""
+        if moved:
+            self.entered.update(action.state for action in actions)
         self._hub.publish(
             [
                 Change(ChangeKind.ACTION, action.twin, action.twin.text, action.name, action=action)

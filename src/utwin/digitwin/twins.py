@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from utwin import uuid
 from utwin.digitwin import directory, records, td
+from utwin.digitwin.action_model import ActionState
 from utwin.digitwin.actions import ActionQueue, ActionSettings
 from utwin.digitwin.bridge import BridgeIndex, Ops, Target, decode_message, stored_messages
 from utwin.digitwin.directory import ListQuery, ThingEntry
@@ -97,6 +98,10 @@ class DigiTwin:
     def loaded_count(self) -> int:
         """Twins held in memory."""
         return self._cache.loaded_count
+
+    def actions_entered(self) -> dict[str, int]:
+        """How many actions entered each state (lower-case name) since start."""
+        return {state.name.lower(): self.actions.entered[state] for state in ActionState}
 
     def watch_buffers(self) -> list[tuple[int, int]]:
         """(changes buffered, capacity) of each Watch subscription."""
