@@ -182,7 +182,7 @@ def test_readme_lists_every_metric(servers: Servers) -> None:
         if family.name.startswith("utwin_")
     }
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n#{2,3} ", readme.split("\n### Metrics\n", 1)[1], maxsplit=1)[0]
     listed = set(re.findall(r"`(utwin_[a-z_0-9]+)`", section))
 
     assert [] == sorted(served_families ^ listed)
