@@ -18,8 +18,11 @@ source, a topic limit), is counted, logged at most once per interval, and
 acknowledged all the same: unacknowledged, the broker would deliver it again
 on every reconnect, for ever.
 
-The client runs paho-mqtt's loop in a thread of its own; arrivals cross to
-the event loop, acknowledgements cross back (paho queues them to its socket).
+The client's socket is served by the event loop itself (paho-mqtt's external
+loop interface), so arrivals and acknowledgements never cross threads: a
+thread per tap handing every message and every PUBACK across the GIL cost
+more than storing the message. Only the blocking connect runs in a worker
+thread.
 """
 
 from __future__ import annotations
@@ -27,8 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
@@ -43,12 +45,15 @@ from utwin.errors import Code, UTwinError
 from utwin.store import Durable
 from utwin.taps.common import MalformedPublish, QuietLog, TapCounters, backoff_s
 from utwin.taps.mqtt_mapping import PublishParts, umessage_bytes
+from utwin.taps.mqtt_packet import MalformedPacket, Publish, decode_publish
 from utwin.taps.settings import TapSettings
 from utwin.twin import Outcome, UTwin
 
 log = logging.getLogger("utwin.taps.mqtt")
 
-_LOOP_TIMEOUT_S = 0.2
+# Keepalive and timeouts are checked this often; read packets handled per reader wake-up at most.
+_MISC_INTERVAL_S = 1.0
+_PACKETS_PER_WAKEUP = 64
 _STOP_TIMEOUT_S = 5.0
 # A store that refuses writes is tried again soon at first, then at most each second.
 _RETRY_FIRST_S = 0.05
@@ -61,7 +66,30 @@ class _Arrival(NamedTuple):
     connection: int  # which connection delivered it: an acknowledgement goes back on that one only
     mid: int
     qos: int
-    parts: PublishParts
+    parts: PublishParts | None  # None: the packet was malformed (acknowledged and dropped in turn)
+    malformed: str = ""
+
+
+class _TapClient(paho.Client):
+    """paho's client, with PUBLISH packets decoded by `mqtt_packet` rather than by paho's general
+    property decoder, and handed to `on_publish` as they are."""
+
+    on_publish_packet: Callable[[Publish], None] | None = None
+    on_malformed_packet: Callable[[int, str], None] | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        first_byte, packet = self._in_packet["command"], self._in_packet["packet"]
+        if (first_byte >> 1) & 0x03 == 2 or self.on_publish_packet is None:
+            return super()._handle_publish()  # QoS 2: the tap never subscribes with it
+        try:
+            publish = decode_publish(first_byte, bytes(packet))
+        except MalformedPacket as error:
+            if error.packet_id is None or self.on_malformed_packet is None:
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            self.on_malformed_packet(error.packet_id, error.reason)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        self.on_publish_packet(publish)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class MqttTap:
@@ -73,22 +101,28 @@ class MqttTap:
         self._twin = twin
         self._sync = sync
         self._quiet = QuietLog(log)
-        self._stopping = threading.Event()
+        self._stopping = asyncio.Event()
         self._connection = 0
-        self._connected = threading.Event()
+        self._connected = False
+        # True while the client's socket is served by the event loop; a connect (in a worker
+        # thread) runs only while it is False, so the client is never used by two threads at once.
+        self._serving = False
+        self._socket_closed: asyncio.Future[None] | None = None
+        self._disconnect_sent = False
+        self._publishes_read = 0
         self._client = self._new_client()
         self._arrivals: asyncio.Queue[_Arrival] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._running: asyncio.Task[None] | None = None
         self._storing: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected
 
-    def _new_client(self) -> paho.Client:
+    def _new_client(self) -> _TapClient:
         settings = self.settings
-        client = paho.Client(
+        client = _TapClient(
             CallbackAPIVersion.VERSION2,
             client_id=settings.session_client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -105,7 +139,8 @@ class MqttTap:
             )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_publish_packet = self._on_publish
+        client.on_malformed_packet = self._on_malformed
         return client
 
     async def start(self) -> None:
@@ -114,10 +149,7 @@ class MqttTap:
         # Bounded: QoS 1 arrivals by the Receive Maximum the broker honours; QoS 0 beyond it are dropped.
         self._arrivals = asyncio.Queue(self.settings.receive_maximum + self.settings.batch_messages)
         self._storing = asyncio.create_task(self._store_arrivals(), name=f"tap {self.settings.address}")
-        self._thread = threading.Thread(
-            target=self._run_connection, name=f"utwin-tap-{self.settings.address}", daemon=True
-        )
-        self._thread.start()
+        self._running = asyncio.create_task(self._run_connection(), name=f"tap {self.settings.address} link")
 
     async def stop(self) -> None:
         """Disconnect (the session stays with the broker) and stop storing; unacknowledged messages
@@ -127,41 +159,123 @@ class MqttTap:
             self._storing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._storing
-        self._client.disconnect()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, _STOP_TIMEOUT_S)
+        if self._serving:
+            self._disconnect()
+        if self._running is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._running, _STOP_TIMEOUT_S)
 
-    # -- the client's thread -------------------------------------------------
+    # -- the connection ------------------------------------------------------
+    #
+    # The client's socket is served by the event loop (paho's external-loop interface: a reader,
+    # a writer while packets wait, and loop_misc each second), so arrivals and acknowledgements
+    # never cross threads. Only the blocking connect (name lookup, TCP, TLS) runs in a worker thread.
 
-    def _run_connection(self) -> None:
-        settings = self.settings
+    async def _run_connection(self) -> None:
         attempt = 0
         first = True
         while not self._stopping.is_set():
             try:
-                if first:
-                    self._client.connect(
-                        settings.host,
-                        settings.port,
-                        keepalive=settings.keepalive_s,
-                        clean_start=settings.clean_start,
-                        properties=self._connect_properties(),
-                    )
-                    first = False
-                else:
-                    self._client.reconnect()
+                await asyncio.to_thread(self._connect, first)
+                first = False
             except (OSError, ValueError) as exc:
-                self._quiet.warning("connect", f"tap {settings.address}: cannot connect ({exc})")
+                self._quiet.warning("connect", f"tap {self.settings.address}: cannot connect ({exc})")
             else:
-                result = MQTTErrorCode.MQTT_ERR_SUCCESS
-                while result == MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stopping.is_set():
-                    result = self._client.loop(_LOOP_TIMEOUT_S)
-                if self._connected.is_set():
+                await self._serve_socket()
+                if self._connected:
                     attempt = 0  # it was up: start the backoff afresh
-                self._connected.clear()
-            if self._stopping.wait(backoff_s(attempt)):
-                break
+                self._connected = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff_s(attempt))
             attempt += 1
+
+    def _connect(self, first: bool) -> None:
+        settings = self.settings
+        if first:
+            self._client.connect(
+                settings.host,
+                settings.port,
+                keepalive=settings.keepalive_s,
+                clean_start=settings.clean_start,
+                properties=self._connect_properties(),
+            )
+        else:
+            self._client.reconnect()
+
+    async def _serve_socket(self) -> None:
+        """Serve the connected socket on the event loop until it closes (or the tap stops)."""
+        loop, client = self._loop, self._client
+        assert loop is not None
+        sock = client.socket()
+        if sock is None:
+            return
+        self._socket_closed = loop.create_future()
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        client.on_socket_close = self._on_socket_close
+        fd = sock.fileno()  # the socket object's own goes to -1 once paho closes it
+        loop.add_reader(fd, self._readable)
+        self._serving = True
+        self._disconnect_sent = False
+        if client.want_write():
+            loop.add_writer(fd, self._writable)
+        try:
+            while not self._socket_closed.done():
+                if self._stopping.is_set():
+                    self._disconnect()  # stopped while this connection was being made
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._socket_closed), _MISC_INTERVAL_S)
+                if not self._socket_closed.done():
+                    client.loop_misc()  # keepalive pings, and a broker that stopped answering
+        finally:
+            self._serving = False
+            if not self._socket_closed.done():  # cancelled: paho still holds the socket open
+                loop.remove_reader(fd)
+                loop.remove_writer(fd)
+            client.on_socket_register_write = None
+            client.on_socket_unregister_write = None
+            client.on_socket_close = None
+
+    def _disconnect(self) -> None:
+        """Send DISCONNECT once (the writer sends it, then paho closes the socket)."""
+        if not self._disconnect_sent:
+            self._disconnect_sent = True
+            self._client.disconnect()
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_writer(sock, self._writable)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # Called just before paho closes it: after, its number may already belong to another file.
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        if self._socket_closed is not None and not self._socket_closed.done():
+            self._socket_closed.set_result(None)
+
+    def _readable(self) -> None:
+        client = self._client
+        # One packet per loop_read; several per wake-up while they keep coming. Stopping early is
+        # safe: the reader is level-triggered and fires again while bytes wait.
+        for _ in range(_PACKETS_PER_WAKEUP):
+            received = self._publishes_read
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+                return
+            if self._publishes_read == received:
+                break
+        sock = client.socket()
+        if sock is not None and getattr(sock, "pending", lambda: 0)():
+            # TLS: bytes decrypted and held by the TLS layer do not wake the reader.
+            assert self._loop is not None
+            self._loop.call_soon(self._readable)
+
+    def _writable(self) -> None:
+        self._client.loop_write()
 
     def _connect_properties(self) -> Properties:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
@@ -180,32 +294,24 @@ class MqttTap:
         # Subscribing again in a resumed session keeps it; retained messages come only with a new one.
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
         client.subscribe([(topic, options) for topic in self.settings.subscriptions])
-        self._connected.set()
+        self._connected = True
         log.info("tap %s: connected (session present: %s)", self.settings.address, flags.session_present)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        self._connected.clear()
+        self._connected = False
+        self._connection += 1  # what arrived on the closed connection is never acknowledged on another
         if not self._stopping.is_set():
             self._quiet.warning("disconnect", f"tap {self.settings.address}: disconnected ({reason})")
 
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        properties = getattr(message, "properties", None)
-        correlation = getattr(properties, "CorrelationData", None)
-        parts = PublishParts(
-            topic=message.topic,
-            payload=bytes(message.payload),
-            user_properties=list(getattr(properties, "UserProperty", ())),
-            content_type=getattr(properties, "ContentType", None),
-            message_expiry_s=getattr(properties, "MessageExpiryInterval", None),
-            correlation_data=bytes(correlation) if correlation is not None else None,
-        )
-        arrival = _Arrival(self._connection, message.mid, message.qos, parts)
-        assert self._loop is not None
-        # If the event loop has closed, the broker keeps the message for the next session.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._arrived, arrival)
+    def _on_publish(self, publish: Publish) -> None:
+        self._publishes_read += 1
+        self._arrived(_Arrival(self._connection, publish.packet_id, publish.qos, publish.parts))
+
+    def _on_malformed(self, packet_id: int, reason: str) -> None:
+        self._publishes_read += 1
+        self._arrived(_Arrival(self._connection, packet_id, 1, None, reason))
 
     # -- the event loop --------------------------------------------------------
 
@@ -234,12 +340,15 @@ class MqttTap:
         messages: list[bytes] = []
         for arrival in batch:
             try:
+                if arrival.parts is None:
+                    raise MalformedPublish(f"not a well-formed MQTT 5 PUBLISH: {arrival.malformed}")
                 messages.append(umessage_bytes(arrival.parts))
             except MalformedPublish as error:
                 self.counters.malformed += 1
+                topic = arrival.parts.topic[:200] if arrival.parts is not None else ""
                 self._quiet.warning(
                     "malformed",
-                    f"tap {self.settings.address}: malformed PUBLISH on {arrival.parts.topic[:200]!r}, "
+                    f"tap {self.settings.address}: malformed PUBLISH on {topic!r}, "
                     f"acknowledged and dropped: {error.message}",
                 )
         delay_s = _RETRY_FIRST_S
@@ -283,6 +392,8 @@ class MqttTap:
         return again
 
     def _acknowledge(self, batch: Sequence[_Arrival]) -> None:
+        if not self._connected:
+            return  # the broker delivers them again on the next connection
         connection = self._connection
         for arrival in batch:
             # After a reconnection the broker delivers it again (same packet id): stored, then acked.
