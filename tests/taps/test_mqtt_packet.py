@@ -55,18 +55,21 @@ def test_every_part_the_mapping_reads() -> None:
 
     decoded = decode_publish(QOS1, packet)
 
-    assert Publish(
-        513,
-        1,
-        PublishParts(
-            topic="vehicle/ü",
-            payload=b"\x00payload",
-            user_properties=[("uP", "1"), ("1", "01a2221a-43d3-7086-be7d-3d9c3d41b9b8")],
-            content_type="4",
-            message_expiry_s=70,
-            correlation_data=b"\x00\x01",
-        ),
-    ) == decoded
+    assert (
+        Publish(
+            513,
+            1,
+            PublishParts(
+                topic="vehicle/ü",
+                payload=b"\x00payload",
+                user_properties=[("uP", "1"), ("1", "01a2221a-43d3-7086-be7d-3d9c3d41b9b8")],
+                content_type="4",
+                message_expiry_s=70,
+                correlation_data=b"\x00\x01",
+            ),
+        )
+        == decoded
+    )
 
 
 def test_qos0_has_no_packet_id_and_empty_properties() -> None:
