@@ -152,8 +152,10 @@ def run_stats(options: argparse.Namespace) -> int:
 
     stats = fetch_stats(options.target, timeout_of(options), credentials_from(options))
     peers = [_peer_as_dict(peer) for peer in stats.peers]
+    taps = [{"name": tap.name, "connected": tap.connected, **_tap_counters(tap)} for tap in stats.taps]
     if options.json:
-        print_document({"authority": stats.authority, "topics": stats.topic_count, "peers": peers})
+        document = {"authority": stats.authority, "topics": stats.topic_count, "peers": peers, "taps": taps}
+        print_document(document)
         return EXIT_OK
     print(f"authority {stats.authority or '(none)'}  topics {stats.topic_count}  peers {len(peers)}")
     for peer in peers:
@@ -161,7 +163,26 @@ def run_stats(options: argparse.Namespace) -> int:
         via = "lookup stream" if peer["lookup_stream"] else "GetLastMessages"
         print(f"peer {peer['authority']} at {peer['address']}{route}  via {via}  breaker {peer['breaker']}")
         print("    " + "  ".join(f"{name} {peer[name]}" for name in _STATS_COUNTERS))
+    for tap in taps:
+        print(f"tap {tap['name']}  {'connected' if tap['connected'] else 'not connected'}")
+        print("    " + "  ".join(f"{name} {tap[name]}" for name in _TAP_COUNTERS))
     return EXIT_OK
+
+
+_TAP_COUNTERS = (
+    "connects",
+    "received",
+    "stored",
+    "not_stored",
+    "malformed",
+    "refused",
+    "dropped",
+    "store_retries",
+)
+
+
+def _tap_counters(tap: admin_pb2.TapStats) -> dict[str, int]:
+    return {name: getattr(tap, name) for name in _TAP_COUNTERS}
 
 
 def pattern_of(text: str) -> uri_pb2.UUri:

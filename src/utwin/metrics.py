@@ -113,6 +113,24 @@ class WatchFigures(Protocol):
     def actions_entered(self) -> dict[str, int]: ...
 
 
+class TapName(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class TapFigures(Protocol):
+    """What the collector reads of a bus tap."""
+
+    @property
+    def settings(self) -> TapName: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def counters(self) -> object: ...
+
+
 class BufferFigures(Protocol):
     """What the collector reads of a hub of subscriptions (the uTwin topic watch)."""
 
@@ -127,6 +145,7 @@ class Sources:
     federation: FederationFigures | None = None
     digitwin: WatchFigures | None = None
     topic_watch: BufferFigures | None = None
+    taps: Sequence[TapFigures] = ()
 
 
 # Peer counters exported as utwin_peer_<attribute of PeerCounters>_total, with their help.
@@ -222,6 +241,7 @@ class Metrics:
             yield from _buffer_families(
                 "utwin_topic_watch", "utwin.v1.Watch Topics", sources.topic_watch.buffers()
             )
+        yield from _tap_families(sources.taps)  # families without samples when there is no tap
 
     def _call_families(self) -> Iterator[Metric]:
         labels = ["service", "method", "code"]
@@ -311,6 +331,31 @@ def _peer_families(federation: FederationFigures) -> Iterator[Metric]:
     for peer in peers:
         breaker.add_metric([peer.authority], BREAKER_STATE_VALUES.get(peer.breaker.name, 2))
     yield breaker
+
+
+# Tap counters exported as utwin_tap_<attribute of TapCounters>_total, with their help.
+_TAP_COUNTERS = (
+    ("connects", "connections the tap made to its bus (the first and each reconnection)"),
+    ("received", "messages the tap received from its bus"),
+    ("stored", "tapped messages stored as their topic's last message"),
+    ("not_stored", "valid tapped messages not stored: older than or the same as the stored one, or expired"),
+    ("malformed", "bus messages that do not carry a UMessage as the mapping defines (dropped)"),
+    ("refused", "tapped UMessages the twin refused (dropped)"),
+    ("dropped", "messages dropped because the tap's queue was full"),
+    ("store_retries", "tap store calls tried again because the store refused writes"),
+)
+
+
+def _tap_families(taps: Sequence[TapFigures]) -> Iterator[Metric]:
+    for attribute, documentation in _TAP_COUNTERS:
+        family = CounterMetricFamily(f"utwin_tap_{attribute}", documentation, labels=["tap"])
+        for tap in taps:
+            family.add_metric([tap.settings.name], getattr(tap.counters, attribute))
+        yield family
+    connected = GaugeMetricFamily("utwin_tap_connected", "1 while the tap's connection is up", labels=["tap"])
+    for tap in taps:
+        connected.add_metric([tap.settings.name], 1 if tap.connected else 0)
+    yield connected
 
 
 def _digitwin_families(digitwin: WatchFigures) -> Iterator[Metric]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
@@ -18,6 +19,7 @@ from utwin.config import load_config
 from utwin.taps.mqtt_mapping import PublishParts, topic_of_source
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
+from utwin_proto.utwin.v1 import admin_pb2, admin_pb2_grpc
 
 WAIT_S = 15.0
 
@@ -176,3 +178,29 @@ def test_nothing_is_acknowledged_before_the_store_took_it(
         session.disconnect()
         session.loop_stop()
     assert {topic_of_source(message.attributes.source) for message in sent} == redelivered
+
+
+def test_tap_counters_in_stats_and_metrics(servers: Servers, broker: Mosquitto, publisher: BusPublisher):
+    """Admin/GetStats and the metrics endpoint report each tap by name, connected, with its counters."""
+    server = servers.start(tap=f"{broker.url}?client_id=tap-stats", metrics_listen="127.0.0.1:0")
+    wait_until(lambda: server.running is not None and server.running.taps[0].connected, "tap connected")
+    good = publish(uuri("device9"))
+    publisher.send(good)
+    publisher.send_parts(PublishParts("junk/1/0/1/8000", b"x", [("uP", "1")]))
+    marker = publish(uuri("device9", resource=0x8001))
+    publisher.send(marker)
+    wait_until(lambda: last_message(server, marker.attributes.source) is not None, "the marker stored")
+    with server.channel() as channel:
+        stats = admin_pb2_grpc.AdminStub(channel).GetStats(admin_pb2.GetStatsRequest(), timeout=5)
+    assert server.running is not None and server.running.metrics_endpoint is not None
+    url = f"http://127.0.0.1:{server.running.metrics_endpoint.port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        scraped = response.read().decode()
+    name = f"mqtt5://127.0.0.1:{broker.port}"
+
+    assert [(name, True, 3, 2, 1)] == [
+        (tap.name, tap.connected, tap.received, tap.stored, tap.malformed) for tap in stats.taps
+    ]
+    assert {f'utwin_tap_stored_total{{tap="{name}"}} 2.0', f'utwin_tap_connected{{tap="{name}"}} 1.0'} <= set(
+        scraped.splitlines()
+    )

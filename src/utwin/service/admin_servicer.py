@@ -1,10 +1,11 @@
-"""utwin.v1.Admin: counters of this instance and of its federation peers, and flushes."""
+"""utwin.v1.Admin: counters of this instance, its federation peers and its bus taps; flushes; backups."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from utwin.federation import BreakerState, Federation, PeerStats
 from utwin.security.guard import Guard
 from utwin.security.policy import Role
 from utwin.service.authorize import Authorizer
+from utwin.taps.running import Tap
 from utwin.twin import UTwin
 from utwin_proto.utwin.v1 import admin_pb2
 
@@ -28,6 +30,13 @@ _BREAKER_STATES = {
     BreakerState.OPEN: admin_pb2.BREAKER_STATE_OPEN,
     BreakerState.HALF_OPEN: admin_pb2.BREAKER_STATE_HALF_OPEN,
 }
+
+
+def tap_stats_message(tap: Tap) -> admin_pb2.TapStats:
+    """A tap's counters as the Admin API reports them."""
+    return admin_pb2.TapStats(
+        name=tap.settings.name, connected=tap.connected, **dataclasses.asdict(tap.counters)
+    )
 
 
 def peer_stats_message(stats: PeerStats) -> admin_pb2.PeerStats:
@@ -64,6 +73,7 @@ class AdminServicer:
         access: Authorizer | None = None,
         backup: BackupWriter | None = None,
         backup_dir: Path | None = None,
+        taps: Sequence[Tap] = (),
     ) -> None:
         self._twin = twin
         self._access = access or Authorizer(Guard(None))
@@ -71,6 +81,7 @@ class AdminServicer:
         self._federation = federation
         self._backup = backup
         self._backup_dir = backup_dir
+        self._taps = taps
 
     async def get_stats(
         self, request: admin_pb2.GetStatsRequest, context: Context
@@ -81,6 +92,7 @@ class AdminServicer:
         )
         if self._federation is not None:
             response.peers.extend(peer_stats_message(stats) for stats in self._federation.stats())
+        response.taps.extend(tap_stats_message(tap) for tap in self._taps)
         return response
 
     async def flush(self, request: admin_pb2.FlushRequest, context: Context) -> admin_pb2.FlushResponse:

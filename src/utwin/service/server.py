@@ -283,6 +283,10 @@ async def start_server(config: Config) -> RunningServer:
             turns_in_flight=1 if isinstance(store, RocksStore) else _REMOTE_TURNS_IN_FLIGHT,
             metrics=metrics,
         )
+        # Taps write as the service itself (no principal): the broker's access control decides who
+        # may publish on the bus, and every publish message on it belongs in the twin. They start
+        # once the server serves.
+        taps = [build_tap(tap, twin, sync) for tap in config.tap]
         admin_servicer = AdminServicer(
             twin,
             config.authority,
@@ -290,6 +294,7 @@ async def start_server(config: Config) -> RunningServer:
             access,
             backup=store.backup if isinstance(store, RocksStore) else None,
             backup_dir=config.backup_dir,
+            taps=taps,
         )
         peer_lookup_servicer = PeerLookupServicer(twin, federation, access)
         # Every service, the project's and the library ones, is served behind the one error gate.
@@ -324,6 +329,7 @@ async def start_server(config: Config) -> RunningServer:
             raise Unavailable(f"listen: cannot bind {config.listen}")
         if metrics is not None:  # before the start: a started server would need stopping
             metrics.sources.topic_watch = topic_watch
+            metrics.sources.taps = taps
             metrics_endpoint = _serve_metrics(metrics, config.metrics_listen, store, federation, digitwin)
         await server.start()
     except BaseException:
@@ -346,9 +352,6 @@ async def start_server(config: Config) -> RunningServer:
         background.append(asyncio.create_task(digitwin.actions.sweep_forever()))
     if config.expiry_sweep_interval_s > 0:
         background.append(asyncio.create_task(_sweep_expired(twin, config.expiry_sweep_interval_s)))
-    # Taps write as the service itself (no principal): the broker's access control decides who
-    # may publish on the bus, and every publish message on it belongs in the twin.
-    taps = [build_tap(tap, twin, sync) for tap in config.tap]
     for tap in taps:
         await tap.start()
     return RunningServer(

@@ -78,6 +78,11 @@ class TapSettings:
         return f"{self.host}:{self.port}"
 
     @property
+    def name(self) -> str:
+        """KIND://HOST:PORT: how stats, metrics and logs name the tap (no credentials)."""
+        return f"{self.kind.value}://{self.address}"
+
+    @property
     def session_client_id(self) -> str:
         return self.client_id or f"utwin-{socket.gethostname()}"[:64]
 

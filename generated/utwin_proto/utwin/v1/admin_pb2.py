@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from utwin_proto.uprotocol.v1 import uri_pb2 as uprotocol_dot_v1_dot_uri__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14utwin/v1/admin.proto\x12\x08utwin.v1\x1a\x16uprotocol/v1/uri.proto\"\x1d\n\rBackupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0e\x42\x61\x63kupResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\"g\n\x0c\x46lushRequest\x12%\n\x06topics\x18\x01 \x01(\x0b\x32\x13.utwin.v1.TopicListH\x00\x12\'\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x15.utwin.v1.DeviceScopeH\x00\x42\x07\n\x05scope\"-\n\tTopicList\x12 \n\x04uris\x18\x01 \x03(\x0b\x32\x12.uprotocol.v1.UUri\">\n\x0b\x44\x65viceScope\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x12\n\x05ue_id\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\x08\n\x06_ue_id\" \n\rFlushResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x11\n\x0fGetStatsRequest\"^\n\x10GetStatsResponse\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x13\n\x0btopic_count\x18\x02 \x01(\x04\x12\"\n\x05peers\x18\x03 \x03(\x0b\x32\x13.utwin.v1.PeerStats\"\xbc\x02\n\tPeerStats\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rdefault_route\x18\x03 \x01(\x08\x12\r\n\x05\x63\x61lls\x18\x04 \x01(\x04\x12\x14\n\x0ctopics_asked\x18\x05 \x01(\x04\x12\x0c\n\x04hits\x18\x06 \x01(\x04\x12\x11\n\tnot_found\x18\x07 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x08 \x01(\x04\x12\'\n\x07\x62reaker\x18\t \x01(\x0e\x32\x16.utwin.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\n \x01(\x04\x12\x10\n\x08rejected\x18\x0b \x01(\x04\x12\x0e\n\x06joined\x18\x0c \x01(\x04\x12\x1c\n\x14remembered_not_found\x18\r \x01(\x04\x12\x15\n\rlookup_stream\x18\x0e \x01(\x08*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\xc1\x01\n\x05\x41\x64min\x12\x41\n\x08GetStats\x12\x19.utwin.v1.GetStatsRequest\x1a\x1a.utwin.v1.GetStatsResponse\x12\x38\n\x05\x46lush\x12\x16.utwin.v1.FlushRequest\x1a\x17.utwin.v1.FlushResponse\x12;\n\x06\x42\x61\x63kup\x12\x17.utwin.v1.BackupRequest\x1a\x18.utwin.v1.BackupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14utwin/v1/admin.proto\x12\x08utwin.v1\x1a\x16uprotocol/v1/uri.proto\"\x1d\n\rBackupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0e\x42\x61\x63kupResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\"g\n\x0c\x46lushRequest\x12%\n\x06topics\x18\x01 \x01(\x0b\x32\x13.utwin.v1.TopicListH\x00\x12\'\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x15.utwin.v1.DeviceScopeH\x00\x42\x07\n\x05scope\"-\n\tTopicList\x12 \n\x04uris\x18\x01 \x03(\x0b\x32\x12.uprotocol.v1.UUri\">\n\x0b\x44\x65viceScope\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x12\n\x05ue_id\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\x08\n\x06_ue_id\" \n\rFlushResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x11\n\x0fGetStatsRequest\"\x80\x01\n\x10GetStatsResponse\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x13\n\x0btopic_count\x18\x02 \x01(\x04\x12\"\n\x05peers\x18\x03 \x03(\x0b\x32\x13.utwin.v1.PeerStats\x12 \n\x04taps\x18\x04 \x03(\x0b\x32\x12.utwin.v1.TapStats\"\xbf\x01\n\x08TapStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x10\n\x08\x63onnects\x18\x03 \x01(\x04\x12\x10\n\x08received\x18\x04 \x01(\x04\x12\x0e\n\x06stored\x18\x05 \x01(\x04\x12\x12\n\nnot_stored\x18\x06 \x01(\x04\x12\x11\n\tmalformed\x18\x07 \x01(\x04\x12\x0f\n\x07refused\x18\x08 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\t \x01(\x04\x12\x15\n\rstore_retries\x18\n \x01(\x04\"\xbc\x02\n\tPeerStats\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rdefault_route\x18\x03 \x01(\x08\x12\r\n\x05\x63\x61lls\x18\x04 \x01(\x04\x12\x14\n\x0ctopics_asked\x18\x05 \x01(\x04\x12\x0c\n\x04hits\x18\x06 \x01(\x04\x12\x11\n\tnot_found\x18\x07 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x08 \x01(\x04\x12\'\n\x07\x62reaker\x18\t \x01(\x0e\x32\x16.utwin.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\n \x01(\x04\x12\x10\n\x08rejected\x18\x0b \x01(\x04\x12\x0e\n\x06joined\x18\x0c \x01(\x04\x12\x1c\n\x14remembered_not_found\x18\r \x01(\x04\x12\x15\n\rlookup_stream\x18\x0e \x01(\x08*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\xc1\x01\n\x05\x41\x64min\x12\x41\n\x08GetStats\x12\x19.utwin.v1.GetStatsRequest\x1a\x1a.utwin.v1.GetStatsResponse\x12\x38\n\x05\x46lush\x12\x16.utwin.v1.FlushRequest\x1a\x17.utwin.v1.FlushResponse\x12;\n\x06\x42\x61\x63kup\x12\x17.utwin.v1.BackupRequest\x1a\x18.utwin.v1.BackupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'utwin.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BREAKERSTATE']._serialized_start=805
-  _globals['_BREAKERSTATE']._serialized_end=929
+  _globals['_BREAKERSTATE']._serialized_start=1034
+  _globals['_BREAKERSTATE']._serialized_end=1158
   _globals['_BACKUPREQUEST']._serialized_start=58
   _globals['_BACKUPREQUEST']._serialized_end=87
   _globals['_BACKUPRESPONSE']._serialized_start=89
@@ -48,10 +48,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLUSHRESPONSE']._serialized_end=369
   _globals['_GETSTATSREQUEST']._serialized_start=371
   _globals['_GETSTATSREQUEST']._serialized_end=388
-  _globals['_GETSTATSRESPONSE']._serialized_start=390
-  _globals['_GETSTATSRESPONSE']._serialized_end=484
-  _globals['_PEERSTATS']._serialized_start=487
-  _globals['_PEERSTATS']._serialized_end=803
-  _globals['_ADMIN']._serialized_start=932
-  _globals['_ADMIN']._serialized_end=1125
+  _globals['_GETSTATSRESPONSE']._serialized_start=391
+  _globals['_GETSTATSRESPONSE']._serialized_end=519
+  _globals['_TAPSTATS']._serialized_start=522
+  _globals['_TAPSTATS']._serialized_end=713
+  _globals['_PEERSTATS']._serialized_start=716
+  _globals['_PEERSTATS']._serialized_end=1032
+  _globals['_ADMIN']._serialized_start=1161
+  _globals['_ADMIN']._serialized_end=1354
 # @@protoc_insertion_point(module_scope)

@@ -64,14 +64,40 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("authority", "topic_count", "peers")
+    __slots__ = ("authority", "topic_count", "peers", "taps")
     AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     TOPIC_COUNT_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    TAPS_FIELD_NUMBER: _ClassVar[int]
     authority: str
     topic_count: int
     peers: _containers.RepeatedCompositeFieldContainer[PeerStats]
-    def __init__(self, authority: _Optional[str] = ..., topic_count: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerStats, _Mapping]]] = ...) -> None: ...
+    taps: _containers.RepeatedCompositeFieldContainer[TapStats]
+    def __init__(self, authority: _Optional[str] = ..., topic_count: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerStats, _Mapping]]] = ..., taps: _Optional[_Iterable[_Union[TapStats, _Mapping]]] = ...) -> None: ...
+
+class TapStats(_message.Message):
+    __slots__ = ("name", "connected", "connects", "received", "stored", "not_stored", "malformed", "refused", "dropped", "store_retries")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    CONNECTS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    NOT_STORED_FIELD_NUMBER: _ClassVar[int]
+    MALFORMED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    STORE_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    connected: bool
+    connects: int
+    received: int
+    stored: int
+    not_stored: int
+    malformed: int
+    refused: int
+    dropped: int
+    store_retries: int
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., connects: _Optional[int] = ..., received: _Optional[int] = ..., stored: _Optional[int] = ..., not_stored: _Optional[int] = ..., malformed: _Optional[int] = ..., refused: _Optional[int] = ..., dropped: _Optional[int] = ..., store_retries: _Optional[int] = ...) -> None: ...
 
 class PeerStats(_message.Message):
     __slots__ = ("authority", "address", "default_route", "calls", "topics_asked", "hits", "not_found", "failures", "breaker", "consecutive_failures", "rejected", "joined", "remembered_not_found", "lookup_stream")
