@@ -12,6 +12,9 @@ from tests.digitwin.helpers import thing_td
 from tests.servers import ServerThread
 from utwin.cli import main
 from utwin.cli_output import iso_utc
+from utwin.cli_utwin import _watch_entries
+from utwin_proto.uprotocol.v1 import uri_pb2
+from utwin_proto.utwin.v1 import watch_pb2
 
 TOPIC = "up://vcu.my_vin/1A40101/1/8000"
 
@@ -103,3 +106,17 @@ def test_watch_ends_after_its_timeout_with_exit_0(
     """`things watch --timeout 0.3` with nothing happening returns 0 once the time is up."""
     code = main(["things", "watch", "--timeout", "0.3", "--target", server.target])
     assert (0, "") == (code, capsys.readouterr().out)
+
+
+def test_watch_flush_entry_shape() -> None:
+    """A flushed scope in a watch is one entry: the pattern in URI form and the flush's time both ways."""
+    scope = uri_pb2.UUri(authority_name="car", ue_id=0xFFFFFFFF, ue_version_major=0xFF, resource_id=0xFFFF)
+    response = watch_pb2.TopicsResponse(flushed=[scope], flushed_at_ms=1795860208039)
+
+    assert [
+        {
+            "flushed": "up://car/FFFFFFFF/FF/FFFF",
+            "flushed_at_ms": 1795860208039,
+            "flushed_at": "2026-11-28T10:03:28.039Z",
+        }
+    ] == list(_watch_entries(response))

@@ -20,12 +20,12 @@ from tests.servers import Servers, ServerThread
 from utwin.config import Limits
 from utwin.errors import InvalidArgument
 from utwin.store import RocksStore
-from utwin.topic_watch import TopicPattern, TopicWatch
+from utwin.topic_watch import TopicPattern, TopicValue, TopicWatch
 from utwin.twin import UTwin
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import umessage_pb2, uri_pb2
-from utwin_proto.utwin.v1 import watch_pb2, watch_pb2_grpc
+from utwin_proto.utwin.v1 import admin_pb2, admin_pb2_grpc, watch_pb2, watch_pb2_grpc
 
 TIMEOUT_S = 10.0
 ANY_UE = 0xFFFFFFFF
@@ -211,3 +211,63 @@ def test_a_topic_fetched_by_federation_reaches_watchers(servers: Servers):
         assert [message.SerializeToString()] == watcher.next_messages()
     finally:
         watcher.close()
+
+
+def _flush(server: ServerThread, request: admin_pb2.FlushRequest) -> int:
+    with server.channel() as channel:
+        return admin_pb2_grpc.AdminStub(channel).Flush(request, timeout=TIMEOUT_S).removed
+
+
+def test_flushes_reach_the_watchers_whose_pattern_they_touch(server: ServerThread):
+    """A topic flush and a device flush each reach a device's watcher as their scope and time, in
+    order with the changes; a flush of another device does not."""
+    topic = uuri("car-f", resource=0x8001)
+    set_last(server, publish(topic))
+    watcher = Watcher(server, pattern("car-f"))
+    try:
+        watcher.current()
+        before_ms = int(time.time() * 1000)
+        _flush(server, admin_pb2.FlushRequest(topics=admin_pb2.TopicList(uris=[topic])))
+        _flush(server, admin_pb2.FlushRequest(device=admin_pb2.DeviceScope(authority="car-other")))
+        after = publish(uuri("car-f", resource=0x8002), b"after")
+        set_last(server, after)
+        _flush(server, admin_pb2.FlushRequest(device=admin_pb2.DeviceScope(authority="car-f", ue_id=0x0001)))
+        responses = [next(watcher.responses) for _ in range(3)]
+    finally:
+        watcher.close()
+    device_ue = uuri("car-f", 0x0001, 0xFF, 0xFFFF)
+
+    assert [[topic], [], [device_ue]] == [list(response.flushed) for response in responses]
+    assert [after.SerializeToString()] == [message.SerializeToString() for message in responses[1].messages]
+    assert before_ms <= responses[0].flushed_at_ms <= responses[2].flushed_at_ms
+
+
+def test_a_flush_forgets_what_was_sent_only_up_to_its_time(tmp_path: Path):
+    """After a flush, a message it removed is not held as sent; one newer than the flush still is."""
+
+    async def scenario() -> list[str]:
+        store = RocksStore(tmp_path / "db")
+        watch = TopicWatch(store, 100)
+        subscription = watch.subscribe(TopicPattern("car-g", ANY_UE, 0xFF, 0xFFFF))
+        now_ms = int(time.time() * 1000)
+        old, new = Topic("car-g", 1, 1, 0x8000), Topic("car-g", 1, 1, 0x8001)
+        old_message = publish(uuri("car-g", resource=0x8000), at_ms=now_ms - 10)
+        new_message = publish(uuri("car-g", resource=0x8001), at_ms=now_ms + 10)
+        subscription.mark_sent(TopicValue(old, _version(old_message), old_message.SerializeToString()))
+        subscription.mark_sent(TopicValue(new, _version(new_message), new_message.SerializeToString()))
+        watch.on_flushed([TopicPattern("car-g", ANY_UE, 0xFF, 0xFFFF)], now_ms)
+        await watch.on_stored(
+            [(old, old_message.SerializeToString()), (new, new_message.SerializeToString())]
+        )
+        taken = subscription.take(10)
+        await store.close()
+        return [type(change).__name__ for change in taken]
+
+    # The flush, then the old topic's message again (news after the flush: a late duplicate of a
+    # removed message cannot reach the store, so a watcher sees it only in this direct test); the
+    # new topic's message is the one already sent, so it is left out.
+    assert ["TopicFlush", "TopicValue"] == asyncio.run(scenario())
+
+
+def _version(message: umessage_pb2.UMessage) -> bytes:
+    return message.attributes.id.msb.to_bytes(8, "big") + message.attributes.id.lsb.to_bytes(8, "big")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from utwin.uri import Topic, format_uri, parse_uri
 if TYPE_CHECKING:
     from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
     from utwin_proto.uprotocol.v1 import umessage_pb2, uri_pb2
-    from utwin_proto.utwin.v1 import admin_pb2
+    from utwin_proto.utwin.v1 import admin_pb2, watch_pb2
 
 
 def answer_as_dict(response: utwin_pb2.MessageResponse) -> dict[str, Any]:
@@ -238,13 +238,29 @@ def run_watch(options: argparse.Namespace) -> int:
     pattern = pattern_of(options.pattern)
     with WatchClient(options.target, credentials=credentials_from(options)) as client:
         entries = (
-            message_as_dict(message)
+            entry
             for response in client.watch_topics(pattern, options.timeout)
-            for message in response.messages
+            for entry in _watch_entries(response)
         )
         return print_until_watch_ends(
-            entries, options.timeout, options.count, print_line if options.json else _print_entry
+            entries, options.timeout, options.count, print_line if options.json else _print_watch_entry
         )
+
+
+def _watch_entries(response: watch_pb2.TopicsResponse) -> Iterator[dict[str, Any]]:
+    """A watch response's entries: each message, in `get --json`'s shape, and each flushed scope."""
+    for message in response.messages:
+        yield message_as_dict(message)
+    for scope in response.flushed:
+        pattern = Topic(scope.authority_name, scope.ue_id, scope.ue_version_major, scope.resource_id)
+        yield {"flushed": format_uri(pattern), **time_fields("flushed_at", response.flushed_at_ms)}
+
+
+def _print_watch_entry(entry: dict[str, Any]) -> None:
+    if "flushed" in entry:
+        print(f"{entry['flushed']}  FLUSHED  (messages dated at or before {entry['flushed_at']} removed)")
+    else:
+        _print_entry(entry)
 
 
 def run_flush(options: argparse.Namespace) -> int:

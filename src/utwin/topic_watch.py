@@ -5,7 +5,8 @@ stored meanwhile is in both the read and the subscription's buffer; the
 buffer drops any change of a topic that is not newer (by id) than the value
 already sent for it, so nothing is missed or sent twice across the seam.
 The twin calls `TopicWatch.on_stored` with every batch that became last
-messages, whatever wrote it (the gRPC API, ingest, a bus tap, federation).
+messages, whatever wrote it (the gRPC API, ingest, a bus tap, federation);
+a flush is handed in as its scope (`on_flushed`), in order with the changes.
 `on_stored` never waits: each subscription's buffer is bounded, and one that
 overflows is marked and dropped at once, so a slow subscriber costs writers
 nothing. No gRPC here.
@@ -30,9 +31,12 @@ from utwin.uri import (
     MAX_VERSION,
     WILDCARD_AUTHORITY,
     WILDCARD_INSTANCE,
+    WILDCARD_RESOURCE,
     WILDCARD_SERVICE,
+    WILDCARD_VERSION,
     Topic,
     matches_pattern,
+    patterns_overlap,
 )
 from utwin_proto.uprotocol.v1 import umessage_pb2
 
@@ -92,6 +96,24 @@ class TopicValue(NamedTuple):
         return int(msb), int(lsb)
 
 
+class TopicFlush(NamedTuple):
+    """A flush, in a subscriber's buffer among the changes: its scope, a topic (no wildcards) or a
+    device or one uE of it (wildcards for the rest), and its time (messages dated at or before it
+    went)."""
+
+    scope: TopicPattern
+    at_ms: int
+
+
+Change = TopicValue | TopicFlush
+
+
+def device_scope(authority: str, ue_id: int | None) -> TopicPattern:
+    """The scope of a flush of a device, or of one uE of it."""
+    ue_pattern = (WILDCARD_INSTANCE << 16 | WILDCARD_SERVICE) if ue_id is None else ue_id
+    return TopicPattern(authority, ue_pattern, WILDCARD_VERSION, WILDCARD_RESOURCE)
+
+
 class TopicSubscription:
     """One subscriber's pattern and its bounded buffer of changes."""
 
@@ -99,12 +121,12 @@ class TopicSubscription:
         self.pattern = pattern
         self.capacity = max(1, capacity)
         self.overflowed = False
-        self._pending: deque[TopicValue] = deque()
+        self._pending: deque[Change] = deque()
         self._wakeup = asyncio.Event()
         # Versions sent as current values: a buffered change not newer than these is no change.
         self._sent: dict[Topic, bytes] = {}
 
-    def offer(self, change: TopicValue) -> bool:
+    def offer(self, change: Change) -> bool:
         """Buffer a change; False (and the subscription overflowed) if the buffer is full."""
         if len(self._pending) >= self.capacity:
             self.overflowed = True
@@ -118,13 +140,18 @@ class TopicSubscription:
     def mark_sent(self, value: TopicValue) -> None:
         self._sent[value.topic] = value.version
 
-    def take(self, max_changes: int) -> list[TopicValue]:
+    def take(self, max_changes: int) -> list[Change]:
         """Buffered changes, oldest first, without those not newer than what was sent."""
-        taken: list[TopicValue] = []
+        taken: list[Change] = []
         sent = self._sent
         while self._pending and len(taken) < max_changes:
             change = self._pending.popleft()
-            if sent:
+            if isinstance(change, TopicFlush):
+                # What was sent of a flushed topic, dated by the flush, is gone: what comes next is news.
+                for topic, version in list(sent.items()):
+                    if change.scope.matches(topic) and _version_ms(version) <= change.at_ms:
+                        del sent[topic]
+            elif sent:
                 seen = sent.get(change.topic)
                 if seen is not None:
                     if change.version <= seen:
@@ -205,6 +232,14 @@ class TopicWatch:
                 if not subscription.offer(change):
                     self._subscriptions.discard(subscription)
 
+    def on_flushed(self, scopes: Sequence[TopicPattern], at_ms: int) -> None:
+        """Tell the subscriptions whose pattern overlaps a scope flushed at at_ms."""
+        for scope in scopes:
+            flush = TopicFlush(scope, at_ms)
+            for subscription in list(self._subscriptions):
+                if patterns_overlap(subscription.pattern, scope) and not subscription.offer(flush):
+                    self._subscriptions.discard(subscription)
+
     async def stored_page(
         self,
         pattern: TopicPattern,
@@ -250,6 +285,11 @@ def _entry(
     if visible is not None and not visible(topic):
         return None
     return TopicValue(topic, store_keys.topic_version(value), message)
+
+
+def _version_ms(version: bytes) -> int:
+    """The time (ms since the epoch) of the UUID v7 id a version holds: its first 48 bits."""
+    return int.from_bytes(version[:6], "big")
 
 
 def _version_of(message: bytes) -> bytes:

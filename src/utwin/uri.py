@@ -103,6 +103,18 @@ def matches_pattern(pattern: tuple[str, int, int, int], topic: Topic) -> bool:
     )
 
 
+def patterns_overlap(first: tuple[str, int, int, int], second: tuple[str, int, int, int]) -> bool:
+    """Whether some topic matches both patterns: each field equal, or a wildcard in either."""
+    fields = (
+        (first[0], second[0], WILDCARD_AUTHORITY),
+        (first[1] & 0xFFFF, second[1] & 0xFFFF, WILDCARD_SERVICE),
+        (first[1] >> 16, second[1] >> 16, WILDCARD_INSTANCE),
+        (first[2], second[2], WILDCARD_VERSION),
+        (first[3], second[3], WILDCARD_RESOURCE),
+    )
+    return all(mine == theirs or wildcard in (mine, theirs) for mine, theirs, wildcard in fields)
+
+
 def format_uri(topic: Topic) -> str:
     """uProtocol's string form: up://authority/UE_ID/VERSION/RESOURCE in hex."""
     return f"up://{topic.authority}/{topic.ue_id:X}/{topic.version:X}/{topic.resource:X}"

@@ -17,7 +17,9 @@ from utwin.federation import BreakerState, Federation, PeerStats
 from utwin.security.guard import Guard
 from utwin.security.policy import Role
 from utwin.service.authorize import Authorizer
+from utwin.service.watch_servicer import pattern_of
 from utwin.taps.running import Tap
+from utwin.topic_watch import TopicPattern, device_scope
 from utwin.twin import UTwin
 from utwin_proto.utwin.v1 import admin_pb2
 
@@ -74,6 +76,7 @@ class AdminServicer:
         backup: BackupWriter | None = None,
         backup_dir: Path | None = None,
         taps: Sequence[Tap] = (),
+        on_flushed: Callable[[Sequence[TopicPattern], int], None] | None = None,
     ) -> None:
         self._twin = twin
         self._access = access or Authorizer(Guard(None))
@@ -82,6 +85,7 @@ class AdminServicer:
         self._backup = backup
         self._backup_dir = backup_dir
         self._taps = taps
+        self._on_flushed = on_flushed
 
     async def get_stats(
         self, request: admin_pb2.GetStatsRequest, context: Context
@@ -107,12 +111,16 @@ class AdminServicer:
             if len(uris) > limit:
                 raise InvalidArgument(f"topics.uris: {len(uris)} topics, above max_batch_topics ({limit})")
             removed = await self._twin.flush_topics(uris, now_ms)
+            scopes = [pattern_of(uri, "topics.uris") for uri in uris]
         elif scope == "device":
             device = request.device
             ue_id = device.ue_id if device.HasField("ue_id") else None
             removed = await self._twin.flush_device(device.authority, ue_id, now_ms)
+            scopes = [device_scope(device.authority, ue_id)]
         else:
             raise InvalidArgument("scope: set topics or device")
+        if self._on_flushed is not None:
+            self._on_flushed(scopes, now_ms)
         return admin_pb2.FlushResponse(removed=removed)
 
     async def backup(self, request: admin_pb2.BackupRequest, context: Context) -> admin_pb2.BackupResponse:

@@ -295,6 +295,7 @@ async def start_server(config: Config) -> RunningServer:
             backup=store.backup if isinstance(store, RocksStore) else None,
             backup_dir=config.backup_dir,
             taps=taps,
+            on_flushed=topic_watch.on_flushed,
         )
         peer_lookup_servicer = PeerLookupServicer(twin, federation, access)
         # Every service, the project's and the library ones, is served behind the one error gate.

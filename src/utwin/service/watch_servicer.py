@@ -17,7 +17,7 @@ from utwin.security.guard import Guard
 from utwin.service import wire
 from utwin.service.auth import current_principal
 from utwin.service.authorize import Authorizer
-from utwin.topic_watch import ListCursor, TopicPattern, TopicValue, TopicWatch, Visible
+from utwin.topic_watch import Change, ListCursor, TopicPattern, TopicValue, TopicWatch, Visible
 from utwin_proto.uprotocol.v1 import uri_pb2
 from utwin_proto.utwin.v1 import watch_pb2
 
@@ -56,6 +56,27 @@ def topics_responses(values: Sequence[TopicValue]) -> list[bytes]:
     return responses
 
 
+def changes_responses(changes: Sequence[Change], visible: Visible) -> list[bytes]:
+    """Serialized TopicsResponses for buffered changes, in order: runs of messages, and each flush
+    in a response of its own."""
+    responses: list[bytes] = []
+    run: list[TopicValue] = []
+    for change in changes:
+        if isinstance(change, TopicValue):
+            if visible is None or visible(change.topic):
+                run.append(change)
+            continue
+        responses += topics_responses(run)
+        run = []
+        authority, ue_id, version, resource = change.scope
+        flushed = uri_pb2.UUri(
+            authority_name=authority, ue_id=ue_id, ue_version_major=version, resource_id=resource
+        )
+        response = watch_pb2.TopicsResponse(flushed=[flushed], flushed_at_ms=change.at_ms)
+        responses.append(response.SerializeToString())
+    return responses + topics_responses(run)
+
+
 class WatchServicer:
     def __init__(self, watch: TopicWatch, access: Authorizer | None = None) -> None:
         self._watch = watch
@@ -88,10 +109,7 @@ class WatchServicer:
                         f"watch: more than {subscription.capacity} changes waited for this subscriber, "
                         "which reads too slowly; the stream ends here (watch again to resume)"
                     )
-                changes = subscription.take(_CHANGES_PER_TAKE)
-                if visible is not None:
-                    changes = [change for change in changes if visible(change.topic)]
-                for response in topics_responses(changes):
+                for response in changes_responses(subscription.take(_CHANGES_PER_TAKE), visible):
                     yield response
         finally:
             self._watch.unsubscribe(subscription)

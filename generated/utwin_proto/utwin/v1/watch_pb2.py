@@ -27,7 +27,7 @@ from utwin_proto.uprotocol.v1 import uri_pb2 as uprotocol_dot_v1_dot_uri__pb2
 from utwin_proto.uprotocol.v1 import uuid_pb2 as uprotocol_dot_v1_dot_uuid__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14utwin/v1/watch.proto\x12\x08utwin.v1\x1a\x1buprotocol/v1/umessage.proto\x1a\x16uprotocol/v1/uri.proto\x1a\x17uprotocol/v1/uuid.proto\"2\n\x0bTopicFilter\x12#\n\x07pattern\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\"M\n\x0eTopicsResponse\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.uprotocol.v1.UMessage\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\"_\n\x11ListTopicsRequest\x12#\n\x07pattern\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.utwin.v1.StoredTopic\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x0bStoredTopic\x12!\n\x05topic\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12\x1e\n\x02id\x18\x02 \x01(\x0b\x32\x12.uprotocol.v1.UUID\x12\x14\n\x0cpublished_ms\x18\x03 \x01(\x04\x32\x8d\x01\n\x05Watch\x12;\n\x06Topics\x12\x15.utwin.v1.TopicFilter\x1a\x18.utwin.v1.TopicsResponse0\x01\x12G\n\nListTopics\x12\x1b.utwin.v1.ListTopicsRequest\x1a\x1c.utwin.v1.ListTopicsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14utwin/v1/watch.proto\x12\x08utwin.v1\x1a\x1buprotocol/v1/umessage.proto\x1a\x16uprotocol/v1/uri.proto\x1a\x17uprotocol/v1/uuid.proto\"2\n\x0bTopicFilter\x12#\n\x07pattern\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\"\x89\x01\n\x0eTopicsResponse\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.uprotocol.v1.UMessage\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\x12#\n\x07\x66lushed\x18\x03 \x03(\x0b\x32\x12.uprotocol.v1.UUri\x12\x15\n\rflushed_at_ms\x18\x04 \x01(\x04\"_\n\x11ListTopicsRequest\x12#\n\x07pattern\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.utwin.v1.StoredTopic\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x0bStoredTopic\x12!\n\x05topic\x18\x01 \x01(\x0b\x32\x12.uprotocol.v1.UUri\x12\x1e\n\x02id\x18\x02 \x01(\x0b\x32\x12.uprotocol.v1.UUID\x12\x14\n\x0cpublished_ms\x18\x03 \x01(\x04\x32\x8d\x01\n\x05Watch\x12;\n\x06Topics\x12\x15.utwin.v1.TopicFilter\x1a\x18.utwin.v1.TopicsResponse0\x01\x12G\n\nListTopics\x12\x1b.utwin.v1.ListTopicsRequest\x1a\x1c.utwin.v1.ListTopicsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,14 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOPICFILTER']._serialized_start=112
   _globals['_TOPICFILTER']._serialized_end=162
-  _globals['_TOPICSRESPONSE']._serialized_start=164
-  _globals['_TOPICSRESPONSE']._serialized_end=241
-  _globals['_LISTTOPICSREQUEST']._serialized_start=243
-  _globals['_LISTTOPICSREQUEST']._serialized_end=338
-  _globals['_LISTTOPICSRESPONSE']._serialized_start=340
-  _globals['_LISTTOPICSRESPONSE']._serialized_end=424
-  _globals['_STOREDTOPIC']._serialized_start=426
-  _globals['_STOREDTOPIC']._serialized_end=528
-  _globals['_WATCH']._serialized_start=531
-  _globals['_WATCH']._serialized_end=672
+  _globals['_TOPICSRESPONSE']._serialized_start=165
+  _globals['_TOPICSRESPONSE']._serialized_end=302
+  _globals['_LISTTOPICSREQUEST']._serialized_start=304
+  _globals['_LISTTOPICSREQUEST']._serialized_end=399
+  _globals['_LISTTOPICSRESPONSE']._serialized_start=401
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=485
+  _globals['_STOREDTOPIC']._serialized_start=487
+  _globals['_STOREDTOPIC']._serialized_end=589
+  _globals['_WATCH']._serialized_start=592
+  _globals['_WATCH']._serialized_end=733
 # @@protoc_insertion_point(module_scope)

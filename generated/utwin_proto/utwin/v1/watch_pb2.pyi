@@ -16,12 +16,16 @@ class TopicFilter(_message.Message):
     def __init__(self, pattern: _Optional[_Union[_uri_pb2.UUri, _Mapping]] = ...) -> None: ...
 
 class TopicsResponse(_message.Message):
-    __slots__ = ("messages", "caught_up")
+    __slots__ = ("messages", "caught_up", "flushed", "flushed_at_ms")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    FLUSHED_FIELD_NUMBER: _ClassVar[int]
+    FLUSHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_umessage_pb2.UMessage]
     caught_up: bool
-    def __init__(self, messages: _Optional[_Iterable[_Union[_umessage_pb2.UMessage, _Mapping]]] = ..., caught_up: _Optional[bool] = ...) -> None: ...
+    flushed: _containers.RepeatedCompositeFieldContainer[_uri_pb2.UUri]
+    flushed_at_ms: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[_umessage_pb2.UMessage, _Mapping]]] = ..., caught_up: _Optional[bool] = ..., flushed: _Optional[_Iterable[_Union[_uri_pb2.UUri, _Mapping]]] = ..., flushed_at_ms: _Optional[int] = ...) -> None: ...
 
 class ListTopicsRequest(_message.Message):
     __slots__ = ("pattern", "page_size", "page_token")
