@@ -16,6 +16,14 @@ one agent (or one agent and a Thing id prefix), and any characters are safe.
 All of one twin's values share one prefix, so a twin loads with one scan.
 Later record kinds (queued actions, configuration) take new kind bytes
 under the same prefix; the layout byte lets a record's format evolve.
+
+On a shared store (a Redis Cluster) records are grouped by hash tag
+(`tag_of`): a twin's own records (TD, values, actions, desired values) under
+its twin key, so that one twin's write is one atomic call; the records that
+index across twins (bridge entries, the action-id index, presence) under one
+fixed tag per kind. The kinds listed across twins (TDs for the directory,
+actions and desired values by agent) are also named, keys only, in a listing
+per kind (`listing_of`).
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Binding, ThingSummary, Value, ValueKind
 from utwin.store import keys as store_keys
+from utwin.store.base import RecordStore
 from utwin.uri import Topic, parse_uri
 
 TD_PREFIX = store_keys.DIGITWIN_PREFIX + b"t"
@@ -41,6 +51,18 @@ _VALUE_HEADER = struct.Struct(">BQQQ")
 _VALUE_HEADER_V1 = struct.Struct(">BQ")
 _END = b"\x00\x01"
 _KINDS = {kind.value: kind for kind in ValueKind}
+# Record kinds (the byte after b"D"): a twin's own, and those indexing across twins.
+_TWIN_KINDS = frozenset(b"tvaw")  # TD, values, actions, desired values
+_INDEX_KINDS = frozenset(b"bio")  # bridge entries, action-id index, presence
+_LISTED_KINDS = frozenset(b"taw")  # scanned across twins: by agent, or all
+_INDEX_TAG_HEAD = b"~"  # index tags: b"~" and the kind (no twin key is that short)
+_LISTING_TAG_HEAD = b"="
+
+
+class TwinStore(RecordStore, Protocol):
+    """What the DigiTwin needs of a store: its records, and the topics uTwin stored (the bridge)."""
+
+    async def get_topics(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
 
 
 def _escaped(text: str) -> bytes:
@@ -62,6 +84,32 @@ def decode_part(data: bytes, offset: int) -> tuple[str, int]:
 def twin_key(twin: TwinId) -> bytes:
     # Memoized: every value key of a twin starts with it, and an update writes many values.
     return encode_part(twin.agent) + encode_part(twin.thing_id)
+
+
+def tag_of(key: bytes) -> bytes | None:
+    """The hash tag a record key (or a key prefix) lives under; None for a prefix spanning tags.
+
+    A twin's own records: its twin key. Index records: a fixed tag per kind.
+    A prefix shorter than a whole twin key (the directory of an agent) spans
+    twins: it is read through `listing_of`.
+    """
+    kind = key[1] if len(key) > 1 and key[:1] == store_keys.DIGITWIN_PREFIX else -1
+    if kind in _INDEX_KINDS:
+        return _INDEX_TAG_HEAD + bytes((kind,))
+    if kind not in _TWIN_KINDS:
+        return None
+    try:
+        first_end = key.index(_END, 2) + len(_END)
+        twin_end = key.index(_END, first_end) + len(_END)
+    except ValueError:
+        return None
+    return key[2:twin_end]
+
+
+def listing_of(key: bytes) -> bytes | None:
+    """The listing tag naming the keys of this record kind across twins, None for unlisted kinds."""
+    kind = key[1] if len(key) > 1 and key[:1] == store_keys.DIGITWIN_PREFIX else -1
+    return _LISTING_TAG_HEAD + bytes((kind,)) if kind in _LISTED_KINDS else None
 
 
 def decode_twin_key(data: bytes, offset: int) -> tuple[TwinId, int]:
