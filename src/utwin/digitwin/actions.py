@@ -55,7 +55,7 @@ from utwin.digitwin.channel import (
 )
 from utwin.digitwin.desired import DesiredValues
 from utwin.digitwin.ids import TwinId, check_part, parse_twin_id
-from utwin.digitwin.locks import TwinLocks
+from utwin.digitwin.locks import TwinLocking
 from utwin.digitwin.schema import check_value
 from utwin.digitwin.watch import Change, ChangeKind, WatchHub
 from utwin.errors import (
@@ -66,7 +66,7 @@ from utwin.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from utwin.store import Store
+from utwin.store.base import RecordStore
 
 log = logging.getLogger("utwin.digitwin")
 
@@ -96,7 +96,9 @@ class ActionQuery(NamedTuple):
 class ActionQueue:
     """Action requests of every twin, and the channels their agents hold."""
 
-    def __init__(self, store: Store, locks: TwinLocks, hub: WatchHub, settings: ActionSettings) -> None:
+    def __init__(
+        self, store: RecordStore, locks: TwinLocking, hub: WatchHub, settings: ActionSettings
+    ) -> None:
         self._store = store
         self._locks = locks
         self._hub = hub
@@ -112,7 +114,7 @@ class ActionQueue:
 
     @classmethod
     async def open(
-        cls, store: Store, locks: TwinLocks, hub: WatchHub, settings: ActionSettings
+        cls, store: RecordStore, locks: TwinLocking, hub: WatchHub, settings: ActionSettings
     ) -> ActionQueue:
         """The queue over store: pending actions noted for expiry, last-seen times read."""
         queue = cls(store, locks, hub, settings)
@@ -321,6 +323,18 @@ class ActionQueue:
                 for action in actions
             ]
         )
+
+    def heard(self, action: Action) -> None:
+        """An action another frontend wrote: tell watchers, note its expiry, and pass it (or a
+        cancel request) to the agent if its channel is held here."""
+        self._announce([action])
+        channel = self.channels.current(action.twin.agent)
+        if action.state is ActionState.PENDING:
+            self._note_expiry(action)
+            if channel is not None:
+                channel.send(Instruction(action))
+        elif action.cancel_requested and action.state.with_agent and channel is not None:
+            channel.send(Instruction(cancel_id=action.action_id))
 
     # -- expiry ----------------------------------------------------------------
 

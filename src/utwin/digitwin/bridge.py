@@ -26,7 +26,7 @@ from utwin.digitwin import records
 from utwin.digitwin.ids import TwinId
 from utwin.digitwin.model import Binding, Value, ValueKind
 from utwin.store import keys as store_keys
-from utwin.store.base import RecordStore, TopicStore
+from utwin.store.base import RecordStore
 from utwin.uri import Topic, parse_uri
 from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2
 
@@ -77,6 +77,17 @@ class BridgeIndex:
         ops: Ops = [(key, None) for key in sorted(old_keys - new_keys)]
         ops += [(key, b"") for key in sorted(new_keys - old_keys)]
         return ops
+
+    def apply_entry(self, topic: Topic, target: Target, present: bool) -> None:
+        """One binding another frontend wrote (present) or removed."""
+        if present:
+            self._targets.setdefault(topic, set()).add(target)
+            return
+        bound = self._targets.get(topic)
+        if bound is not None:
+            bound.discard(target)
+            if not bound:
+                del self._targets[topic]
 
     def rebind(self, twin: TwinId, old: Iterable[Binding], new: Iterable[Binding]) -> None:
         """Apply in memory what `rebind_ops` wrote."""
@@ -145,7 +156,7 @@ class StoredTopicMessage(NamedTuple):
 
 
 async def stored_messages(
-    store: TopicStore, topics: Sequence[Topic], now_ms: int
+    store: records.TwinStore, topics: Sequence[Topic], now_ms: int
 ) -> dict[Topic, StoredTopicMessage]:
     """Each topic's message stored by uTwin, for those that have one unexpired (as uTwin serves them).
 

@@ -17,13 +17,13 @@ from typing import Any, NamedTuple
 from utwin.digitwin import records
 from utwin.digitwin.channel import AgentChannels, Instruction
 from utwin.digitwin.ids import TwinId, parse_twin_id
-from utwin.digitwin.locks import TwinLocks
+from utwin.digitwin.locks import TwinLocking
 from utwin.digitwin.model import Desired, Value
 from utwin.digitwin.schema import check_value
 from utwin.digitwin.watch import Change, ChangeKind, WatchHub
 from utwin.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from utwin.store import Store
 from utwin.store import keys as store_keys
+from utwin.store.base import RecordStore
 
 DESIRED_PREFIX = store_keys.DIGITWIN_PREFIX + b"w"
 _LAYOUT = 1
@@ -68,7 +68,9 @@ def _same_json(left: str, right: str) -> bool:
 class DesiredValues:
     """Desired property values of every twin."""
 
-    def __init__(self, store: Store, locks: TwinLocks, hub: WatchHub, channels: AgentChannels) -> None:
+    def __init__(
+        self, store: RecordStore, locks: TwinLocking, hub: WatchHub, channels: AgentChannels
+    ) -> None:
         self._store = store
         self._locks = locks
         self._hub = hub
@@ -129,6 +131,13 @@ class DesiredValues:
             acknowledged = held._replace(acknowledged_version=version)
             await self._store.write([(key, encode_desired(acknowledged))])
             self._announce(acknowledged)
+
+    def heard(self, desired: Desired) -> None:
+        """A desired value another frontend wrote: tell watchers, and the agent if its channel is here."""
+        self._announce(desired)
+        channel = self._channels.current(desired.twin.agent)
+        if channel is not None and desired.version > desired.acknowledged_version:
+            channel.send(Instruction(write=desired))
 
     async def of_twin(self, twin: TwinId) -> list[Desired]:
         prefix = desired_prefix(twin)

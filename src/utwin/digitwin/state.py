@@ -12,6 +12,15 @@ order as it is.
 A twin is loaded under its lock (`locks`): loads never interleave with a
 write of the same twin, so the copy kept is never older than the store. Code
 already holding the twin's lock loads with `get_held`; all else with `get`.
+
+On a store other frontends write too, each loaded twin carries the version
+it reflects (the store bumps a twin's version at every write of it). Under
+the twin's lock, a copy whose version is not the store's is loaded again;
+a read without the lock first asks the store for the version (one call), so
+it never serves a copy older than a write acknowledged before the read
+began. When a hold ends, a copy that was current when it began follows the
+writes made under it (this process's writes update the copy as they go);
+after a write whose outcome is unknown the copy is dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from collections import OrderedDict
 
 from utwin.digitwin import records
 from utwin.digitwin.ids import TwinId
-from utwin.digitwin.locks import TwinLocks
+from utwin.digitwin.locks import TwinLocking
 from utwin.digitwin.model import ThingSummary, Value, ValueKind
 from utwin.store.base import RecordStore
 
@@ -33,14 +42,16 @@ class LoadedTwin:
         self.twin_text = twin.text
         self.summary = summary
         self.values: dict[ValueKind, dict[str, Value]] = {kind: {} for kind in ValueKind}
+        self.version: int | None = None  # the store's version of the twin this copy reflects
 
 
 class TwinCache:
     """Loaded twins in least-recently-used order, at most `max_loaded` of them."""
 
-    def __init__(self, store: RecordStore, locks: TwinLocks, max_loaded: int) -> None:
+    def __init__(self, store: RecordStore, locks: TwinLocking, max_loaded: int) -> None:
         self._store = store
         self._locks = locks
+        locks.on_release(self._hold_ended)
         self._max_loaded = max(1, max_loaded)
         self._loaded: OrderedDict[TwinId, LoadedTwin] = OrderedDict()
         self.loads = 0
@@ -63,7 +74,9 @@ class TwinCache:
 
         The caller must not hold the twin's lock (a load takes it)."""
         loaded = self._loaded.get(twin)
-        if loaded is not None:
+        if loaded is not None and (
+            loaded.version is None or loaded.version == await self._locks.version_now(twin)
+        ):
             self._loaded.move_to_end(twin)
             return loaded
         async with self._locks.hold_one(twin):
@@ -72,13 +85,16 @@ class TwinCache:
     async def get_held(self, twin: TwinId) -> LoadedTwin | None:
         """As `get`, for a caller holding the twin's lock."""
         loaded = self._loaded.get(twin)
-        if loaded is not None:
+        version = self._locks.version_held(twin)
+        if loaded is not None and loaded.version == version:
             self._loaded.move_to_end(twin)
             return loaded
         record = await self._store.get(records.td_key(twin))
         if record is None:
+            self._loaded.pop(twin, None)
             return None
         loaded = LoadedTwin(twin, records.decode_summary(record))
+        loaded.version = version
         prefix = records.values_prefix(twin)
         async for key, value in self._store.scan(prefix):
             kind, name = records.split_value_key(key, len(prefix))
@@ -95,11 +111,23 @@ class TwinCache:
             self._loaded.move_to_end(twin)
 
     def add_new(self, loaded: LoadedTwin) -> None:
-        """A twin just created: its values are all in `loaded`, so it needs no load."""
+        """A twin just created: its values are all in `loaded`, so it needs no load.
+
+        Called under the twin's lock, after the write that created it."""
+        loaded.version = self._locks.version_held(loaded.twin)
         self._remember(loaded)
 
     def drop(self, twin: TwinId) -> None:
         self._loaded.pop(twin, None)
+
+    def _hold_ended(self, twin: TwinId, first_version: int, last_version: int, uncertain: bool) -> None:
+        loaded = self._loaded.get(twin)
+        if loaded is None:
+            return
+        if uncertain:
+            del self._loaded[twin]
+        elif loaded.version == first_version:
+            loaded.version = last_version
 
     def _remember(self, loaded: LoadedTwin) -> None:
         self._loaded[loaded.twin] = loaded

@@ -10,6 +10,11 @@ and the seam between current state and live changes need. Every change is in
 the store (one write per call) before the method returns.
 
 Values are ordered by timestamp, ties broken by their id (`Value.replaces`).
+
+On a store shared by several frontends the locks are `SharedTwinLocks`, and
+what the other frontends write comes back through `on_records_changed`:
+watchers hear it as if it were written here, the bridge index follows their
+bindings, and an agent whose channel is held here gets its actions.
 """
 
 from __future__ import annotations
@@ -21,17 +26,19 @@ from typing import NamedTuple
 
 from utwin import uuid
 from utwin.digitwin import directory, records, td
-from utwin.digitwin.action_model import ActionState
+from utwin.digitwin.action_model import ACTION_PREFIX, ActionState, decode_action
 from utwin.digitwin.actions import ActionQueue, ActionSettings
 from utwin.digitwin.bridge import BridgeIndex, Ops, Target, decode_message, stored_messages
+from utwin.digitwin.channel import PRESENCE_PREFIX, decode_presence_record
+from utwin.digitwin.desired import DESIRED_PREFIX, decode_desired
 from utwin.digitwin.directory import ListQuery, ThingEntry
 from utwin.digitwin.ids import TwinId, check_part, parse_twin_id, twin_id
-from utwin.digitwin.locks import TwinLocks
+from utwin.digitwin.locks import TwinLocking, TwinLocks
 from utwin.digitwin.model import Binding, Value, ValueKind
+from utwin.digitwin.records import TwinStore
 from utwin.digitwin.state import LoadedTwin, TwinCache
 from utwin.digitwin.watch import Change, ChangeKind, Subscription, WatchFilter, WatchHub
 from utwin.errors import InvalidArgument, NotFound, PermissionDenied
-from utwin.store import Store
 from utwin.twin import StoredMessage
 from utwin.uri import Topic, parse_uri
 
@@ -81,11 +88,13 @@ def _check_json(text: str, field: str, max_bytes: int) -> None:
 class DigiTwin:
     """Twins of registered Things: TDs, values, queries, watches and the uTwin bridge."""
 
-    def __init__(self, store: Store, settings: Settings, bridge: BridgeIndex) -> None:
+    def __init__(
+        self, store: TwinStore, settings: Settings, bridge: BridgeIndex, locks: TwinLocking | None = None
+    ) -> None:
         """Twins over store with its bridge index already loaded; `open` is what callers use."""
         self._store = store
         self._settings = settings
-        self._locks = TwinLocks()
+        self._locks: TwinLocking = TwinLocks() if locks is None else locks
         self._cache = TwinCache(store, self._locks, settings.max_loaded)
         self._bridge = bridge
         self.hub = WatchHub(settings.watch_buffer)
@@ -108,9 +117,13 @@ class DigiTwin:
         return self.hub.buffers()
 
     @classmethod
-    async def open(cls, store: Store, settings: Settings, now_ms: int | None = None) -> DigiTwin:
-        """Open the twins in store, first catching the bridge up (see `catch_up_bridge`)."""
-        twins = cls(store, settings, await BridgeIndex.load(store))
+    async def open(
+        cls, store: TwinStore, settings: Settings, now_ms: int | None = None, locks: TwinLocking | None = None
+    ) -> DigiTwin:
+        """Open the twins in store, first catching the bridge up (see `catch_up_bridge`).
+
+        locks: `SharedTwinLocks` when other frontends write the store too."""
+        twins = cls(store, settings, await BridgeIndex.load(store), locks)
         twins.actions = await ActionQueue.open(store, twins.locks, twins.hub, settings.actions)
         try:
             await twins.catch_up_bridge(uuid.now_ms() if now_ms is None else now_ms)
@@ -124,7 +137,7 @@ class DigiTwin:
         return self._cache
 
     @property
-    def locks(self) -> TwinLocks:
+    def locks(self) -> TwinLocking:
         return self._locks
 
     @property
@@ -443,6 +456,41 @@ class DigiTwin:
             )
         self.hub.publish(changes)
         return len(newer)
+
+    # -- what other frontends write -----------------------------------------
+
+    async def on_records_changed(self, ops: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Records another frontend wrote (one atomic write of one twin, or of an index): tell
+        watchers and agents here as if written here; follow its bridge bindings.
+
+        Loaded twins need nothing: their version tells the cache to load them again."""
+        changes: list[Change] = []
+        for key, record in ops:
+            if key.startswith(records.TD_PREFIX):
+                twin = records.twin_of_td_key(key)
+                if record is None:
+                    self._cache.drop(twin)
+                    changes.append(Change(ChangeKind.TD_DELETED, twin, twin.text))
+                else:
+                    td_json = records.decode_td_texts(record)[1]
+                    changes.append(Change(ChangeKind.TD_UPDATED, twin, twin.text, td_json=td_json))
+            elif key.startswith(records.VALUE_PREFIX) and record is not None:
+                twin, offset = records.decode_twin_key(key, len(records.VALUE_PREFIX))
+                kind, name = records.split_value_key(key, offset)
+                value = records.decode_value(record)
+                changes.append(Change(_CHANGE_KINDS[kind], twin, twin.text, name, value))
+            elif key.startswith(records.BRIDGE_PREFIX):
+                entry = records.decode_bridge_key(key)
+                target = Target(entry.twin, entry.kind, entry.name)
+                self._bridge.apply_entry(entry.topic, target, record is not None)
+            elif key.startswith(ACTION_PREFIX) and record is not None:
+                self.actions.heard(decode_action(record))
+            elif key.startswith(DESIRED_PREFIX) and record is not None:
+                self.actions.desired.heard(decode_desired(key, record))
+            elif key.startswith(PRESENCE_PREFIX) and record is not None:
+                self.actions.channels.seen(*decode_presence_record(key, record))
+        if changes:
+            self.hub.publish(changes)
 
     # -- current state for watchers ----------------------------------------
 

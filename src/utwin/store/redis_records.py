@@ -417,8 +417,10 @@ class RedisRecordStore:
         _HELD.set({**_held(), tag: lease})
         return lease
 
-    async def release_lease(self, lease: Lease) -> None:
+    async def release_lease(self, lease: object) -> None:
         """Give the lease back (only while it still holds this store's token) and forget it."""
+        if not isinstance(lease, Lease):
+            raise StoreError("storage: not a lease of this store")
         held = dict(_held())
         if held.get(lease.tag) is lease:
             del held[lease.tag]
