@@ -28,7 +28,6 @@ from utwin.twin import StoredMessage
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2, uri_pb2
-from utwin_proto.utwin.digitwin.v1 import digitwin_pb2, digitwin_pb2_grpc
 from utwin_proto.utwin.v1 import ingest_pb2, ingest_pb2_grpc
 
 TIMEOUT_S = 30.0
@@ -144,19 +143,6 @@ def test_kill_9_of_a_frontend_loses_nothing_it_acknowledged(tmp_path: Path, clus
                 acked.accepted,
                 served(channel_b, topics),
             )
-
-
-def test_digitwin_is_not_served_over_the_shared_store(tmp_path: Path, cluster: RedisCluster) -> None:
-    """A frontend on the cluster serves uTwin but not the DigiTwin, whose state is not shared yet."""
-    with (
-        frontend(tmp_path, cluster, "a") as a,
-        a.channel() as channel,
-        pytest.raises(grpc.RpcError) as raised,
-    ):
-        digitwin_pb2_grpc.DigiTwinStub(channel).ListThings(
-            digitwin_pb2.ListThingsRequest(), timeout=TIMEOUT_S
-        )
-    assert grpc.StatusCode.UNIMPLEMENTED == raised.value.code()  # type: ignore[attr-defined]
 
 
 def test_kill_9_of_a_master_then_its_restart_loses_nothing_acknowledged(tmp_path: Path) -> None:

@@ -125,6 +125,8 @@ class Config:
     digitwin_lenient: bool = False
     # DigiTwin: twins kept in memory; the least recently used beyond this are unloaded.
     digitwin_max_loaded: int = 10_000
+    # DigiTwin on a Redis Cluster: how long a frontend's lock of a twin outlives the frontend.
+    digitwin_lease_ms: int = 5_000
     # DigiTwin actions: expiry when a request names none, the longest a request may ask for,
     # requests pending per twin, bytes of one input, and finished actions kept per twin.
     action_expiry_s: float = 3600.0
@@ -334,6 +336,8 @@ def _check_store(config: Config) -> None:
         raise InvalidArgument("max_topics, max_topics_per_device: must be at least 1")
     if (config.redis_tls_cert is None) != (config.redis_tls_key is None):
         raise InvalidArgument("redis_tls_cert, redis_tls_key: set both or neither")
+    if config.digitwin_lease_ms < 100:
+        raise InvalidArgument("digitwin_lease_ms: must be at least 100")
 
 
 def _check_federation(config: Config) -> None:

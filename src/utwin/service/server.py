@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -99,6 +99,7 @@ class RunningServer:
     security: ServerSecurity | None = None
     taps: list[Tap] = dataclasses.field(default_factory=list)
     metrics_endpoint: MetricsEndpoint | None = None
+    closing: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -124,6 +125,8 @@ class RunningServer:
         await self.server.stop(max(0.0, deadline - loop.time()))
         if self.federation is not None:
             await self.federation.close()  # before the store: peer calls in flight write to it
+        for close in reversed(self.closing):
+            await close()
         await self.store.close()  # waits for the fsyncs asked for, then closes
         if self.metrics_endpoint is not None:
             await asyncio.to_thread(self.metrics_endpoint.close)  # waits for a scrape in progress
@@ -234,6 +237,36 @@ async def open_store(config: Config) -> TopicStore:
     )
 
 
+async def _open_shared_digitwin(
+    store: TopicStore, config: Config, closing: list[Callable[[], Awaitable[None]]]
+) -> DigiTwin:
+    """The DigiTwin on the cluster: records beside the topics, twins locked across frontends,
+    and what other frontends write told to this one's watchers and agents."""
+    from utwin.digitwin import records
+    from utwin.digitwin.locks import SharedTwinLocks
+    from utwin.store.redis_cluster import RedisClusterStore
+    from utwin.store.redis_records import RecordChange, RedisRecordStore
+
+    assert isinstance(store, RedisClusterStore)  # open_store gives one of the two kinds
+    record_store = await RedisRecordStore.beside(
+        store,
+        records.tag_of,
+        records.listing_of,
+        key_prefix=config.redis_key_prefix,
+        lease_ms=config.digitwin_lease_ms,
+        change_feed=config.redis_change_feed,
+    )
+    closing.append(record_store.close)
+    locks = SharedTwinLocks(record_store, records.twin_key)
+    digitwin = await DigiTwin.open(record_store, digitwin_settings(config), locks=locks)
+
+    async def heard(change: RecordChange) -> None:
+        await digitwin.on_records_changed(change.ops)
+
+    await record_store.follow(heard)
+    return digitwin
+
+
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
@@ -243,6 +276,7 @@ async def start_server(config: Config) -> RunningServer:
     """Open the store and start serving on config.listen (port 0 picks a free port)."""
     check_secure_start(config)  # before anything is opened or bound
     store = await open_store(config)
+    closing: list[Callable[[], Awaitable[None]]] = []  # closed before the store, last first
     federation: Federation | None = None
     metrics = _new_metrics() if config.metrics_listen else None
     metrics_endpoint: MetricsEndpoint | None = None
@@ -250,14 +284,11 @@ async def start_server(config: Config) -> RunningServer:
     try:
         twin = UTwin(store, config.limits)
         await twin.follow_store_changes()  # a shared store: what other frontends write
-        # The DigiTwin keeps its records in the embedded store only: its writes are made atomic
-        # per twin by locks within this process, which frontends sharing a cluster do not share.
-        digitwin = None
         if isinstance(store, RocksStore):
             digitwin = await DigiTwin.open(store, digitwin_settings(config))
-            twin.add_listener(digitwin.on_utwin_stored)
         else:
-            log.info("DigiTwin not served: its records need the embedded store (store_backend rocksdb)")
+            digitwin = await _open_shared_digitwin(store, config, closing)
+        twin.add_listener(digitwin.on_utwin_stored)
         topic_watch = TopicWatch(store, config.watch_buffer)
         twin.add_listener(topic_watch.on_stored)
         sync: Durable | None = store.sync if config.durability is Durability.POWER else None
@@ -338,6 +369,8 @@ async def start_server(config: Config) -> RunningServer:
             metrics_endpoint.close()
         if federation is not None:
             await federation.close()
+        for close in reversed(closing):
+            await close()
         await store.close()
         raise
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
@@ -370,6 +403,7 @@ async def start_server(config: Config) -> RunningServer:
         security,
         taps,
         metrics_endpoint,
+        closing,
     )
 
 
