@@ -74,14 +74,14 @@ class Lease:
     renewal: asyncio.Task[None] | None = None
 
 
-# The leases the running task holds, by tag (a new mapping each change: tasks started meanwhile
-# keep the one they copied).
-_HELD: contextvars.ContextVar[Mapping[bytes, Lease] | None] = contextvars.ContextVar(
+# The leases the running task holds, by (store id, tag): a new mapping each change, so that
+# tasks started meanwhile keep the one they copied.
+_HELD: contextvars.ContextVar[Mapping[tuple[int, bytes], Lease] | None] = contextvars.ContextVar(
     "utwin_leases", default=None
 )
 
 
-def _held() -> Mapping[bytes, Lease]:
+def _held() -> Mapping[tuple[int, bytes], Lease]:
     return _HELD.get() or {}
 
 
@@ -300,7 +300,7 @@ class RedisRecordStore:
             listing = self._listing_of(key)
             if listing is not None:
                 listed.setdefault(listing, {})[key] = value is not None
-        held = _held()
+        held = {tag: lease for (owner, tag), lease in _held().items() if owner == id(self)}
         # Tags written without a lease are the indexes: all-additions before the records,
         # all-removals after; a tag with both (or a lease) in one atomic call between them.
         adding = [tag for tag, tag_ops in by_tag.items() if tag not in held and not _deletes(tag_ops)]
@@ -414,7 +414,7 @@ class RedisRecordStore:
         lease = Lease(tag, token, int(version))
         lease.renewal = asyncio.create_task(self._renew(lease), name="utwin-record-lease")
         self._leases.add(lease)
-        _HELD.set({**_held(), tag: lease})
+        _HELD.set({**_held(), (id(self), tag): lease})
         return lease
 
     async def release_lease(self, lease: object) -> None:
@@ -422,8 +422,8 @@ class RedisRecordStore:
         if not isinstance(lease, Lease):
             raise StoreError("storage: not a lease of this store")
         held = dict(_held())
-        if held.get(lease.tag) is lease:
-            del held[lease.tag]
+        if held.get((id(self), lease.tag)) is lease:
+            del held[id(self), lease.tag]
             _HELD.set(held)
         self._leases.discard(lease)
         if lease.renewal is not None:
