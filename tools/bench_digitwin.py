@@ -26,6 +26,11 @@ are printed with the median ratio utwin/floor:
     number of calls in flight. The bare server keeps nothing across a restart,
     so its read-back reads the running process; utwin's restarts first, and
     its process start is reported on its own row.
+With --backend redis the run measures the DigiTwin domain in process on a
+3-master Redis Cluster it starts on loopback (tests/redis_cluster.py, the
+Debian redis-server), records beside the topics and twins locked across
+frontends as `utwin serve --redis-cluster` runs it, against the same domain
+over RocksDB as the floor; the gRPC and fan-out parts are left out.
 HiveOT's published figures (Go, in memory, no durability) are printed
 beside ours: about 140 ms to update all and 78 ms to reload. Absolute times
 drift on shared machines; the ratios are the figures to compare. Run
@@ -54,9 +59,15 @@ from typing import Any
 
 import grpc
 
-from utwin.digitwin import DigiTwin, Settings, Update, ValueKind
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.redis_cluster
+
+from tests.redis_cluster import RedisCluster, start_cluster
+from utwin.digitwin import DigiTwin, Settings, Update, ValueKind, records
+from utwin.digitwin.locks import SharedTwinLocks
 from utwin.service.digitwin_servicer import agent_metadata
 from utwin.store import RocksStore
+from utwin.store.redis_cluster import RedisClusterStore
+from utwin.store.redis_records import RedisRecordStore
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,12 +209,27 @@ async def in_process_floor(twins: int) -> dict[str, float]:
     return results
 
 
-async def in_process_utwin(data_dir: Path, twins: int) -> dict[str, float]:
+async def _open_domain(data_dir: Path, cluster: RedisCluster | None, twins: int) -> tuple[DigiTwin, Any]:
+    """The DigiTwin over RocksDB in data_dir, or on the cluster as a frontend runs it; and its store."""
+    if cluster is None:
+        store = RocksStore(data_dir)
+        return await DigiTwin.open(store, Settings(max_loaded=twins)), store
+    topics = await RedisClusterStore.connect(cluster.addresses)
+    shared = await RedisRecordStore.beside(topics, records.tag_of, records.listing_of)
+    shared.closing.append(topics.close)
+    locks = SharedTwinLocks(shared, records.twin_key)
+    return await DigiTwin.open(shared, Settings(max_loaded=twins), locks=locks), shared
+
+
+async def in_process_utwin(
+    data_dir: Path, twins: int, cluster: RedisCluster | None = None
+) -> dict[str, float]:
     tds = [bench_td(n) for n in range(twins)]
     updates = [{name: Update(text) for name, text in property_values(n).items()} for n in range(twins)]
-    store = RocksStore(data_dir)
+    if cluster is not None:
+        await asyncio.to_thread(cluster.flush)
+    domain, store = await _open_domain(data_dir, cluster, twins)
     try:
-        domain = await DigiTwin.open(store, Settings(max_loaded=twins))
 
         async def register() -> None:
             for td in tds:
@@ -219,9 +245,8 @@ async def in_process_utwin(data_dir: Path, twins: int) -> dict[str, float]:
     read: list[int] = []
 
     async def reload_and_read() -> None:
-        reopened = RocksStore(data_dir)
+        reloaded, reopened = await _open_domain(data_dir, cluster, twins)
         try:
-            reloaded = await DigiTwin.open(reopened, Settings(max_loaded=twins))
             counts = [
                 len(await reloaded.read_values(twin_text(n), ValueKind.PROPERTY, [])) for n in range(twins)
             ]
@@ -509,10 +534,18 @@ async def one_round(number: int, scratch: Path, options: argparse.Namespace, sam
         ("floor", functools.partial(in_process_floor, options.twins)),
         ("utwin", functools.partial(in_process_utwin, round_dir / "in-process", options.twins)),
     ]
+    if options.cluster is not None:  # the floor is the domain over RocksDB
+        in_process = [
+            ("floor", functools.partial(in_process_utwin, round_dir / "in-process", options.twins)),
+            (
+                "utwin",
+                functools.partial(in_process_utwin, round_dir / "unused", options.twins, options.cluster),
+            ),
+        ]
     for side, work in in_process if floor_first else in_process[::-1]:
         for phase, value in (await work()).items():
             record(samples, f"local {phase}", side, value)
-    for in_flight in options.in_flight:
+    for in_flight in [] if options.cluster is not None else options.in_flight:
         data_dir = round_dir / f"grpc-x{in_flight}"
         sides: list[Callable[[], Awaitable[None]]] = [
             functools.partial(grpc_bare, scratch, options, in_flight, samples),
@@ -557,6 +590,19 @@ def report(options: argparse.Namespace, samples: Samples, total_s: float) -> str
         f"{ACTIONS} actions); {options.rounds} round(s) alternating floor/utwin, medians; "
         f"ratio = median of utwin/floor per round; cpus={os.cpu_count()}",
         "",
+    ]
+    if options.cluster is not None:
+        return "\n".join(
+            [
+                *lines,
+                "In process, no gRPC: floor = DigiTwin domain over RocksDB; utwin = the same domain on a",
+                "3-master Redis Cluster (records beside the topics, twins locked across frontends)",
+                head,
+                *time_rows(samples, "local", with_cpu=False),
+                f"Whole run: {total_s:.0f} s.",
+            ]
+        )
+    lines += [
         "In process, no gRPC: floor = Python dicts (TD and values JSON-parsed, no rules, no disk);",
         "utwin = DigiTwin domain over RocksDB, every write in its log",
         head,
@@ -640,8 +686,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--changes", type=_positive, default=1000, help="changes each watcher receives (default 1000)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["rocksdb", "redis"],
+        default="rocksdb",
+        help="redis: the domain on a Redis Cluster against the domain over RocksDB (default rocksdb)",
+    )
     options = parser.parse_args(argv)
     started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        options.cluster = None
+        if options.backend == "redis":
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="utwin-bench-redis-"))
+            options.cluster = stack.enter_context(start_cluster(Path(scratch), appendfsync="everysec"))
+        return _run_and_report(options, started)
+
+
+def _run_and_report(options: argparse.Namespace, started: float) -> int:
     try:
         import uvloop
 
