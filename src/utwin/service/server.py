@@ -258,6 +258,7 @@ async def _open_shared_digitwin(
     )
     closing.append(record_store.close)
     locks = SharedTwinLocks(record_store, records.twin_key)
+    closing.append(locks.close)  # before the store closes: the leases being given back
     digitwin = await DigiTwin.open(record_store, digitwin_settings(config), locks=locks)
 
     async def heard(change: RecordChange) -> None:

@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import secrets
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 from utwin.errors import Aborted, StoreError, UTwinError
@@ -71,7 +71,6 @@ class Lease:
     version: int
     uncertain: bool = False
     lost: bool = False  # a renewal found another token: writes under it will be refused
-    renewal: asyncio.Task[None] | None = None
 
 
 # The leases the running task holds, by (store id, tag): a new mapping each change, so that
@@ -195,6 +194,7 @@ class RedisRecordStore:
             else None
         )
         self._leases: set[Lease] = set()
+        self._renewal: asyncio.Task[None] | None = None  # one loop renews every lease held
         self.closing: list[Callable[[], Awaitable[None]]] = []  # what close() also closes, in order
 
     @classmethod
@@ -412,13 +412,15 @@ class RedisRecordStore:
         if not taken:
             return None
         lease = Lease(tag, token, int(version))
-        lease.renewal = asyncio.create_task(self._renew(lease), name="utwin-record-lease")
         self._leases.add(lease)
+        if self._renewal is None:
+            self._renewal = asyncio.create_task(self._renew_held(), name="utwin-record-leases")
         _HELD.set({**_held(), (id(self), tag): lease})
         return lease
 
-    async def release_lease(self, lease: object) -> None:
-        """Give the lease back (only while it still holds this store's token) and forget it."""
+    def release_lease(self, lease: object) -> Coroutine[Any, Any, None]:
+        """Forget the lease now (the running task's writes are no longer fenced by it), and give
+        it back in the coroutine returned (only while it still holds this store's token)."""
         if not isinstance(lease, Lease):
             raise StoreError("storage: not a lease of this store")
         held = dict(_held())
@@ -426,28 +428,30 @@ class RedisRecordStore:
             del held[id(self), lease.tag]
             _HELD.set(held)
         self._leases.discard(lease)
-        if lease.renewal is not None:
-            lease.renewal.cancel()
+        return self._give_back(lease)
+
+    async def _give_back(self, lease: Lease) -> None:
         keys = self._tag(lease.tag)
         with contextlib.suppress(UTwinError):  # unreleased, it expires with its lease
             await self._on_tag(RELEASE, keys.lease, keys.slot, [keys.lease, lease.token])
 
-    async def _renew(self, lease: Lease) -> None:
-        keys = self._tag(lease.tag)
+    async def _renew_held(self) -> None:
+        """Every third of a lease, renew each lease held (a lease is never older than a third
+        of its time when renewed, whenever in the period it was taken)."""
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             if self.renewal_paused:
                 continue
-            try:
-                renewed = await self._on_tag(
-                    RENEW, keys.lease, keys.slot, [keys.lease, lease.token, self.lease_ms]
-                )
-            except UTwinError as error:
-                log.warning("record lease of a twin not renewed: %s", error.message)
-                continue
-            if not renewed:
-                lease.lost = True
-                return
+            for lease in list(self._leases):
+                keys = self._tag(lease.tag)
+                argv: list[bytes | int] = [keys.lease, lease.token, self.lease_ms]
+                try:
+                    renewed = await self._on_tag(RENEW, keys.lease, keys.slot, argv)
+                except UTwinError as error:
+                    log.warning("record lease of a twin not renewed: %s", error.message)
+                    continue
+                if not renewed and lease in self._leases:
+                    lease.lost = True
 
     async def version_of(self, tag: bytes) -> int:
         """The tag's version now (0 before its first write)."""
@@ -470,10 +474,12 @@ class RedisRecordStore:
                 log.exception("record change listener %r failed", listener)
 
     async def close(self) -> None:
-        for lease in list(self._leases):
-            if lease.renewal is not None:
-                lease.renewal.cancel()
         self._leases.clear()
+        renewal, self._renewal = self._renewal, None
+        if renewal is not None:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
         if self._feed is not None:
             await self._feed.close()
         await self._router.close()
