@@ -326,8 +326,9 @@ class ActionQueue:
 
     def heard(self, action: Action) -> None:
         """An action another frontend wrote: tell watchers, note its expiry, and pass it (or a
-        cancel request) to the agent if its channel is held here."""
-        self._announce([action])
+        cancel request) to the agent if its channel is held here. Not counted in `entered`: the
+        frontend that wrote it counts it."""
+        self._announce([action], moved=False)
         channel = self.channels.current(action.twin.agent)
         if action.state is ActionState.PENDING:
             self._note_expiry(action)
