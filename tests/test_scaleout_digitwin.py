@@ -6,7 +6,8 @@ Each frontend is an in-process server on the session's 3-master cluster
 
 from __future__ import annotations
 
-import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,12 +26,9 @@ from tests.digitwin.helpers import (
     thing_td,
     wait_for,
 )
+from tests.processes import child_environment
 from tests.redis_cluster import RedisCluster
 from tests.servers import Servers, ServerThread
-from utwin.digitwin import records
-from utwin.digitwin.ids import TwinId
-from utwin.store.redis_cluster import RedisClusterStore
-from utwin.store.redis_records import RedisRecordStore
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
 
@@ -138,28 +136,50 @@ def test_an_action_invoked_through_one_frontend_reaches_the_agent_on_the_other(
         agent.close()
 
 
-def test_a_lease_left_by_a_dead_frontend_blocks_the_twin_only_until_it_expires(
+HOLDER = """
+import asyncio, sys
+from utwin.digitwin import records
+from utwin.digitwin.ids import parse_twin_id
+from utwin.store.redis_cluster import RedisClusterStore
+from utwin.store.redis_records import RedisRecordStore
+
+async def main():
+    nodes = [(host, int(port)) for host, port in (node.split(":") for node in sys.argv[1].split(","))]
+    topics = await RedisClusterStore.connect(nodes, change_feed=False)
+    store = await RedisRecordStore.beside(
+        topics, records.tag_of, records.listing_of, lease_ms=int(sys.argv[3]), change_feed=False
+    )
+    assert await store.acquire_lease(records.twin_key(parse_twin_id(sys.argv[2]))) is not None
+    print("held", flush=True)
+    await asyncio.sleep(60)  # renewing the lease until killed
+
+asyncio.run(main())
+"""
+
+
+def test_kill_9_of_a_frontend_holding_a_twin_blocks_it_only_until_the_lease_expires(
     servers: Servers, cluster: RedisCluster
 ) -> None:
-    """A twin leased by a frontend that stopped (no renewal, no release) is written once the lease ends."""
+    """A process killed -9 holding a twin's lease (renewed until then) delays B's write by one lease only."""
     b = frontend(servers, cluster, "b")
+    nodes = ",".join(f"{host}:{port}" for host, port in cluster.addresses)
+    lease_ms = 600
     with b.channel() as channel:
         stub = pb_grpc.DigiTwinStub(channel)  # type: ignore[no-untyped-call]
         twin_id = register(stub, thing_td("urn:dev:orphaned"))
-        lease_ms = 600
-
-        async def take_and_abandon() -> None:
-            topics = await RedisClusterStore.connect(cluster.addresses, change_feed=False)
-            dead = await RedisRecordStore.beside(
-                topics, records.tag_of, records.listing_of, lease_ms=lease_ms, change_feed=False
-            )
-            dead.renewal_paused = True  # as a frontend killed while holding it
-            tag = records.twin_key(TwinId(AGENT, "urn:dev:orphaned"))
-            assert await dead.acquire_lease(tag) is not None
-            await dead.close()
-            await topics.close()
-
-        asyncio.run(take_and_abandon())
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, nodes, twin_id, str(lease_ms)],
+            stdout=subprocess.PIPE,
+            env=child_environment(),
+        )
+        try:
+            assert holder.stdout is not None
+            assert b"held\n" == holder.stdout.readline()  # EOF if the holder died first
+        finally:
+            holder.kill()
+            holder.wait(TIMEOUT_S)
+            if holder.stdout is not None:
+                holder.stdout.close()
         started = time.monotonic()
         assert [] == publish(stub, twin_id, {"temperature": 3.0})
         assert time.monotonic() - started < TIMEOUT_S

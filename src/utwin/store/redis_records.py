@@ -25,6 +25,11 @@ and the DigiTwin's readers of its indexes, tolerate such a dangling entry).
 Every write publishes, inside its script, the tag's new version and its ops
 on `<prefix>:records`, tagged with this store's writer id; `follow` hands
 other writers' changes to a listener (at most once, like the topic feed).
+
+Record writes wait for the topic store's `replica_acks` replicas (WAIT), and
+answer UNAVAILABLE when fewer acknowledged, as topic puts do; lease calls do
+not wait (a lease lost in a failover is at worst taken by another frontend,
+whose writes the fencing check then orders).
 """
 
 from __future__ import annotations
@@ -40,9 +45,9 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
-from utwin.errors import Aborted, StoreError, UTwinError
+from utwin.errors import Aborted, StoreError, Unavailable, UTwinError
 from utwin.store.base import RecordStore, TopicStore, WriteBatchOps
-from utwin.store.redis_cluster import RedisClusterStore, escape_authority
+from utwin.store.redis_cluster import REPLICA_SHORT, RedisClusterStore, escape_authority
 from utwin.store.redis_feed import ChangeFeed
 from utwin.store.redis_record_scripts import ACQUIRE, LIST, READ, RELEASE, RENEW, SCAN, VERSION, WRITE
 from utwin.store.redis_router import SLOTS, ClusterRouter, Device, RateLimitedLog
@@ -215,7 +220,8 @@ class RedisRecordStore:
         seeds = [
             (host, int(port)) for _, node in topics._router.masters for host, port in [node.rsplit(":", 1)]
         ]
-        router = ClusterRouter(options, seeds, 0, 1000, RateLimitedLog())
+        replication = topics._router.replica_acks, topics._router.replica_timeout_ms
+        router = ClusterRouter(options, seeds, *replication, RateLimitedLog())
         store = cls(topics, router, options, key_prefix.encode(), tag_of, listing_of, lease_ms, change_feed)
         await router.refresh(force=True)
         return store
@@ -241,16 +247,21 @@ class RedisRecordStore:
         device = Device(device_key, slot)
         device.positions.append(0)
         answer: list[Any] = []
+        replicated: list[bool] = []
 
         def accept(call: list[Device], reply: Any, acked: bool) -> list[Device]:
             answer.append(reply)
+            replicated.append(acked)
             return []
 
-        failed = await self._router.run(
-            script, argv, [device], lambda _: [], accept, writes=script not in (READ, SCAN, VERSION)
-        )
+        # Records wait for redis_replica_acks replicas as topics do; leases need not (a lease lost
+        # in a failover is taken again, and the fencing check refuses a writer that lost it).
+        writes = script in (WRITE, LIST)
+        failed = await self._router.run(script, argv, [device], lambda _: [], accept, writes=writes)
         if failed:
             raise failed[0]
+        if writes and not replicated[0]:
+            raise Unavailable(REPLICA_SHORT)
         return answer[0]
 
     # -- the record contract -----------------------------------------------------
