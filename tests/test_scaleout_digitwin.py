@@ -18,6 +18,7 @@ from tests.digitwin.agents import Agent, action_td, invoke, presence
 from tests.digitwin.helpers import (
     AGENT,
     TIMEOUT_S,
+    as_agent,
     changes_of,
     publish,
     read_properties,
@@ -29,6 +30,7 @@ from tests.digitwin.helpers import (
 from tests.processes import child_environment
 from tests.redis_cluster import RedisCluster
 from tests.servers import Servers, ServerThread
+from utwin.uri import parse_uri
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2_grpc as pb_grpc
 
@@ -184,3 +186,20 @@ def test_kill_9_of_a_frontend_holding_a_twin_blocks_it_only_until_the_lease_expi
         assert [] == publish(stub, twin_id, {"temperature": 3.0})
         assert time.monotonic() - started < TIMEOUT_S
         assert {"temperature": 3.0} == read_properties(stub, twin_id, "temperature")
+
+
+def test_a_binding_registered_through_one_frontend_reaches_the_others_bridge_index(
+    servers: Servers, cluster: RedisCluster
+) -> None:
+    """B's bridge index gains the binding of a TD registered through A, and loses it on delete."""
+    a, b = frontend(servers, cluster, "a"), frontend(servers, cluster, "b")
+    topic_uri = "up://vin-9/1A40101/1/8001"
+    with a.channel() as channel:
+        stub = pb_grpc.DigiTwinStub(channel)  # type: ignore[no-untyped-call]
+        twin_id = register(stub, thing_td("urn:dev:bound", topics={"temperature": topic_uri}))
+        assert b.running is not None and b.running.digitwin is not None
+        bridge = b.running.digitwin.bridge
+        topic = parse_uri(topic_uri)
+        wait_for(lambda: [(twin_id, "temperature")] == [(t.twin.text, t.name) for t in bridge.targets(topic)])
+        stub.DeleteThing(pb.DeleteThingRequest(twin_id=twin_id), metadata=as_agent(), timeout=TIMEOUT_S)
+        wait_for(lambda: not bridge.targets(topic))

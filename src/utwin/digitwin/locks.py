@@ -24,6 +24,7 @@ version, which keeps the loaded-twin cache coherent (`state`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -243,7 +244,8 @@ class SharedTwinLocks:
     async def _take(self, twin: TwinId) -> TwinLease:
         releasing = self._releasing.get(twin)
         if releasing is not None:
-            await asyncio.shield(releasing)
+            with contextlib.suppress(Exception):  # logged by _released; the lease then expires
+                await asyncio.shield(releasing)
         tag = self._tag_of_twin(twin)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lease_wait_s
