@@ -1,4 +1,4 @@
-"""The blocking uTwin client (utwin.service.client) against a synchronous servicer served by pytest-grpc."""
+"""The blocking client (utwin.client.Client) against a recording servicer served by pytest-grpc."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ import grpc
 import pytest
 
 from tests.messages import publish, uuri
-from utwin.service.client import CallFailed, UTwinClient, call_failure
+from utwin.client import CallFailed, Client
+from utwin.errors import Code
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2, utwin_pb2_grpc
 from utwin_proto.uprotocol.v1 import ucode_pb2, umessage_pb2, ustatus_pb2
 
 TIMEOUT_S = 5.0
 SLOW_AUTHORITY = "slow.device"
+REFUSED_AUTHORITY = "refused.device"
 HELD_LIMIT_S = 10.0
 grpc_max_workers = 4  # read by pytest-grpc: a held call must not block the others
 
 
 class RecordingUTwin(utwin_pb2_grpc.uTwinServicer):  # type: ignore[misc]
-    """Records what the client sent; answers NOT_FOUND for every topic, holds calls for SLOW_AUTHORITY."""
+    """Records what the client sent; NOT_FOUND per topic; holds SLOW_AUTHORITY, refuses REFUSED_AUTHORITY."""
 
     def __init__(self) -> None:
         self.batches: list[utwin_pb2.GetLastMessagesRequest] = []
@@ -32,8 +34,8 @@ class RecordingUTwin(utwin_pb2_grpc.uTwinServicer):  # type: ignore[misc]
     def GetLastMessages(  # noqa: N802 (the generated servicer's name)
         self, request: utwin_pb2.GetLastMessagesRequest, context: grpc.ServicerContext
     ) -> utwin_pb2.GetLastMessagesResponse:
-        if not request.topics.uris:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "topics.uris: empty batch")
+        if request.topics.uris[0].authority_name == REFUSED_AUTHORITY:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "topics.uris: refused")
         if request.topics.uris[0].authority_name == SLOW_AUTHORITY:
             self.release.wait(HELD_LIMIT_S)
         self.batches.append(request)
@@ -62,35 +64,35 @@ def grpc_servicer() -> RecordingUTwin:
 
 
 @pytest.fixture
-def client(grpc_server: grpc.Server, grpc_addr: str) -> Iterator[UTwinClient]:
-    with UTwinClient(grpc_addr, timeout_s=TIMEOUT_S) as opened:
+def client(grpc_server: grpc.Server, grpc_addr: str) -> Iterator[Client]:
+    with Client(grpc_addr, timeout_s=TIMEOUT_S, max_batch_topics=2) as opened:
         yield opened
 
 
 def test_get_sends_the_topics_in_order_and_returns_each_answer(
-    client: UTwinClient, grpc_servicer: RecordingUTwin
+    client: Client, grpc_servicer: RecordingUTwin
 ) -> None:
-    """Topics go out as UUris in the order given, duplicates kept; the answers come back in that order."""
+    """Topics go out as UUris in order, duplicates kept, cut at max_batch_topics; answers come in order."""
     topics = [Topic("vcu.my_vin", 0x1A40101, 1, 0x8001), Topic("", 0x2, 0xFF, 0xFFFE)]
     topics.append(topics[0])
 
-    answers = client.get_last_messages(topics)
+    answers = client.get(topics)
 
     expected_uris = [uuri("vcu.my_vin", 0x1A40101, 1, 0x8001), uuri("", 0x2, 0xFF, 0xFFFE)]
     expected_uris.append(expected_uris[0])
-    assert (expected_uris, ["entry 0", "entry 1", "entry 2"]) == (
-        list(grpc_servicer.batches[-1].topics.uris),
+    assert (expected_uris, ["entry 0", "entry 1", "entry 0"]) == (
+        [uri for batch in grpc_servicer.batches[-2:] for uri in batch.topics.uris],
         [answer.status.message for answer in answers],
     )
 
 
 def test_set_delivers_the_message_and_returns_the_servers_status(
-    client: UTwinClient, grpc_servicer: RecordingUTwin
+    client: Client, grpc_servicer: RecordingUTwin
 ) -> None:
     """The message reaches the server byte for byte; the UStatus it answered is what the caller gets."""
     message = publish(uuri(), b"exact bytes")
 
-    status = client.set_last_message(message)
+    status = client.set(message)
 
     assert (message.SerializeToString(), ucode_pb2.INVALID_ARGUMENT, "attributes.ttl: recorded") == (
         grpc_servicer.set_messages[-1],
@@ -104,16 +106,20 @@ def test_a_server_that_does_not_answer_fails_at_the_clients_deadline(
 ) -> None:
     """A call the server holds fails DEADLINE_EXCEEDED at the client's timeout instead of waiting."""
     try:
-        with UTwinClient(grpc_addr, timeout_s=0.2) as impatient, pytest.raises(CallFailed) as failed:
-            impatient.get_last_messages([Topic(SLOW_AUTHORITY, 1, 1, 0x8000)])
+        with Client(grpc_addr, timeout_s=0.2) as impatient, pytest.raises(CallFailed) as failed:
+            impatient.get([Topic(SLOW_AUTHORITY, 1, 1, 0x8000)])
     finally:
         grpc_servicer.release.set()
-    assert grpc.StatusCode.DEADLINE_EXCEEDED == failed.value.code()
+    assert Code.DEADLINE_EXCEEDED == failed.value.code
 
 
-def test_a_failed_call_reads_as_its_code_and_the_servers_detail(client: UTwinClient) -> None:
-    """A whole-call failure raises CallFailed, shown as CODE: detail."""
+def test_a_failed_call_reads_as_its_code_and_the_servers_detail(client: Client) -> None:
+    """A whole-call failure raises CallFailed with its code and detail, shown as CODE: detail."""
     with pytest.raises(CallFailed) as failed:
-        client.get_last_messages([])
+        client.get([Topic(REFUSED_AUTHORITY, 1, 1, 0x8000)])
 
-    assert "INVALID_ARGUMENT: topics.uris: empty batch" == call_failure(failed.value)
+    assert (Code.INVALID_ARGUMENT, "topics.uris: refused", "INVALID_ARGUMENT: topics.uris: refused") == (
+        failed.value.code,
+        failed.value.detail,
+        str(failed.value),
+    )

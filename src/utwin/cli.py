@@ -42,6 +42,7 @@ from utwin.cli_options import (
 )
 from utwin.cli_output import PAYLOAD_FORMATS
 from utwin.cli_things import add_things_command
+from utwin.client.errors import CallFailed
 from utwin.errors import UTwinError
 
 if TYPE_CHECKING:
@@ -339,16 +340,10 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _call_failure_exit(error: Exception) -> int | None:
-    """The exit code of a failed gRPC call, after printing it; None when error is not one."""
-    if "grpc" not in sys.modules:
-        return None
-    from utwin.service.client import CallFailed, call_failure
-
-    if not isinstance(error, CallFailed):
-        return None
-    print(f"utwin: {call_failure(error)}", file=sys.stderr)
-    return EXIT_NOT_OK if error.code().name in _ANSWER_CODES else EXIT_UNREACHABLE
+def _call_failure_exit(error: CallFailed) -> int:
+    """The exit code of a failed call, after printing it."""
+    print(f"utwin: {error.message}", file=sys.stderr)
+    return EXIT_NOT_OK if error.code.name in _ANSWER_CODES else EXIT_UNREACHABLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -358,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
     try:
         return _command(options.command)(options)
+    except CallFailed as error:  # before UTwinError, its parent: the service's answer, not bad input
+        return _call_failure_exit(error)
     except UTwinError as error:
         # Raised in this process: bad input, or settings a server cannot serve with
         # (a data folder locked by another process, an address in use).
@@ -372,11 +369,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except Exception as error:
-        code = _call_failure_exit(error)
-        if code is None:
-            raise
-        return code
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from utwin.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from utwin.cli_options import SubCommands
-    from utwin.service.digitwin_client import DigiTwinClient
+    from utwin.client.digitwin import DigiTwinClient
     from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
 STATES = ("pending", "delivered", "running", "completed", "failed", "expired", "cancelled")
@@ -215,8 +215,8 @@ def _invoke_and_wait(client: DigiTwinClient, options: argparse.Namespace) -> int
 
 
 def run_agent(options: argparse.Namespace) -> int:
-    from utwin.service.client import CallFailed
-    from utwin.service.digitwin_client import DigiTwinClient
+    from utwin.client.digitwin import DigiTwinClient
+    from utwin.client.errors import CallFailed
 
     script = _read_script(options.script) if options.script else None
     outgoing: queue.Queue[pb.AgentMessage | None] = queue.Queue()
@@ -241,7 +241,7 @@ def run_agent(options: argparse.Namespace) -> int:
                 if options.count and handled >= options.count:
                     outgoing.put(None)  # half-close after the answers: the server applies them, then ends
         except CallFailed as error:
-            if options.timeout is None or error.code().name != "DEADLINE_EXCEEDED":
+            if options.timeout is None or error.code.name != "DEADLINE_EXCEEDED":
                 raise
         finally:
             outgoing.put(None)

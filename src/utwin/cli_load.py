@@ -132,7 +132,7 @@ class _MessageBuilder:
 @functools.lru_cache(maxsize=1 << 16)
 def _source_of(topic_text: str) -> Any:
     """The UUri of a topic URI (checked as a topic); repeated topics are parsed once."""
-    from utwin.service.client import to_uuri
+    from utwin.client.requests import to_uuri
 
     return to_uuri(parse_uri(topic_text))
 
@@ -266,7 +266,7 @@ def _open_source(name: str) -> IO[bytes]:
 
 
 def run_load(options: argparse.Namespace) -> int:
-    from utwin.service.ingest_client import publish_frames
+    from utwin.client.blocking import Client
 
     reading = _Reading()
     source = _open_source(options.file)
@@ -276,8 +276,9 @@ def run_load(options: argparse.Namespace) -> int:
     unit = "record" if options.format == "umessage" else "line"
     started = time.monotonic()
     frames = _frames(messages(source, reading), reading)
+    client = Client(options.target, credentials=credentials_from(options), timeout_s=options.timeout)
     try:
-        for ack in publish_frames(options.target, frames, options.timeout, credentials_from(options)):
+        for ack in client.publish_frames(frames, options.timeout):
             summary.acknowledged = ack.acknowledged
             summary.accepted = ack.accepted
             for rejection in ack.rejections:
@@ -291,6 +292,7 @@ def run_load(options: argparse.Namespace) -> int:
                     )
             progress.show(summary.acknowledged, reading.sent, sum(summary.rejected_by_code.values()))
     finally:
+        client.close()
         progress.clear()
         if source is not sys.stdin.buffer:
             source.close()

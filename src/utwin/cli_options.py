@@ -141,7 +141,8 @@ def print_until_watch_ends(
     lines: Iterator[dict[str, Any]], timeout: float | None, count: int | None, show: Callable[[Any], None]
 ) -> int:
     """Show each entry of a watch until count entries or its --timeout (the normal end: exit 0)."""
-    import grpc
+    from utwin.client.errors import CallFailed
+    from utwin.errors import Code
 
     printed = 0
     try:
@@ -151,9 +152,9 @@ def print_until_watch_ends(
             printed += 1
             if count and printed >= count:
                 return EXIT_OK
-    except grpc.RpcError as error:
+    except CallFailed as error:
         # --timeout is how long to watch: reaching it is the normal end.
-        if timeout is not None and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        if timeout is not None and error.code is Code.DEADLINE_EXCEEDED:
             return EXIT_OK
         raise
     return EXIT_OK
@@ -267,12 +268,12 @@ def add_security_commands(commands: SubCommands) -> None:
 
 
 if TYPE_CHECKING:
-    from utwin.service.client import ClientCredentials
+    from utwin.client.channel import ClientCredentials
 
 
 def credentials_from(options: argparse.Namespace) -> ClientCredentials:
     """The credentials a client command was given (flags, else UTWIN_* variables)."""
-    from utwin.service.client import ClientCredentials  # needs gRPC: only for commands that call
+    from utwin.client.channel import ClientCredentials  # needs gRPC: only for commands that call
 
     return ClientCredentials(
         tls_ca=None if options.tls_ca is None else Path(options.tls_ca),

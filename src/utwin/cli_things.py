@@ -23,7 +23,7 @@ from utwin.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from utwin.cli_options import SubCommands
-    from utwin.service.digitwin_client import DigiTwinClient
+    from utwin.client.digitwin import DigiTwinClient
     from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
 # The CLI's names of the change kinds, in ChangeKind's order (1..7) in digitwin.proto.
@@ -200,7 +200,7 @@ def _watch(client: DigiTwinClient, options: argparse.Namespace) -> int:
 
 
 def run_things(options: argparse.Namespace) -> int:
-    from utwin.service.digitwin_client import DigiTwinClient
+    from utwin.client.digitwin import DigiTwinClient
 
     credentials = credentials_from(options)
     with DigiTwinClient(options.target, options.agent, timeout_of(options), credentials) as client:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +22,9 @@ from utwin.errors import InvalidArgument, code_of
 from utwin.uri import Topic, format_uri, parse_uri
 
 if TYPE_CHECKING:
+    from utwin.client.blocking import Client
     from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
-    from utwin_proto.uprotocol.v1 import umessage_pb2, uri_pb2
+    from utwin_proto.uprotocol.v1 import umessage_pb2
     from utwin_proto.utwin.v1 import admin_pb2, watch_pb2
 
 
@@ -66,19 +67,18 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def batches(topics: Sequence[Topic], size: int) -> list[Sequence[Topic]]:
-    """The topics in order, cut into calls of at most size topics."""
-    return [topics[start : start + size] for start in range(0, len(topics), size)]
+def _client(options: argparse.Namespace, **settings: Any) -> Client:
+    from utwin.client.blocking import Client
+
+    return Client(
+        options.target, credentials=credentials_from(options), timeout_s=timeout_of(options), **settings
+    )
 
 
 def run_get(options: argparse.Namespace) -> int:
-    from utwin.service.client import UTwinClient
-
     topics = [parse_uri(text) for text in options.uris]
-    entries: list[dict[str, Any]] = []
-    with UTwinClient(options.target, timeout_of(options), credentials_from(options)) as client:
-        for batch in batches(topics, options.batch):
-            entries += (answer_as_dict(response) for response in client.get_last_messages(batch))
+    with _client(options, max_batch_topics=options.batch) as client:
+        entries = [answer_as_dict(response) for response in client.get(topics)]
     if options.json:
         print_document(entries)
     else:
@@ -100,13 +100,13 @@ def read_payload(text: str) -> bytes:
 
 
 def run_set(options: argparse.Namespace) -> int:
-    from utwin.service.client import UTwinClient, publish_message
+    from utwin.client.requests import publish_message
 
     topic = parse_uri(options.uri)
     payload = read_payload(options.payload)
     message = publish_message(topic, payload, PAYLOAD_FORMATS[options.format], options.ttl)
-    with UTwinClient(options.target, timeout_of(options), credentials_from(options)) as client:
-        status = client.set_last_message(message)
+    with _client(options) as client:
+        status = client.set(message)
     result: dict[str, Any] = {
         "topic": format_uri(topic),
         "status": code_of(status.code).name,
@@ -148,9 +148,8 @@ def _peer_as_dict(peer: admin_pb2.PeerStats) -> dict[str, Any]:
 
 
 def run_stats(options: argparse.Namespace) -> int:
-    from utwin.service.admin_client import fetch_stats
-
-    stats = fetch_stats(options.target, timeout_of(options), credentials_from(options))
+    with _client(options) as client:
+        stats = client.stats()
     peers = [_peer_as_dict(peer) for peer in stats.peers]
     taps = [{"name": tap.name, "connected": tap.connected, **_tap_counters(tap)} for tap in stats.taps]
     if options.json:
@@ -185,17 +184,6 @@ def _tap_counters(tap: admin_pb2.TapStats) -> dict[str, int]:
     return {name: getattr(tap, name) for name in _TAP_COUNTERS}
 
 
-def pattern_of(text: str) -> uri_pb2.UUri:
-    """A URI pattern: uProtocol's wildcards allowed (authority *, FFFF for ue_id parts, FF, FFFF)."""
-    from utwin.uri import split_uri
-    from utwin_proto.uprotocol.v1 import uri_pb2
-
-    if text.rstrip("/") in ("up://*", "//*", "*"):
-        text = "up://*/FFFFFFFF/FF/FFFF"  # everything
-    authority, ue_id, version, resource = split_uri(text)
-    return uri_pb2.UUri(authority_name=authority, ue_id=ue_id, ue_version_major=version, resource_id=resource)
-
-
 def message_as_dict(message: umessage_pb2.UMessage) -> dict[str, Any]:
     """A stored message in the CLI's JSON shape (the shape of `get --json`)."""
     attributes = message.attributes
@@ -212,11 +200,9 @@ def message_as_dict(message: umessage_pb2.UMessage) -> dict[str, Any]:
 
 def run_ls(options: argparse.Namespace) -> int:
     from utwin.cli_output import print_line
-    from utwin.service.watch_client import WatchClient
 
-    pattern = pattern_of(options.pattern)
-    with WatchClient(options.target, timeout_of(options), credentials_from(options)) as client:
-        for stored in client.list_topics(pattern, options.page_size):
+    with _client(options) as client:
+        for stored in client.list_topics(options.pattern, options.page_size):
             uri = stored.topic
             topic = Topic(uri.authority_name, uri.ue_id, uri.ue_version_major, uri.resource_id)
             entry: dict[str, Any] = {
@@ -233,13 +219,11 @@ def run_ls(options: argparse.Namespace) -> int:
 
 def run_watch(options: argparse.Namespace) -> int:
     from utwin.cli_output import print_line
-    from utwin.service.watch_client import WatchClient
 
-    pattern = pattern_of(options.pattern)
-    with WatchClient(options.target, credentials=credentials_from(options)) as client:
+    with _client(options) as client:
         entries = (
             entry
-            for response in client.watch_topics(pattern, options.timeout)
+            for response in client.watch(options.pattern, options.timeout)
             for entry in _watch_entries(response)
         )
         return print_until_watch_ends(
@@ -264,22 +248,13 @@ def _print_watch_entry(entry: dict[str, Any]) -> None:
 
 
 def run_flush(options: argparse.Namespace) -> int:
-    from utwin.service.admin_client import flush
-    from utwin.service.client import to_uuri
-    from utwin_proto.utwin.v1 import admin_pb2
-
-    request = admin_pb2.FlushRequest()
-    if options.device is not None:
-        if options.uris:
-            raise InvalidArgument("flush: give topics or --device, not both")
-        request.device.authority = options.device
-        if options.ue is not None:
-            request.device.ue_id = options.ue
-    elif options.uris:
-        request.topics.uris.extend(to_uuri(parse_uri(text)) for text in options.uris)
-    else:
+    if options.device is not None and options.uris:
+        raise InvalidArgument("flush: give topics or --device, not both")
+    if options.device is None and not options.uris:
         raise InvalidArgument("flush: give the topics to flush, or --device AUTHORITY")
-    removed = flush(options.target, request, timeout_of(options), credentials_from(options))
+    topics = [parse_uri(text) for text in options.uris]
+    with _client(options) as client:
+        removed = client.flush(topics, device=options.device, ue_id=options.ue)
     if options.json:
         print_document({"removed": removed})
     else:
@@ -288,9 +263,8 @@ def run_flush(options: argparse.Namespace) -> int:
 
 
 def run_backup(options: argparse.Namespace) -> int:
-    from utwin.service.admin_client import take_backup
-
-    path = take_backup(options.target, options.name, timeout_of(options), credentials_from(options))
+    with _client(options) as client:
+        path = client.backup(options.name)
     if options.json:
         print_document({"path": path})
     else:
@@ -322,7 +296,7 @@ def run_health(options: argparse.Namespace) -> int:
 
 
 def run_wait(options: argparse.Namespace) -> int:
-    from utwin.service.client import CallFailed
+    from utwin.client.errors import CallFailed
     from utwin.service.health_client import SERVING, wait_until_serving
 
     timeout_s = timeout_of(options)
@@ -330,7 +304,7 @@ def run_wait(options: argparse.Namespace) -> int:
         status = wait_until_serving(options.target, timeout_s, credentials_from(options))
     except CallFailed as error:
         print(
-            f"utwin: {options.target} not serving after {timeout_s:g} s ({error.code().name})",
+            f"utwin: {options.target} not serving after {timeout_s:g} s ({error.code.name})",
             file=sys.stderr,
         )
         return EXIT_UNREACHABLE

@@ -7,7 +7,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from utwin.service.client import PLAINTEXT, ClientCredentials, open_channel
+from utwin.client.channel import PLAINTEXT, ClientCredentials, open_channel
+from utwin.client.errors import call_failed
 
 SERVING = "SERVING"
 # A server still starting refuses connections; gRPC's default reconnect backoff (1 s, growing)
@@ -21,15 +22,18 @@ _PAUSE_WHILE_NOT_SERVING_S = 0.1
 
 
 def check_health(target: str, timeout_s: float, credentials: ClientCredentials = PLAINTEXT) -> str:
-    """The server's overall health status by name (SERVING, NOT_SERVING, ...); raises if unreachable."""
+    """The server's overall health status by name (SERVING, NOT_SERVING, ...); CallFailed if unreachable."""
     with open_channel(target, credentials) as channel:
-        return _check(health_pb2_grpc.HealthStub(channel), timeout_s, credentials, wait=False)
+        try:
+            return _check(health_pb2_grpc.HealthStub(channel), timeout_s, credentials, wait=False)
+        except grpc.RpcError as error:
+            raise call_failed(error) from error
 
 
 def wait_until_serving(target: str, timeout_s: float, credentials: ClientCredentials = PLAINTEXT) -> str:
     """Poll until the server answers SERVING or timeout_s passes; the last status seen by name.
 
-    Raises the last call failure when the server never answered at all.
+    Raises the last call failure (CallFailed) when the server never answered at all.
     """
     deadline = time.monotonic() + timeout_s
     status = ""
@@ -41,7 +45,7 @@ def wait_until_serving(target: str, timeout_s: float, credentials: ClientCredent
                 status = _check(stub, max(remaining, 0.001), credentials, wait=True)
             except grpc.RpcError as error:
                 if time.monotonic() >= deadline or error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise
+                    raise call_failed(error) from error
             if status == SERVING or time.monotonic() >= deadline:
                 return status
             time.sleep(min(_PAUSE_WHILE_NOT_SERVING_S, max(deadline - time.monotonic(), 0)))
