@@ -61,6 +61,7 @@ OTHER_SUITES = {
     "new-topics": "bench_ingest",
     "scaleout": "bench_scaleout",
     "bus": "bench_bus",
+    "clients": "bench_clients",
 }
 
 

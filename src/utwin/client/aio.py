@@ -21,6 +21,7 @@ from utwin.client.errors import call_failed
 from utwin.client.requests import (
     DEFAULT_FRAME_MESSAGES,
     DEFAULT_MAX_BATCH_TOPICS,
+    MessageLike,
     TopicLike,
     batches,
     flush_request,
@@ -158,10 +159,9 @@ class AsyncClient:
         (answer,) = response.responses
         return answer
 
-    async def set(
-        self, message: umessage_pb2.UMessage, timeout_s: float | None = None
-    ) -> ustatus_pb2.UStatus:
-        """Store a message: OK once it is stored (or older than the stored one), else why it was refused.
+    async def set(self, message: MessageLike, timeout_s: float | None = None) -> ustatus_pb2.UStatus:
+        """Store a message (a UMessage, or its bytes): OK once stored (or older than the stored one),
+        else why it was refused.
 
         Coalesced, it goes through the client's shared Ingest stream and is answered by its
         acknowledgement; otherwise it is one SetLastMessage call (whose OK may carry a note).

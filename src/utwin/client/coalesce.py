@@ -17,7 +17,7 @@ import dataclasses
 from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -40,12 +40,25 @@ from utwin_proto.uprotocol.v1 import ustatus_pb2
 if TYPE_CHECKING:
     from utwin.client.aio import AsyncCalls
 
+T = TypeVar("T")
 
-async def _await_own_deadline(future: asyncio.Future[Any], timeout_s: float, what: str) -> Any:
+
+async def _await_own_deadline(future: asyncio.Future[T], timeout_s: float, what: str) -> T:
+    """The future's result, or CallFailed DEADLINE_EXCEEDED after timeout_s (the future then fails).
+
+    A timer on the future rather than asyncio.wait_for, which costs a second future and callbacks
+    per caller: on the hot path of coalesced gets that was a tenth of the client's time.
+    """
+    timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future, timeout_s, what)
     try:
-        return await asyncio.wait_for(future, timeout_s)
-    except TimeoutError:
-        raise CallFailed(Code.DEADLINE_EXCEEDED, f"{what}: no answer within {timeout_s:g} s") from None
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[Any], timeout_s: float, what: str) -> None:
+    if not future.done():
+        future.set_exception(CallFailed(Code.DEADLINE_EXCEEDED, f"{what}: no answer within {timeout_s:g} s"))
 
 
 @dataclasses.dataclass
@@ -75,10 +88,7 @@ class GetCoalescer:
                 loop.call_later(self._window_s, self._flush)
             else:
                 loop.call_soon(self._flush)
-        answer: utwin_pb2.MessageResponse = await _await_own_deadline(
-            waiter.future, timeout_s, "GetLastMessages"
-        )
-        return answer
+        return await _await_own_deadline(waiter.future, timeout_s, "GetLastMessages")
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -162,8 +172,7 @@ class IngestStream:
         future = self.submit(message)
         if timeout_s is None:
             return await future
-        status: ustatus_pb2.UStatus = await _await_own_deadline(future, timeout_s, "ingest")
-        return status
+        return await _await_own_deadline(future, timeout_s, "ingest")
 
     async def send_many(self, messages: Iterable[MessageLike]) -> list[ustatus_pb2.UStatus]:
         """Send messages in order; their UStatus each, once all are acknowledged."""
