@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from utwin import __version__
-from utwin.cli_agent import add_agent_command
 from utwin.cli_options import (
     AGENT_ENVIRONMENT_TEXT,
     CLIENT_ENVIRONMENT_TEXT,
@@ -41,7 +40,6 @@ from utwin.cli_options import (
     ttl_ms,
 )
 from utwin.cli_output import PAYLOAD_FORMATS
-from utwin.cli_things import add_things_command
 from utwin.client.errors import CallFailed
 from utwin.errors import UTwinError
 
@@ -90,7 +88,8 @@ _ANSWER_CODES = frozenset(
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command `only` alone (what running it needs)."""
     parser = OneLineParser(
         prog="utwin",
         description="Last known state of every device.",
@@ -105,8 +104,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"utwin {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _add_serve_command(commands)
+    for add_command in dict.fromkeys(_BUILDERS.values()) if only is None else [_BUILDERS[only]]:
+        add_command(commands)  # (certs and token share one builder: it adds both)
+    return parser
 
+
+def _add_things_command(commands: SubCommands) -> None:
+    from utwin.cli_things import add_things_command
+
+    add_things_command(commands)
+
+
+def _add_agent_command(commands: SubCommands) -> None:
+    from utwin.cli_agent import add_agent_command
+
+    add_agent_command(commands)
+
+
+def _add_security_commands(commands: SubCommands) -> None:
+    add_security_commands(commands)
+
+
+def _add_get_command(commands: SubCommands) -> None:
     get = commands.add_parser("get", help="print the last message of topics", epilog=client_epilog())
     add_client_options(get)
     get.add_argument("--json", action="store_true", help="print one JSON array (the shape `load` reads)")
@@ -119,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     get.add_argument("uris", nargs="+", metavar="URI", help=URI_HELP)
 
+
+def _add_set_command(commands: SubCommands) -> None:
     set_cmd = commands.add_parser("set", help="publish a message", epilog=client_epilog())
     add_client_options(set_cmd)
     set_cmd.add_argument("--json", action="store_true", help="print JSON")
@@ -129,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     set_cmd.add_argument("--format", choices=list(PAYLOAD_FORMATS), default="text", help="payload format")
     set_cmd.add_argument("--ttl", type=ttl_ms, metavar="MS", help="time to live in milliseconds (0: none)")
 
+
+def _add_load_command(commands: SubCommands) -> None:
     load = commands.add_parser(
         "load",
         help="stream messages from JSON lines or length-prefixed UMessages into the uTwin",
@@ -150,18 +173,24 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--format", choices=["jsonl", "umessage"], default="jsonl", help="input format")
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+
+def _add_stats_command(commands: SubCommands) -> None:
     stats = commands.add_parser(
         "stats", help="print the counters of a running instance and its peers", epilog=client_epilog()
     )
     add_client_options(stats)
     stats.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_ls_command(commands: SubCommands) -> None:
     ls = commands.add_parser("ls", help="list stored topics matching a URI pattern", epilog=client_epilog())
     add_client_options(ls)
     ls.add_argument("--json", action="store_true", help="print JSON lines")
     ls.add_argument("--page-size", type=positive_count, default=0, metavar="N", help="topics per call")
     ls.add_argument("pattern", nargs="?", default="up://*", help=PATTERN_HELP)
 
+
+def _add_watch_command(commands: SubCommands) -> None:
     watch = commands.add_parser(
         "watch",
         help="print the stored messages of a URI pattern, then each newer one as it is stored",
@@ -172,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--count", type=positive_count, metavar="N", help="stop after N messages")
     watch.add_argument("pattern", help=PATTERN_HELP)
 
+
+def _add_flush_command(commands: SubCommands) -> None:
     flush = commands.add_parser(
         "flush",
         help="remove the last known state of topics, or of a device or one of its uEs",
@@ -183,6 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     flush.add_argument("--ue", type=hex_ue_id, metavar="UE_ID", help="with --device: only this uE (hex)")
     flush.add_argument("uris", nargs="*", metavar="URI", help=URI_HELP)
 
+
+def _add_backup_command(commands: SubCommands) -> None:
     backup = commands.add_parser(
         "backup",
         help="have a running server copy its store into a new folder under its backup_dir",
@@ -192,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("--json", action="store_true", help="print JSON")
     backup.add_argument("name", nargs="?", default="", help="folder name (default: utwin-<UTC time>)")
 
+
+def _add_restore_command(commands: SubCommands) -> None:
     restore = commands.add_parser(
         "restore",
         help="copy a backup into a new data folder, for a server to be started on it",
@@ -200,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("backup", type=Path, help="the backup folder (as `utwin backup` printed it)")
     restore.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="a new or empty folder")
 
+
+def _add_health_command(commands: SubCommands) -> None:
     health = commands.add_parser(
         "health",
         help="ask the gRPC health service once: exit 0 when SERVING, 3 when not, 4 when unreachable",
@@ -208,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     add_client_options(health)
     health.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_wait_command(commands: SubCommands) -> None:
     wait = commands.add_parser(
         "wait",
         help="wait until the server is SERVING (exit 0), or exit 4 after --timeout",
@@ -217,11 +256,6 @@ def _parser() -> argparse.ArgumentParser:
     wait.set_defaults(timeout=DEFAULT_WAIT_TIMEOUT_S)
     wait.add_argument("--json", action="store_true", help="print JSON")
     wait.add_argument("--quiet", "-q", action="store_true", help="print nothing when serving")
-
-    add_things_command(commands)
-    add_agent_command(commands)
-    add_security_commands(commands)
-    return parser
 
 
 def _add_serve_command(commands: SubCommands) -> None:
@@ -260,6 +294,26 @@ def _add_serve_command(commands: SubCommands) -> None:
     serve.add_argument("--stale-after", metavar="SECONDS", help="refresh older entries")
     serve.add_argument("--hop-limit", metavar="N", help="forwards a request may make")
     add_serve_security_options(serve)
+
+
+_BUILDERS: dict[str, Callable[[SubCommands], None]] = {
+    "serve": _add_serve_command,
+    "get": _add_get_command,
+    "set": _add_set_command,
+    "load": _add_load_command,
+    "stats": _add_stats_command,
+    "ls": _add_ls_command,
+    "watch": _add_watch_command,
+    "flush": _add_flush_command,
+    "backup": _add_backup_command,
+    "restore": _add_restore_command,
+    "health": _add_health_command,
+    "wait": _add_wait_command,
+    "things": _add_things_command,
+    "agent": _add_agent_command,
+    "certs": _add_security_commands,
+    "token": _add_security_commands,
+}
 
 
 # The server allocates small short-lived objects per message (tuples, decoded messages) beside
@@ -346,9 +400,17 @@ def _call_failure_exit(error: CallFailed) -> int:
     return EXIT_NOT_OK if error.code.name in _ANSWER_CODES else EXIT_UNREACHABLE
 
 
+def _command_named(arguments: Sequence[str]) -> str | None:
+    """The command the arguments start with, if any: only its parser is built (building all costs
+    a client command about a tenth of its start-up); else None, for the whole parser."""
+    first = arguments[0] if arguments else ""
+    return first if first in _BUILDERS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
     try:
-        options = _parser().parse_args(argv)
+        options = _parser(_command_named(arguments)).parse_args(arguments)
     except SystemExit as exit_request:  # --help, --version, or a usage error already printed
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
     try:

@@ -4,6 +4,9 @@ DigiTwin calls, each with a deadline.
 Results are the API's protobuf messages: `get` answers `MessageResponse`s (one per topic, in order,
 a topic's failure in its `status`), `set` the server's `UStatus`. A call that fails as a whole
 raises `CallFailed` (the only exception a call raises besides `InvalidArgument` for bad input).
+
+The Watch and Admin protobuf modules are imported by the methods that use them, so that a command
+of the CLI, which makes one kind of call, starts without the others.
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from utwin.client.requests import (
 )
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import umessage_pb2, ustatus_pb2
-from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2, watch_pb2
 
 if TYPE_CHECKING:
     from utwin.client.digitwin import DigiTwinClient
+    from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2, watch_pb2
 
 Response = TypeVar("Response")
 DEFAULT_TIMEOUT_S = 10.0
@@ -170,12 +173,16 @@ class Client:
 
     def watch(self, pattern: str, timeout_s: float | None = None) -> Iterator[umessage_pb2.UMessage]:
         """The stored messages matching a URI pattern, then each newer one (no end unless timeout_s)."""
+        from utwin_proto.utwin.v1 import watch_pb2
+
         request = watch_pb2.TopicFilter(pattern=pattern_of(pattern))
         for response in self._calls.stream(methods.WATCH_TOPICS, request, timeout_s):
             yield from response.messages
 
     def list_topics(self, pattern: str = "up://*", page_size: int = 0) -> Iterator[watch_pb2.StoredTopic]:
         """Every stored topic matching a URI pattern, page after page (each page one call)."""
+        from utwin_proto.utwin.v1 import watch_pb2
+
         token = ""
         while True:
             request = watch_pb2.ListTopicsRequest(
@@ -194,10 +201,14 @@ class Client:
         return self._calls.unary(methods.FLUSH, flush_request(topics, device, ue_id)).removed
 
     def stats(self) -> admin_pb2.GetStatsResponse:
+        from utwin_proto.utwin.v1 import admin_pb2
+
         return self._calls.unary(methods.GET_STATS, admin_pb2.GetStatsRequest())
 
     def backup(self, name: str = "") -> str:
         """Have the server back its store up; the folder written, on the server's machine."""
+        from utwin_proto.utwin.v1 import admin_pb2
+
         return self._calls.unary(methods.BACKUP, admin_pb2.BackupRequest(name=name)).path
 
     # ---------------------------------------------------------------- DigiTwin

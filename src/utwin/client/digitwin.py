@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from utwin.client.channel import PLAINTEXT, ClientCredentials
-from utwin.client.methods import method
+from utwin.client.methods import Method, method
 from utwin_proto.utwin.digitwin.v1 import digitwin_pb2 as pb
 
 if TYPE_CHECKING:
@@ -19,21 +19,34 @@ if TYPE_CHECKING:
     from utwin.client.blocking import BlockingCalls
 
 _DIGITWIN = "/utwin.digitwin.v1.DigiTwin/"
-UPDATE_THING = method(_DIGITWIN + "UpdateThing", pb.UpdateThingResponse)
-GET_THING = method(_DIGITWIN + "GetThing", pb.GetThingResponse)
-DELETE_THING = method(_DIGITWIN + "DeleteThing", pb.DeleteThingResponse)
-LIST_THINGS = method(_DIGITWIN + "ListThings", pb.ListThingsResponse)
-PUBLISH_PROPERTIES = method(_DIGITWIN + "PublishProperties", pb.PublishPropertiesResponse)
-PUBLISH_EVENT = method(_DIGITWIN + "PublishEvent", pb.PublishEventResponse)
-READ_PROPERTIES = method(_DIGITWIN + "ReadProperties", pb.ReadResponse)
-READ_EVENTS = method(_DIGITWIN + "ReadEvents", pb.ReadResponse)
-WATCH = method(_DIGITWIN + "Watch", pb.WatchResponse)
-INVOKE_ACTION = method(_DIGITWIN + "InvokeAction", pb.InvokeActionResponse)
-CANCEL_ACTION = method(_DIGITWIN + "CancelAction", pb.CancelActionResponse)
-QUERY_ACTIONS = method(_DIGITWIN + "QueryActions", pb.QueryActionsResponse)
-CONNECT = method(_DIGITWIN + "Connect", pb.AgentInstruction)
-WRITE_PROPERTY = method(_DIGITWIN + "WriteProperty", pb.WritePropertyResponse)
-READ_DESIRED = method(_DIGITWIN + "ReadDesired", pb.ReadDesiredResponse)
+_PB = "utwin_proto.utwin.digitwin.v1.digitwin_pb2"
+UPDATE_THING: Method[pb.UpdateThingResponse] = method(_DIGITWIN + "UpdateThing", f"{_PB}:UpdateThingResponse")
+GET_THING: Method[pb.GetThingResponse] = method(_DIGITWIN + "GetThing", f"{_PB}:GetThingResponse")
+DELETE_THING: Method[pb.DeleteThingResponse] = method(_DIGITWIN + "DeleteThing", f"{_PB}:DeleteThingResponse")
+LIST_THINGS: Method[pb.ListThingsResponse] = method(_DIGITWIN + "ListThings", f"{_PB}:ListThingsResponse")
+PUBLISH_PROPERTIES: Method[pb.PublishPropertiesResponse] = method(
+    _DIGITWIN + "PublishProperties", f"{_PB}:PublishPropertiesResponse"
+)
+PUBLISH_EVENT: Method[pb.PublishEventResponse] = method(
+    _DIGITWIN + "PublishEvent", f"{_PB}:PublishEventResponse"
+)
+READ_PROPERTIES: Method[pb.ReadResponse] = method(_DIGITWIN + "ReadProperties", f"{_PB}:ReadResponse")
+READ_EVENTS: Method[pb.ReadResponse] = method(_DIGITWIN + "ReadEvents", f"{_PB}:ReadResponse")
+WATCH: Method[pb.WatchResponse] = method(_DIGITWIN + "Watch", f"{_PB}:WatchResponse")
+INVOKE_ACTION: Method[pb.InvokeActionResponse] = method(
+    _DIGITWIN + "InvokeAction", f"{_PB}:InvokeActionResponse"
+)
+CANCEL_ACTION: Method[pb.CancelActionResponse] = method(
+    _DIGITWIN + "CancelAction", f"{_PB}:CancelActionResponse"
+)
+QUERY_ACTIONS: Method[pb.QueryActionsResponse] = method(
+    _DIGITWIN + "QueryActions", f"{_PB}:QueryActionsResponse"
+)
+CONNECT: Method[pb.AgentInstruction] = method(_DIGITWIN + "Connect", f"{_PB}:AgentInstruction")
+WRITE_PROPERTY: Method[pb.WritePropertyResponse] = method(
+    _DIGITWIN + "WriteProperty", f"{_PB}:WritePropertyResponse"
+)
+READ_DESIRED: Method[pb.ReadDesiredResponse] = method(_DIGITWIN + "ReadDesired", f"{_PB}:ReadDesiredResponse")
 
 
 def with_agent(metadata: tuple[tuple[str, str], ...], agent: str) -> tuple[tuple[str, str], ...]:

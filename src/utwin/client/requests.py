@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from utwin import uuid
 from utwin.uri import Topic, parse_uri, split_uri
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import uattributes_pb2, ucode_pb2, umessage_pb2, uri_pb2, ustatus_pb2
-from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2
+
+if TYPE_CHECKING:
+    from utwin_proto.utwin.v1 import admin_pb2, ingest_pb2
 
 # What a topic may be given as: a Topic, or a URI in uProtocol's string form.
 TopicLike = Topic | str
@@ -83,6 +86,7 @@ def flush_request(
 ) -> admin_pb2.FlushRequest:
     """Flush topics, or every topic of a device (of one of its uEs with ue_id); not both."""
     from utwin.errors import InvalidArgument
+    from utwin_proto.utwin.v1 import admin_pb2
 
     request = admin_pb2.FlushRequest()
     uris = [to_uuri(topic_of(topic)) for topic in topics]
@@ -105,6 +109,8 @@ def message_bytes(message: MessageLike) -> bytes:
 
 def frame_bytes(messages: Sequence[bytes]) -> bytes:
     """One ingest frame of serialized messages, each carried as the bytes given (no re-encoding)."""
+    from utwin_proto.utwin.v1 import ingest_pb2
+
     frame = ingest_pb2.PublishRequestView()
     frame.messages.extend(messages)
     return frame.SerializeToString()
