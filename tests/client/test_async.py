@@ -63,6 +63,22 @@ def test_ingest_stream_answers_each_message(server: ServerThread) -> None:
     assert ([Code.OK, Code.INVALID_ARGUMENT, Code.OK, Code.OK], Code.OK, 4) == run_with(server, scenario)
 
 
+def test_a_closed_ingest_stream_takes_no_more_messages(server: ServerThread) -> None:
+    """send after close fails FAILED_PRECONDITION at once instead of waiting for an answer."""
+
+    async def scenario(client: AsyncClient) -> Code:
+        stream = client.ingest()
+        await stream.send(publish(uuri()))
+        await stream.close()
+        try:
+            await stream.send(publish(uuri()))
+        except CallFailed as refused:
+            return refused.code
+        return Code.OK
+
+    assert Code.FAILED_PRECONDITION == run_with(server, scenario)
+
+
 def test_watch_list_topics_flush_and_stats(server: ServerThread) -> None:
     """watch gives the stored message, list_topics its topic, stats the count; flush removes it."""
     message = publish(uuri())

@@ -168,7 +168,7 @@ class AsyncClient:
         """
         if not self._coalesce_sets:
             return await self._calls.unary(methods.SET_LAST_MESSAGE, message, timeout_s)
-        if self._shared_stream is None or self._shared_stream.broken:
+        if self._shared_stream is None or self._shared_stream.ended:
             self._shared_stream = IngestStream(self._calls, self._frame_messages)
         return await self._shared_stream.send(message, timeout_s or self._calls.timeout_s)
 

@@ -154,11 +154,19 @@ class Client:
         return self._calls.unary(methods.SET_LAST_MESSAGE, message)
 
     def ingest(
-        self, messages: Iterable[MessageLike], frame_messages: int = DEFAULT_FRAME_MESSAGES
+        self,
+        messages: Iterable[MessageLike],
+        frame_messages: int = DEFAULT_FRAME_MESSAGES,
+        timeout_s: float | None = None,
     ) -> IngestSummary:
-        """Send messages on one Ingest stream in frames; what it acknowledged, and each rejection."""
+        """Send messages on one Ingest stream in frames; what it acknowledged, and each rejection.
+
+        timeout_s is the deadline of the whole stream (default: the client's, made for one call:
+        give a longer one for a large load).
+        """
         summary = IngestSummary()
-        for ack in self.publish_frames(_framed(messages, frame_messages, summary), self._calls.timeout_s):
+        frames = _framed(messages, frame_messages, summary)
+        for ack in self.publish_frames(frames, timeout_s or self._calls.timeout_s):
             summary.take(ack)
         return summary
 

@@ -32,7 +32,7 @@ from utwin.client.requests import (
     get_request,
     message_bytes,
 )
-from utwin.errors import Code
+from utwin.errors import Code, code_of
 from utwin.uri import Topic
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
 from utwin_proto.uprotocol.v1 import ustatus_pb2
@@ -138,12 +138,13 @@ class IngestStream:
     `await send(message)` queues the message, sends it in the next frame (with whatever else was
     sent meanwhile, up to frame_messages) and returns its UStatus once the server acknowledged it:
     OK when stored (or older than or the same as the stored message), else the rejection. A
-    stream that fails answers every message not yet acknowledged with CallFailed, and is `broken`.
+    stream that fails answers every message not yet acknowledged with CallFailed; a stream that
+    failed or was closed is `ended` and takes no more messages.
     """
 
     def __init__(self, calls: AsyncCalls, frame_messages: int, timeout_s: float | None = None) -> None:
         self.summary = IngestSummary()
-        self.broken = False
+        self.ended = False
         self._calls = calls
         self._frame_messages = frame_messages
         self._stream_timeout_s = timeout_s
@@ -158,7 +159,7 @@ class IngestStream:
 
     def submit(self, message: MessageLike) -> asyncio.Future[ustatus_pb2.UStatus]:
         """Queue a message; a future of its UStatus (cancel it to drop the message if still unsent)."""
-        if self._closing or self.broken:
+        if self._closing or self.ended:
             raise CallFailed(Code.FAILED_PRECONDITION, "ingest stream: closed")
         if self._call is None:
             self._open()
@@ -203,21 +204,21 @@ class IngestStream:
     async def _write(self) -> None:
         assert self._call is not None
         try:
-            while not self.broken:
+            while not self.ended:
                 await self._wake_writer.wait()
                 self._wake_writer.clear()
                 await asyncio.sleep(0)  # let every sender that is ready queue its message first
-                while self._unsent and not self.broken:
+                while self._unsent and not self.ended:
                     frame = self._next_frame()
                     if frame:
                         await self._call.write(frame_bytes(frame))
-                if self._closing and not self.broken:
+                if self._closing and not self.ended:
                     await self._call.done_writing()
                     return
         except grpc.RpcError as error:
-            self._fail(call_failed(error))
+            self._end(call_failed(error))
         except asyncio.CancelledError:
-            self._fail(CallFailed(Code.CANCELLED, "ingest stream: cancelled"))
+            self._end(CallFailed(Code.CANCELLED, "ingest stream: cancelled"))
             raise
 
     def _next_frame(self) -> list[bytes]:
@@ -233,16 +234,16 @@ class IngestStream:
 
     async def _read(self) -> None:
         assert self._call is not None
+        ending = CallFailed(Code.UNAVAILABLE, "ingest stream: ended before acknowledging")
         try:
             async for ack in self._call:
                 self._take(ack)
             status = await self._call.code()
             if status is not grpc.StatusCode.OK:
-                self._fail(CallFailed(Code(status.value[0]), await self._call.details() or ""))
-            elif self._unacknowledged or self._unsent:
-                self._fail(CallFailed(Code.UNAVAILABLE, "ingest stream: ended before acknowledging"))
+                ending = CallFailed(code_of(status.value[0]), await self._call.details() or "")
         except grpc.RpcError as error:
-            self._fail(call_failed(error))
+            ending = call_failed(error)
+        self._end(ending)
 
     def _take(self, ack: Any) -> None:
         for rejection in self.summary.take(ack):
@@ -254,8 +255,9 @@ class IngestStream:
             if not future.done():
                 future.set_result(status)
 
-    def _fail(self, failure: CallFailed) -> None:
-        self.broken = True
+    def _end(self, failure: CallFailed) -> None:
+        """The stream is over: what it did not acknowledge fails, and it takes no more messages."""
+        self.ended = True
         for future in [*self._unacknowledged, *(future for _, future in self._unsent)]:
             if not future.done():
                 future.set_exception(CallFailed(failure.code, failure.detail))
