@@ -1,7 +1,7 @@
 """Single-topic reads and writes from one Python process: utwin's AsyncClient with and without
 coalescing, side by side with NATS KV and Mosquitto retained messages.
 
-    python tools/bench.py clients [--rounds 3] [--seconds 2] [--workers 16]
+    python tools/bench.py clients [--rounds 3] [--seconds 2] [--workers 16] [--window S]
 
 Needs `nats-server` and `mosquitto` (tools/install_servers.sh) and the optional extra `bench`
 (`pip install -e '.[bench]'`: the nats-py client). Everything runs on 127.0.0.1, each server a
@@ -10,6 +10,7 @@ process of its own, filled with the same 1,000 topics (tools/bench_bus.py's mess
     utwin coalesced   `utwin serve`; AsyncClient(coalesce=True): get_one / set
     utwin plain       the same server; AsyncClient(coalesce=False): one GetLastMessages / one
                       SetLastMessage per call
+    utwin window      (with --window S) AsyncClient(coalesce_window_s=S): a first get waits S
     nats kv           nats-server with JetStream on disk; KV `get` / `put` (nats-py)
     mosquitto         Mosquitto with persistence; a read subscribes to the topic, takes its
                       retained message and unsubscribes; a write is a retained QoS 1 publish
@@ -47,6 +48,7 @@ from utwin.client import AsyncClient
 TIMEOUT_S = 30.0
 SEED = 11
 READ_SYSTEMS = ("utwin coalesced", "utwin plain", "nats kv", "mosquitto")
+LONE_SYSTEMS = ("utwin coalesced", "utwin plain")
 # One call: a worker's number and how many calls it made before; what it awaits.
 Call = Callable[[int, int], Awaitable[object]]
 
@@ -126,7 +128,8 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
 class Systems:
     """The servers, filled with the same topics, and a read and a write call for each system."""
 
-    def __init__(self, folder: Path, workers: int) -> None:
+    def __init__(self, folder: Path, workers: int, window_s: float) -> None:
+        self.window_s = window_s
         self.folder = folder
         self.workers = workers
         self.batch = Batch.make(IdClock(), TOPICS)
@@ -142,6 +145,10 @@ class Systems:
         target = self.utwin.child.target
         self.clients["utwin coalesced"] = AsyncClient(target, timeout_s=TIMEOUT_S)
         self.clients["utwin plain"] = AsyncClient(target, timeout_s=TIMEOUT_S, coalesce=False)
+        if self.window_s:
+            self.clients[window_system(self.window_s)] = AsyncClient(
+                target, timeout_s=TIMEOUT_S, coalesce_window_s=self.window_s
+            )
         self.nats_connection, self.clients["nats kv"] = await nats_bucket(self.nats_server.port)
         self.clients["mosquitto"] = MqttRetained(self.broker.port, asyncio.get_running_loop())
         async with self.clients["utwin plain"].ingest() as stream:
@@ -180,9 +187,9 @@ class Systems:
         )
 
     async def close(self) -> None:
-        for system in ("utwin coalesced", "utwin plain"):
-            if system in self.clients:
-                await self.clients[system].close()
+        for system, client in self.clients.items():
+            if system.startswith("utwin"):
+                await client.close()
         if "mosquitto" in self.clients:
             self.clients["mosquitto"].close()
         if self.nats_connection is not None:
@@ -192,21 +199,30 @@ class Systems:
         self.broker.stop()
 
 
-async def run(rounds: int, seconds: float, workers: int) -> None:
+def window_system(window_s: float) -> str:
+    return f"utwin window {window_s * 1000:g}ms"
+
+
+async def run(rounds: int, seconds: float, workers: int, window_s: float) -> None:
+    systems_measured = READ_SYSTEMS + ((window_system(window_s),) if window_s else ())
     with tempfile.TemporaryDirectory(prefix="utwin-bench-clients-") as scratch:
-        systems = Systems(Path(scratch), workers)
+        systems = Systems(Path(scratch), workers, window_s)
         try:
             await systems.open()
-            reads: dict[str, list[float]] = {system: [] for system in READ_SYSTEMS}
-            writes: dict[str, list[float]] = {system: [] for system in READ_SYSTEMS}
-            for system in READ_SYSTEMS:  # warm-up: connections made, caches filled
+            reads: dict[str, list[float]] = {system: [] for system in systems_measured}
+            writes: dict[str, list[float]] = {system: [] for system in systems_measured}
+            lone: dict[str, list[float]] = {system: [] for system in LONE_SYSTEMS}
+            for system in systems_measured:  # warm-up: connections made, caches filled
                 await closed_loop(systems.read_call(system), workers, 0.2)
             for round_number in range(rounds):
-                order = READ_SYSTEMS[round_number % 4 :] + READ_SYSTEMS[: round_number % 4]
+                turn = round_number % len(systems_measured)
+                order = systems_measured[turn:] + systems_measured[:turn]
                 for system in order:
                     reads[system].append(await closed_loop(systems.read_call(system), workers, seconds))
                 for system in reversed(order):
                     writes[system].append(await closed_loop(systems.write_call(system), workers, seconds))
+                for system in LONE_SYSTEMS if round_number % 2 else LONE_SYSTEMS[::-1]:
+                    lone[system].append(await closed_loop(systems.read_call(system), 1, seconds / 2))
                 print(f"round {round_number + 1}/{rounds} done", file=sys.stderr, flush=True)
         finally:
             await systems.close()
@@ -216,6 +232,9 @@ async def run(rounds: int, seconds: float, workers: int) -> None:
     )
     report("reads/s", reads)
     report("writes/s", writes)
+    print("  a lone caller's get_one (what coalescing costs one caller with no one to share with):")
+    for system, rates in lone.items():
+        print(f"  {system:<18} {1e6 / statistics.median(rates):7.0f} us per call (median of {rounds})")
 
 
 def report(unit: str, figures: dict[str, list[float]]) -> None:
@@ -236,13 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each measurement")
     parser.add_argument("--workers", type=int, default=16, help="concurrent callers")
+    parser.add_argument(
+        "--window", type=float, default=0.0, metavar="S", help="also measure coalescing with this window"
+    )
     options = parser.parse_args(argv)
     try:
         import uvloop
 
-        uvloop.run(run(options.rounds, options.seconds, options.workers))
+        uvloop.run(run(options.rounds, options.seconds, options.workers, options.window))
     except ImportError:
-        asyncio.run(run(options.rounds, options.seconds, options.workers))
+        asyncio.run(run(options.rounds, options.seconds, options.workers, options.window))
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -103,28 +103,28 @@ class GetCoalescer:
             self._calls_in_flight.add(task)
             task.add_done_callback(self._calls_in_flight.discard)
 
-    async def _call(self, topics: list[Topic] | Any, waiters: list[list[_Waiter]]) -> None:
+    async def _call(self, topics: Sequence[Topic], waiters: list[list[_Waiter]]) -> None:
         loop = asyncio.get_running_loop()
         latest = max(waiter.deadline for topic_waiters in waiters for waiter in topic_waiters)
+        answers: list[utwin_pb2.MessageResponse | CallFailed]
         try:
             response = await self._calls.unary(
                 methods.GET_LAST_MESSAGES, get_request(topics), max(latest - loop.time(), 0.001)
             )
         except CallFailed as failure:
-            for topic_waiters in waiters:
-                for waiter in topic_waiters:
-                    if not waiter.future.done():
-                        waiter.future.set_exception(CallFailed(failure.code, failure.detail))
-            return
-        for answer, topic_waiters in zip(response.responses, waiters, strict=False):
+            answers = [failure] * len(waiters)
+        else:
+            answers = list(response.responses)
+            missing = CallFailed(Code.INTERNAL, "GetLastMessages: no answer for this topic")
+            answers += [missing] * (len(waiters) - len(answers))  # a server breaking one answer per topic
+        for answer, topic_waiters in zip(answers, waiters, strict=False):
             for waiter in topic_waiters:
-                if not waiter.future.done():
+                if waiter.future.done():  # its caller gave up
+                    continue
+                if isinstance(answer, CallFailed):
+                    waiter.future.set_exception(CallFailed(answer.code, answer.detail))
+                else:
                     waiter.future.set_result(answer)
-        if len(response.responses) != len(waiters):  # a server breaking the one-answer-per-topic rule
-            for topic_waiters in waiters[len(response.responses) :]:
-                for waiter in topic_waiters:
-                    if not waiter.future.done():
-                        waiter.future.set_exception(CallFailed(Code.INTERNAL, "no answer for this topic"))
 
     async def close(self) -> None:
         """Wait for the calls already sent (their callers are answered)."""
