@@ -85,7 +85,7 @@ def test_watch_list_topics_flush_and_stats(server: ServerThread) -> None:
 
     async def scenario(client: AsyncClient) -> tuple[object, ...]:
         await client.set(message)
-        watched = await anext(aiter(client.watch("up://*", timeout_s=TIMEOUT_S)))
+        watched = (await anext(aiter(client.watch("up://*", timeout_s=TIMEOUT_S)))).messages[0]
         listed = [stored.topic async for stored in client.list_topics()]
         count = (await client.stats()).topic_count
         removed = await client.flush([TOPIC])

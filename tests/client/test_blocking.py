@@ -82,7 +82,7 @@ def test_watch_list_topics_and_flush(client: Client) -> None:
     message = publish(uuri())
     client.set(message)
 
-    watched = next(iter(client.watch("up://vcu.my_vin/FFFFFFFF/FF/FFFF", timeout_s=TIMEOUT_S)))
+    watched = next(iter(client.watch("up://vcu.my_vin/FFFFFFFF/FF/FFFF", timeout_s=TIMEOUT_S))).messages[0]
     listed = [(stored.topic, stored.id) for stored in client.list_topics("up://*")]
     removed = client.flush([TOPIC])
 
@@ -92,6 +92,17 @@ def test_watch_list_topics_and_flush(client: Client) -> None:
         removed,
         client.get_one(TOPIC).status.code,
     )
+
+
+def test_watch_gives_the_flushes_of_its_pattern(client: Client) -> None:
+    """A flush while watching reaches the watcher as the flushed scope, after the messages before it."""
+    client.set(publish(uuri()))
+    responses = iter(client.watch("up://vcu.my_vin/FFFFFFFF/FF/FFFF", timeout_s=TIMEOUT_S))
+    first = next(responses)
+    client.flush(device="vcu.my_vin")
+    flushed = next(response for response in responses if response.flushed)
+
+    assert (1, [uuri("vcu.my_vin", 0xFFFFFFFF, 0xFF, 0xFFFF)]) == (len(first.messages), list(flushed.flushed))
 
 
 def test_stats_count_the_stored_topics(client: Client) -> None:

@@ -30,7 +30,7 @@ from utwin.client.requests import (
     topic_of,
 )
 from utwin_proto.uprotocol.core.utwin.v2 import utwin_pb2
-from utwin_proto.uprotocol.v1 import umessage_pb2, ustatus_pb2
+from utwin_proto.uprotocol.v1 import ustatus_pb2
 from utwin_proto.utwin.v1 import admin_pb2, watch_pb2
 
 if TYPE_CHECKING:
@@ -177,14 +177,11 @@ class AsyncClient:
         share frames), `await stream.close()` for the summary; or `async with`."""
         return IngestStream(self._calls, frame_messages or self._frame_messages, timeout_s)
 
-    async def watch(
-        self, pattern: str, timeout_s: float | None = None
-    ) -> AsyncIterator[umessage_pb2.UMessage]:
-        """The stored messages matching a URI pattern, then each newer one (no end unless timeout_s)."""
+    def watch(self, pattern: str, timeout_s: float | None = None) -> AsyncIterator[watch_pb2.TopicsResponse]:
+        """The Topics stream of a URI pattern (no end unless timeout_s): each response's `messages` are
+        the stored ones, then each newer one; its `flushed` the scopes flushed meanwhile."""
         request = watch_pb2.TopicFilter(pattern=pattern_of(pattern))
-        async for response in self._calls.stream(methods.WATCH_TOPICS, request, timeout_s):
-            for message in response.messages:
-                yield message
+        return self._calls.stream(methods.WATCH_TOPICS, request, timeout_s)
 
     async def list_topics(
         self, pattern: str = "up://*", page_size: int = 0

@@ -179,13 +179,13 @@ class Client:
         """
         yield from self._calls.bidi(methods.PUBLISH, map(frame_bytes, frames), timeout_s)
 
-    def watch(self, pattern: str, timeout_s: float | None = None) -> Iterator[umessage_pb2.UMessage]:
-        """The stored messages matching a URI pattern, then each newer one (no end unless timeout_s)."""
+    def watch(self, pattern: str, timeout_s: float | None = None) -> Iterator[watch_pb2.TopicsResponse]:
+        """The Topics stream of a URI pattern (no end unless timeout_s): each response's `messages` are
+        the stored ones, then each newer one; its `flushed` the scopes flushed meanwhile."""
         from utwin_proto.utwin.v1 import watch_pb2
 
         request = watch_pb2.TopicFilter(pattern=pattern_of(pattern))
-        for response in self._calls.stream(methods.WATCH_TOPICS, request, timeout_s):
-            yield from response.messages
+        return self._calls.stream(methods.WATCH_TOPICS, request, timeout_s)
 
     def list_topics(self, pattern: str = "up://*", page_size: int = 0) -> Iterator[watch_pb2.StoredTopic]:
         """Every stored topic matching a URI pattern, page after page (each page one call)."""
