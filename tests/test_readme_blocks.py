@@ -83,3 +83,22 @@ def test_readme_block_runs_as_written(marker: str, expected: list[str], tmp_path
     printed = run_block(shell_block(marker), tmp_path)
 
     assert [] == [text for text in expected if text not in printed]
+
+
+def python_blocks() -> list[str]:
+    return [str(block) for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)]
+
+
+@pytest.mark.parametrize("position", range(3), ids=["blocking", "digitwin", "asyncio"])
+def test_readme_python_example_runs_against_a_server(position: int, tmp_path: Path) -> None:
+    """Each client library example runs whole against a fresh server and exits 0."""
+    blocks = python_blocks()
+    assert 3 == len(blocks)
+    address = f"127.0.0.1:{_free_port()}"
+    shell = (
+        f".venv/bin/utwin serve --listen {address} --data-dir /tmp/twin-python &\n"
+        f".venv/bin/utwin wait -q --target {address}\n"
+        f"{sys.executable} - <<'PY'\n{blocks[position].replace('127.0.0.1:50051', address)}PY\n"
+        "kill %1; wait\n"
+    )
+    run_block(shell, tmp_path)
