@@ -47,3 +47,25 @@ def test_an_existing_folder_is_opened_with_the_engines_options_not_its_stored_on
     reopened = RocksEngine(tmp_path / "store")
     assert b"value" == reopened.get(b"Tkey")
     reopened.close()
+
+
+def test_compact_all_rewrites_compressed_tables_with_the_engines_options(tmp_path: Path) -> None:
+    """compact_all rewrites tables written compressed by an older folder into uncompressed ones."""
+    made_with = Options(raw_mode=True)
+    made_with.create_if_missing(True)
+    older = Rdict(str(tmp_path / "store"), made_with)
+    entries = {b"T%04d" % number: b"x" * 1000 for number in range(1000)}  # 1 MB that compresses well
+    for key, value in entries.items():
+        older[key] = value
+    older.flush()
+    older.close()
+
+    def table_bytes() -> int:
+        return sum(table.stat().st_size for table in (tmp_path / "store").glob("*.sst"))
+
+    assert table_bytes() < 500_000
+    engine = RocksEngine(tmp_path / "store")
+    engine.compact_all()
+    assert table_bytes() > 1_000_000
+    assert list(entries.values()) == engine.get_many(list(entries))
+    engine.close()

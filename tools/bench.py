@@ -356,6 +356,14 @@ async def run(rounds: int, seconds: float, durability: str, log_level: str = "in
                 units.get(workload, "topic/s"),
             )
         )
+    sets = results["SetLastMessage"]
+    set_ratios = sorted(o.per_second / b.per_second for b, o in zip(sets["bare"], sets["utwin"], strict=True))
+    set_ratio = statistics.median(set_ratios)
+    print(
+        f"target SetLastMessage >= 0.80x the bare server: median {set_ratio:.2f}x "
+        f"(rounds {', '.join(f'{r:.2f}' for r in set_ratios)}): {'met' if set_ratio >= 0.8 else 'NOT met'}; "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

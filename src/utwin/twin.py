@@ -26,6 +26,8 @@ from utwin_proto.uprotocol.v1 import uattributes_pb2, umessage_pb2, uri_pb2
 log = logging.getLogger("utwin.twin")
 _PUBLISH = uattributes_pb2.UMESSAGE_TYPE_PUBLISH
 _KEY_CACHE_LIMIT = 65_536
+# The NamedTuples built per message, made without their Python-level __new__ (a call per message).
+_new_topic = _new_stored = tuple.__new__
 
 
 class Outcome(NamedTuple):
@@ -191,7 +193,7 @@ class UTwin:
         prefix_size = message_rules.plain_prefix_size_of(*fields)
         if not message_rules.is_plain(raw, prefix_size, attributes, ttl):
             return None
-        known = (Topic(*fields), store_keys.topic_key(*fields), prefix_size)
+        known = (_new_topic(Topic, fields), store_keys.topic_key(*fields), prefix_size)
         if len(self._sources) >= _KEY_CACHE_LIMIT:
             self._sources.clear()
         self._sources[fields] = known
@@ -260,7 +262,7 @@ class UTwin:
         for candidate, result in zip(candidates, results, strict=True):
             if result is Verdict.STORED:
                 if listening:
-                    stored[candidate.key] = StoredMessage(candidate.topic, candidate.message)
+                    stored[candidate.key] = _new_stored(StoredMessage, (candidate.topic, candidate.message))
             else:
                 outcomes[candidate.position] = self._refused(candidate, result)
         if stored:

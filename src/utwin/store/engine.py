@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rocksdict import (
+    BottommostLevelCompaction,
     Checkpoint,
+    CompactOptions,
     DbClosedError,
     DBCompressionType,
     Options,
@@ -143,12 +145,18 @@ class RocksEngine:
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         values = self._memory.get_many(keys)
-        if None not in values:
+        misses = values.count(None)
+        if not misses:
             return values
-        missing = [position for position, value in enumerate(values) if value is None]
-        self._memory.misses += len(missing)
+        self._memory.misses += misses
+        # All missing is common (new topics, random reads of a large store): read them as they are.
+        missing = (
+            range(len(keys))
+            if misses == len(keys)
+            else [n for n, value in enumerate(values) if value is None]
+        )
         try:
-            found = self._read([keys[position] for position in missing])
+            found = self._read(keys if misses == len(keys) else [keys[position] for position in missing])
         except Exception as exc:
             raise self._failure(exc, _Operation.READ) from exc
         remembered: list[tuple[bytes, bytes | None]] = []
@@ -234,6 +242,16 @@ class RocksEngine:
         with self._engine_lock:  # runs in a worker thread: never beside a reopen or close
             try:
                 self._db.flush_wal(True)
+            except Exception as exc:
+                raise self._failure(exc, _Operation.WRITE) from exc
+
+    def compact_all(self) -> None:
+        """Rewrite every table with the engine's options (tables keep the options they were written with)."""
+        options = CompactOptions()
+        options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        with self._engine_lock:
+            try:
+                self._db.compact_range(None, None, options)
             except Exception as exc:
                 raise self._failure(exc, _Operation.WRITE) from exc
 
