@@ -25,9 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rocksdict import (
+    BlockBasedOptions,
     BottommostLevelCompaction,
+    Cache,
     Checkpoint,
     CompactOptions,
+    DataBlockIndexType,
     DbClosedError,
     DBCompressionType,
     Options,
@@ -79,6 +82,18 @@ def _engine_error(exc: Exception, path: Path, operation: _Operation, closed: boo
     return StoreError(f"storage: engine failure ({kind[:40]}); see the server log")
 
 
+def _point_lookup_tables(block_cache_mb: int) -> BlockBasedOptions:
+    """optimize_for_point_lookup's tables (bloom filters, a hash index in each block) in 1 KiB
+    blocks: a random read parses and checksums a quarter of what a 4 KiB block costs."""
+    tables = BlockBasedOptions()
+    tables.set_block_cache(Cache(block_cache_mb << 20))
+    tables.set_bloom_filter(10, False)
+    tables.set_data_block_index_type(DataBlockIndexType.binary_and_hash())
+    tables.set_data_block_hash_ratio(0.75)
+    tables.set_block_size(1024)
+    return tables
+
+
 def _batch(ops: WriteBatchOps) -> WriteBatch:
     batch = WriteBatch(raw_mode=True)
     for key, value in ops:
@@ -106,6 +121,7 @@ class RocksEngine:
         # until compacted: each table records its own compression.
         options.set_compression_type(DBCompressionType.none())
         options.set_allow_mmap_reads(True)
+        options.set_block_based_table_factory(_point_lookup_tables(block_cache_mb))
         self._options = options
         try:
             path.mkdir(parents=True, exist_ok=True)
