@@ -38,6 +38,7 @@ from redis.exceptions import (
 )
 
 from utwin.errors import StoreError, Unavailable, UTwinError
+from utwin.store.redis_link import LinkPool, LinkSettings, NodeLink, Pending
 from utwin.store.redis_scripts import Script
 
 log = logging.getLogger("utwin.store")
@@ -77,6 +78,19 @@ _REFRESH_ERRORS = (
     RedisTimeoutError,
     OSError,
 )
+
+
+class _Sent:
+    """A node's calls written on a link: the replies to wait for, where ASKING replies sit among
+    them, and whether WAIT's reply ends them."""
+
+    __slots__ = ("asking", "link", "pending", "wait")
+
+    def __init__(self, link: NodeLink, pending: Pending, asking: set[int], wait: bool) -> None:
+        self.link = link
+        self.pending = pending
+        self.asking = asking
+        self.wait = wait
 
 
 class Device:
@@ -129,7 +143,9 @@ class ClusterRouter:
         self.replica_acks = replica_acks
         self.replica_timeout_ms = replica_timeout_ms
         self._log = rate_limited_log
-        self._clients: dict[str, aioredis.Redis] = {}
+        self._clients: dict[str, aioredis.Redis] = {}  # for all but the scripts' calls
+        self._link_settings = LinkSettings.from_client_options(client_options)
+        self._links: dict[str, LinkPool] = {}  # the scripts' calls, on lean connections
         self._slot_nodes: list[str] = []
         self.masters: list[tuple[int, str]] = []  # (first slot served, node), by first slot
         self._refreshed_at = -REFRESH_INTERVAL_S
@@ -200,12 +216,7 @@ class ClusterRouter:
             calls: dict[str, list[list[Device]]] = {}
             for node, node_devices in _by_node(pending, self._node_of).items():
                 calls[node] = _chunks(node_devices, alone)
-            outcomes = await asyncio.gather(
-                *(
-                    self._send(node, script, head, node_calls, argv_of, writes)
-                    for node, node_calls in calls.items()
-                )
-            )
+            outcomes = await self._send_all(script, head, calls, argv_of, writes)
             pending = []
             refresh = wait = False
             for node_calls, (replies, acked) in zip(calls.values(), outcomes, strict=True):
@@ -230,7 +241,7 @@ class ClusterRouter:
                         alone.update(id(device) for device in call)
                         wait = True
                     elif isinstance(reply, NoScriptError):
-                        pass  # _send loaded the script: the next round finds it
+                        pass  # _finish loaded the script: the next round finds it
                     elif isinstance(reply, _REFRESH_ERRORS):
                         refresh = wait = True
                     else:
@@ -253,7 +264,32 @@ class ClusterRouter:
                 failed[position] = Unavailable(UNAVAILABLE)
         return failed
 
-    async def _send(
+    async def _send_all(
+        self,
+        script: Script,
+        head: list[bytes | int],
+        calls: dict[str, list[list[Device]]],
+        argv_of: ArgvOf,
+        writes: bool,
+    ) -> list[tuple[list[Any], bool]]:
+        """Every node's request written first, then each node's replies read: the round waits for
+        the slowest node once, with no task per node."""
+        sent = [
+            await self._start(node, script, head, node_calls, argv_of, writes)
+            for node, node_calls in calls.items()
+        ]
+        outcomes: list[tuple[list[Any], bool]] = []
+        try:
+            for (node, node_calls), request in zip(calls.items(), sent, strict=True):
+                outcomes.append(await self._finish(node, script, request, len(node_calls)))
+        except BaseException:  # cancelled: the links still waiting for replies cannot be reused
+            for request in sent[len(outcomes) :]:
+                if isinstance(request, _Sent):
+                    request.link.close()
+            raise
+        return outcomes
+
+    async def _start(
         self,
         node: str,
         script: Script,
@@ -261,13 +297,11 @@ class ClusterRouter:
         node_calls: list[list[Device]],
         argv_of: ArgvOf,
         writes: bool,
-    ) -> tuple[list[Any], bool]:
-        """One pipeline to node: a script call per device group (and WAIT); replies or errors, and
-        whether replica_acks replicas acknowledged."""
+    ) -> _Sent | Exception:
+        """One pipelined write to node: a script call per device group (and WAIT), or why not."""
         if node == "unassigned":
-            return [ClusterDownError("slot not served")] * len(node_calls), False
-        client = self.client(node)
-        commands: list[tuple[bytes | str | int, ...]] = []
+            return ClusterDownError("slot not served")
+        commands: list[Command] = []
         asking: set[int] = set()  # positions of ASKING among the commands
         for call in node_calls:
             if call[0].ask is not None:
@@ -283,13 +317,29 @@ class ClusterRouter:
         if wait:
             commands.append((b"WAIT", self.replica_acks, self.replica_timeout_ms))
         try:
-            raw = await pipeline(client, commands)
+            link = await self._links_of(node).take()
+            pending = link.send(_pack(commands), len(commands))
         except (RedisError, OSError) as error:
             self._log.warning("redis node %s failed: %s", node, error)
-            return [error] * len(node_calls), False
-        replies = [reply for position, reply in enumerate(raw) if position not in asking]
+            return error
+        return _Sent(link, pending, asking, wait)
+
+    async def _finish(
+        self, node: str, script: Script, request: _Sent | Exception, call_count: int
+    ) -> tuple[list[Any], bool]:
+        """The replies of one node's calls (or the error of each), and whether replica_acks
+        replicas acknowledged."""
+        if isinstance(request, Exception):
+            return [request] * call_count, False
+        link = request.link
+        try:
+            raw = await link.receive(request.pending)
+        except (RedisError, OSError) as error:
+            self._log.warning("redis node %s failed: %s", node, error)
+            return [error] * call_count, False
+        replies = [reply for position, reply in enumerate(raw) if position not in request.asking]
         acked = True
-        if wait:
+        if request.wait:
             acknowledged = replies.pop()
             acked = isinstance(acknowledged, int) and acknowledged >= self.replica_acks
             if not acked:
@@ -298,10 +348,20 @@ class ClusterRouter:
                 )
         if any(isinstance(reply, NoScriptError) for reply in replies):
             try:
-                await client.script_load(script.source)
+                (loaded,) = await link.receive(link.send(_pack([(b"SCRIPT", b"LOAD", script.source)]), 1))
             except (RedisError, OSError) as error:
-                self._log.warning("redis node %s did not load a script: %s", node, error)
+                loaded = error
+            if isinstance(loaded, Exception):
+                self._log.warning("redis node %s did not load a script: %s", node, loaded)
+        self._links_of(node).give_back(link)
         return replies, acked
+
+    def _links_of(self, node: str) -> LinkPool:
+        links = self._links.get(node)
+        if links is None:
+            host, port = node.rsplit(":", 1)
+            links = self._links[node] = LinkPool(host, int(port), self._link_settings)
+        return links
 
     def check_open(self) -> None:
         if self.closed:
@@ -309,6 +369,9 @@ class ClusterRouter:
 
     async def close(self) -> None:
         self.closed = True
+        links, self._links = list(self._links.values()), {}
+        for node_links in links:
+            node_links.close()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(RedisError, OSError):
