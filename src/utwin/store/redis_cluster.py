@@ -43,12 +43,33 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from utwin.errors import InvalidArgument, Unavailable
+from utwin.errors import InvalidArgument, Unavailable, UTwinError
 from utwin.store import keys
 from utwin.store.base import ChangeListener, PutResult, TopicStore, Verdict
 from utwin.store.redis_feed import FIELD_SIZE, WRITER_ID_SIZE, ChangeFeed
-from utwin.store.redis_router import SLOTS, ClusterRouter, Device, RateLimitedLog, as_bytes, pipeline
-from utwin.store.redis_scripts import COUNT, DELETE, DEVICE_READ, FLOOR, FLOORS_FIELD, FLUSH, GET, PUT, Script
+from utwin.store.redis_plans import read_plans, split_devices, write_plans
+from utwin.store.redis_router import (
+    CHUNK_ENTRIES,
+    SLOTS,
+    ClusterRouter,
+    Device,
+    RateLimitedLog,
+    as_bytes,
+    bulk,
+    pipeline,
+)
+from utwin.store.redis_scripts import (
+    COUNT,
+    DELETE,
+    DEVICE_READ,
+    FLOOR,
+    FLOORS_FIELD,
+    FLUSH,
+    GET,
+    GET_TOPICS,
+    PUT,
+    Script,
+)
 
 log = logging.getLogger("utwin.store")
 
@@ -97,7 +118,7 @@ class RedisClusterStore:
         self.max_topics_per_device: int = settings["max_topics_per_device"]
         prefix = _check_prefix(settings["key_prefix"])
         self._device_head = prefix + b":t:{"
-        self._devices: dict[bytes, tuple[bytes, int]] = {}  # authority -> (hash key, slot)
+        self._devices: dict[bytes, tuple[bytes, int, bytes]] = {}  # authority -> see _device
         self._log = RateLimitedLog()
         self._router = ClusterRouter(
             client_options, seeds, settings["replica_acks"], settings["replica_timeout_ms"], self._log
@@ -170,11 +191,13 @@ class RedisClusterStore:
 
     # -- keys and the slot map ---------------------------------------------------
 
-    def _device(self, authority: bytes) -> tuple[bytes, int]:
+    def _device(self, authority: bytes) -> tuple[bytes, int, bytes]:
+        """The device's hash key, its slot, and the key `bulk`-encoded (worked out once, cached)."""
         found = self._devices.get(authority)
         if found is None:
             tag = escape_authority(authority)
-            found = (self._device_head + tag + b"}", binascii.crc_hqx(tag, 0) % SLOTS)
+            key = self._device_head + tag + b"}"
+            found = (key, binascii.crc_hqx(tag, 0) % SLOTS, bulk(key))
             if len(self._devices) >= 65_536:
                 self._devices.clear()
             self._devices[authority] = found
@@ -196,7 +219,7 @@ class RedisClusterStore:
             fields.append(key[end:])
             device = by_authority.get(authority)
             if device is None:
-                device = by_authority[authority] = Device(*self._device(authority))
+                device = by_authority[authority] = Device(*self._device(authority)[:2])
             device.positions.append(position)
         return list(by_authority.values()), fields
 
@@ -205,11 +228,64 @@ class RedisClusterStore:
         replicas acknowledged in time gets Unavailable: the value may still be there (and may be
         lost on a failover). An entry sent again after a failed connection, whose first send the
         node may have run, gets DUPLICATE when it finds its own value: stored, but not provably by
-        this call."""
+        this call.
+
+        A first round of encoded calls per node (`redis_plans`); the device pieces it leaves
+        undecided go through the router's rounds, in batch order."""
         if not entries:
             return []
+        results: list[PutResult] = [Verdict.DUPLICATE] * len(entries)
+        plans = write_plans(entries, self._device, self._router.slot_nodes)
+        replies = await self._router.send_once(
+            PUT, {node: plan.calls for node, plan in plans.items()}, self._put_head, writes=True
+        )
+        undecided: list[int] = []
+        for plan, (node_replies, acked) in zip(plans.values(), replies, strict=True):
+            for pieces, reply in zip(plan.pieces, node_replies, strict=True):
+                if isinstance(reply, Exception):
+                    undecided.extend(position for piece in pieces for position in piece)
+                else:
+                    undecided.extend(self._accept_put(pieces, reply, acked, results))
+        failed: dict[int, UTwinError] = {}
+        if undecided:
+            undecided.sort()  # batch order, for the entries of one topic
+            resent, resent_failed = await self._put_by_device([entries[position] for position in undecided])
+            for index, result in enumerate(resent):
+                results[undecided[index]] = result
+            failed = {undecided[index]: error for index, error in resent_failed.items()}
+        if len(failed) == len(entries):
+            raise next(iter(failed.values()))
+        return results
+
+    def _accept_put(
+        self, pieces: list[list[int]], reply: bytes, acked: bool, results: list[PutResult]
+    ) -> list[int]:
+        """Each device piece's verdicts into results; the positions of the pieces not served."""
+        not_served: list[int] = []
+        at = 0
+        for piece in pieces:
+            letters = reply[at : at + len(piece)]
+            at += len(piece)
+            if letters[0] == _NOT_SERVED:
+                not_served.extend(piece)
+                continue
+            for position, letter in zip(piece, letters, strict=True):
+                verdict = _VERDICTS[letter]
+                results[position] = (
+                    verdict if acked or verdict is not Verdict.STORED else Unavailable(REPLICA_SHORT)
+                )
+        if len(reply) > at:
+            self._log.warning(FEED_REFUSED, self._feed_channel.decode())
+        return not_served
+
+    async def _put_by_device(
+        self, entries: Sequence[tuple[bytes, bytes]]
+    ) -> tuple[list[PutResult], dict[int, UTwinError]]:
+        """put_if_newer through the router's rounds (redirections followed): each entry's result,
+        and the errors of those left undecided."""
         devices, fields = self._group([key for key, _ in entries])
         values = [value for _, value in entries]
+        devices = split_devices(devices, [len(value) for value in values])
         results: list[PutResult] = [Verdict.DUPLICATE] * len(entries)
 
         def argv_of(device: Device) -> list[bytes | int]:
@@ -236,15 +312,37 @@ class RedisClusterStore:
             return not_served
 
         failed = await self._router.run(PUT, self._put_head, devices, argv_of, accept, writes=True)
-        if len(failed) == len(entries):
-            raise next(iter(failed.values()))
         for position, error in failed.items():
             results[position] = error
-        return results
+        return results, failed
 
     async def get_topics(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """A first round of encoded calls per node (`redis_plans`); the keys it leaves undecided
+        (a slot moving, a node failing) go through the router's rounds."""
         if not keys:
             return []
+        values: list[bytes | None] = [None] * len(keys)
+        plans = read_plans(keys, self._device, self._router.slot_nodes)
+        replies = await self._router.send_once(GET_TOPICS, {node: plan.calls for node, plan in plans.items()})
+        undecided: list[int] = []
+        for plan, (node_replies, _) in zip(plans.values(), replies, strict=True):
+            for index, reply in enumerate(node_replies):
+                call_positions = plan.positions[index * CHUNK_ENTRIES : (index + 1) * CHUNK_ENTRIES]
+                if isinstance(reply, Exception):
+                    undecided.extend(call_positions)
+                    continue
+                for position, value in zip(call_positions, reply, strict=True):
+                    if value == 0:
+                        undecided.append(position)
+                    else:
+                        values[position] = value
+        if undecided:
+            redirected = await self._get_by_device([keys[position] for position in undecided])
+            for position, value in zip(undecided, redirected, strict=True):
+                values[position] = value
+        return values
+
+    async def _get_by_device(self, keys: Sequence[bytes]) -> list[bytes | None]:
         devices, fields = self._group(keys)
         values: list[bytes | None] = [None] * len(keys)
 
@@ -293,7 +391,7 @@ class RedisClusterStore:
 
     async def _on_device(self, script: Script, authority: str, *argv: bytes | int) -> Any:
         """One script call on one device's hash (KEYS[1]), following redirections like the others."""
-        device = Device(*self._device(authority.encode()))
+        device = Device(*self._device(authority.encode())[:2])
         device.positions.append(0)
         answer: list[Any] = []
 

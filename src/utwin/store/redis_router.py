@@ -45,6 +45,10 @@ log = logging.getLogger("utwin.store")
 
 SLOTS = 16384
 CHUNK_ENTRIES = 500  # entries per script call: a few hundred microseconds of a node's time
+# Bytes of values per script call: a call of large values copies and hashes them all before the
+# node answers anyone else, so past this a device's entries go in consecutive calls, which the
+# node runs in order (one connection).
+CHUNK_BYTES = 1 << 20
 ROUNDS = 5  # sends of one entry before it is given up as Unavailable
 BACKOFF_S = 0.02  # doubled each round that waits (a failover or a slot move settling)
 REFRESH_INTERVAL_S = 0.05  # concurrent callers share one slot-map refresh within this interval
@@ -96,12 +100,13 @@ class _Sent:
 class Device:
     """One device's part of a call: its hash key, slot, and the positions of its entries."""
 
-    __slots__ = ("ask", "key", "positions", "slot")
+    __slots__ = ("ask", "key", "positions", "size", "slot")
 
     def __init__(self, key: bytes, slot: int) -> None:
         self.key = key
         self.slot = slot
         self.positions: list[int] = []
+        self.size = 0  # bytes of values its entries carry (puts), for CHUNK_BYTES
         self.ask: str | None = None  # the importing node an ASK redirection named, for the next send
 
 
@@ -275,7 +280,7 @@ class ClusterRouter:
         """Every node's request written first, then each node's replies read: the round waits for
         the slowest node once, with no task per node."""
         sent = [
-            await self._start(node, script, head, node_calls, argv_of, writes)
+            await self._start_calls(node, script, head, node_calls, argv_of, writes)
             for node, node_calls in calls.items()
         ]
         outcomes: list[tuple[list[Any], bool]] = []
@@ -289,7 +294,37 @@ class ClusterRouter:
             raise
         return outcomes
 
-    async def _start(
+    async def send_once(
+        self,
+        script: Script,
+        calls: dict[str, list[EncodedCall]],
+        head: Sequence[bytes | int] = (),
+        writes: bool = False,
+    ) -> list[tuple[list[Any], bool]]:
+        """One round of script calls (declaring no key; ARGV: head, then each call's own, already
+        encoded) with no redirection followed: per node of calls, the reply of each of its calls
+        or the error in its place, and whether replica_acks replicas acknowledged (writes). For a
+        first round whose undecided part the caller then sends through `run`."""
+        self.check_open()
+        wait = writes and self.replica_acks > 0
+        encoded_head = b"".join(bulk(as_bytes(str(arg)) if isinstance(arg, int) else arg) for arg in head)
+        sent = []
+        for node, node_calls in calls.items():
+            payload = [script_call(script, call, encoded_head, len(head)) for call in node_calls]
+            if wait:
+                payload.append(_pack([(b"WAIT", self.replica_acks, self.replica_timeout_ms)]))
+            sent.append(await self._start(node, b"".join(payload), len(payload), set(), wait))
+        return [
+            await self._finish(node, script, request, len(node_calls))
+            for (node, node_calls), request in zip(calls.items(), sent, strict=True)
+        ]
+
+    @property
+    def slot_nodes(self) -> list[str]:
+        """The master serving each slot as last read ("" where none)."""
+        return self._slot_nodes
+
+    async def _start_calls(
         self,
         node: str,
         script: Script,
@@ -298,9 +333,7 @@ class ClusterRouter:
         argv_of: ArgvOf,
         writes: bool,
     ) -> _Sent | Exception:
-        """One pipelined write to node: a script call per device group (and WAIT), or why not."""
-        if node == "unassigned":
-            return ClusterDownError("slot not served")
+        """A script call per device group (and WAIT), for one pipelined write to node."""
         commands: list[Command] = []
         asking: set[int] = set()  # positions of ASKING among the commands
         for call in node_calls:
@@ -316,9 +349,17 @@ class ClusterRouter:
         wait = writes and self.replica_acks > 0
         if wait:
             commands.append((b"WAIT", self.replica_acks, self.replica_timeout_ms))
+        return await self._start(node, _pack(commands), len(commands), asking, wait)
+
+    async def _start(
+        self, node: str, payload: bytes, command_count: int, asking: set[int], wait: bool
+    ) -> _Sent | Exception:
+        """Packed commands written to node in one piece, or why not."""
+        if not node or node == "unassigned":
+            return ClusterDownError("slot not served")
         try:
             link = await self._links_of(node).take()
-            pending = link.send(_pack(commands), len(commands))
+            pending = link.send(payload, command_count)
         except (RedisError, OSError) as error:
             self._log.warning("redis node %s failed: %s", node, error)
             return error
@@ -421,6 +462,47 @@ def _pack(commands: list[Command]) -> bytes:
     return b"".join([_hiredis_pack(command) for command in commands])
 
 
+class EncodedCall:
+    """A script call's ARGV in the protocol's form (each argument `bulk`-encoded), and how many."""
+
+    __slots__ = ("argc", "parts")
+
+    def __init__(self) -> None:
+        self.argc = 0
+        self.parts: list[bytes] = []
+
+
+_LENGTH_HEADS: dict[int, bytes] = {}  # b"\r\n$<size>\r\n" by size, below LENGTH_HEADS_KEPT
+LENGTH_HEADS_KEPT = 1 << 16
+CRLF = b"\r\n"
+
+
+def length_head(size: int) -> bytes:
+    """What separates an argument from the next one, of `size` bytes: the end of the first and the
+    length of the next (kept per size: formatting it again cost more than the rest of an entry)."""
+    head = _LENGTH_HEADS.get(size)
+    if head is None:
+        head = b"\r\n$%d\r\n" % size
+        if size < LENGTH_HEADS_KEPT:
+            _LENGTH_HEADS[size] = head
+    return head
+
+
+def bulk(argument: bytes) -> bytes:
+    """One argument as the protocol sends it; a frontend encodes a device's key once, not per call."""
+    return b"$%d\r\n%b\r\n" % (len(argument), argument)
+
+
+def script_call(script: Script, call: EncodedCall, encoded_head: bytes = b"", head_count: int = 0) -> bytes:
+    """EVALSHA of script with no key declared, ARGV the head then the call's: the bytes hiredis
+    would pack, without its formatting of each argument again."""
+    command = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n0\r\n" % (
+        3 + head_count + call.argc,
+        script.sha.encode(),
+    )
+    return b"".join([command, encoded_head, *call.parts])
+
+
 def as_bytes(name: bytes | str) -> bytes:
     return name if isinstance(name, bytes) else name.encode()
 
@@ -438,20 +520,22 @@ def _by_node(devices: list[Device], node_of: Callable[[Device], str]) -> dict[st
 
 
 def _chunks(devices: list[Device], alone: set[int]) -> list[list[Device]]:
-    """Script calls for one node: devices packed up to CHUNK_ENTRIES entries (a device is never
-    split, so its entries stay in order in one atomic call); those in `alone` one per call."""
+    """Script calls for one node: devices packed up to CHUNK_ENTRIES entries and CHUNK_BYTES of
+    values (a device is not split here, so its entries stay in order in one atomic call); those
+    in `alone` one per call."""
     calls: list[list[Device]] = []
     current: list[Device] = []
-    size = 0
+    entries = size = 0
     for device in devices:
         if id(device) in alone or device.ask is not None:
             calls.append([device])
             continue
-        if current and size + len(device.positions) > CHUNK_ENTRIES:
+        if current and (entries + len(device.positions) > CHUNK_ENTRIES or size + device.size > CHUNK_BYTES):
             calls.append(current)
-            current, size = [], 0
+            current, entries, size = [], 0, 0
         current.append(device)
-        size += len(device.positions)
+        entries += len(device.positions)
+        size += device.size
     if current:
         calls.append(current)
     return calls

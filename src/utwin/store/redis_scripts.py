@@ -174,6 +174,25 @@ end
 return replies
 """
 
+# ARGV: key, field per topic (a first round of reads, one call per node, no key declared).
+# Per topic its value (nil where none), or 0 when this node does not serve its device.
+GET_TOPICS_SOURCE = """#!lua flags=allow-cross-slot-keys,no-writes
+local values = {}
+local last_key, served = nil, false
+for at = 1, #ARGV, 2 do
+  local key = ARGV[at]
+  if key ~= last_key then
+    last_key, served = key, type(redis.pcall('EXISTS', key)) ~= 'table'
+  end
+  if served then
+    values[#values + 1] = redis.call('HGET', key, ARGV[at + 1])
+  else
+    values[#values + 1] = 0
+  end
+end
+return values
+"""
+
 # ARGV per device: key, entry count, then field, version per entry.
 # Per device: how many of its topics were deleted, or -1 when this node does not serve it.
 DELETE_SOURCE = """#!lua flags=allow-cross-slot-keys
@@ -265,6 +284,7 @@ class Script:
 
 PUT = Script(PUT_SOURCE)
 GET = Script(GET_SOURCE)
+GET_TOPICS = Script(GET_TOPICS_SOURCE)
 DELETE = Script(DELETE_SOURCE)
 DEVICE_READ = Script(DEVICE_READ_SOURCE)
 FLUSH = Script(FLUSH_SOURCE)
