@@ -316,3 +316,50 @@ def test_a_batch_larger_than_one_script_call_keeps_its_order(redis_cluster: Redi
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_batch_over_the_byte_bound_keeps_its_order(redis_cluster: RedisCluster) -> None:
+    """A device's values over one call's byte bound are split and still decided in batch order."""
+    redis_cluster.flush()
+    large = b"v" * (150 * 1024)  # 40 entries: about 6 MiB, over 1 MiB per call
+    device = [topic(authority="large", resource=0x8000 + n) for n in range(10)]
+    batch = [(key, value(version, large)) for version in (2, 1, 3, 2) for key in device]
+    expected = [Verdict.STORED] * 10 + [Verdict.OLDER] * 10 + [Verdict.STORED] * 10 + [Verdict.OLDER] * 10
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(redis_cluster.addresses)
+        try:
+            assert expected == await store.put_if_newer(batch)
+            assert [value(3, large)] * 10 == await store.get_topics(device)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_read_while_a_slot_moves_returns_every_stored_value(cluster: RedisCluster) -> None:
+    """Reads with a slot half moved (devices on both nodes), then moved (a stale map): the stored values."""
+    moving_slot = slot_of("vehicle-0")
+    movers = [name for name in (f"dev-{n}" for n in range(2_000_000)) if slot_of(name) == moving_slot][:8]
+    keys = [topic(authority=name, resource=r) for name in ["vehicle-0", *movers] for r in (0x8001, 0x8002)]
+    keys += [topic(authority=f"still-{n}") for n in range(30)]
+    stored = [value(1 + index % 7, b"p%d" % index) for index in range(len(keys))]
+
+    async def body() -> None:
+        store = await RedisClusterStore.connect(cluster.addresses)
+        try:
+            assert {Verdict.STORED} == set(await store.put_if_newer(list(zip(keys, stored, strict=True))))
+            assert stored == await store.get_topics(keys)  # every node has the read script from here on
+            source = cluster.slot_owner(moving_slot)
+            target = next(node for node in cluster.masters if node is not source)
+            await asyncio.to_thread(cluster.begin_migration, moving_slot, target)
+            assert 4 == await asyncio.to_thread(cluster.migrate_keys, moving_slot, source, target, 4)
+            assert stored == await store.get_topics(keys)
+            await asyncio.to_thread(cluster.migrate_keys, moving_slot, source, target, 100)
+            for node in (target, source, *[n for n in cluster.masters if n not in (source, target)]):
+                await asyncio.to_thread(cluster.assign_slot, moving_slot, target, node)
+            assert stored == await store.get_topics(keys)
+        finally:
+            await store.close()
+
+    asyncio.run(body())

@@ -47,7 +47,7 @@ from utwin.errors import InvalidArgument, Unavailable, UTwinError
 from utwin.store import keys
 from utwin.store.base import ChangeListener, PutResult, TopicStore, Verdict
 from utwin.store.redis_feed import FIELD_SIZE, WRITER_ID_SIZE, ChangeFeed
-from utwin.store.redis_plans import read_plans, split_devices, write_plans
+from utwin.store.redis_plans import FIELD_HEAD, DeviceCodes, read_plans, split_devices, write_plans
 from utwin.store.redis_router import (
     CHUNK_ENTRIES,
     SLOTS,
@@ -118,7 +118,7 @@ class RedisClusterStore:
         self.max_topics_per_device: int = settings["max_topics_per_device"]
         prefix = _check_prefix(settings["key_prefix"])
         self._device_head = prefix + b":t:{"
-        self._devices: dict[bytes, tuple[bytes, int, bytes]] = {}  # authority -> see _device
+        self._devices: dict[bytes, DeviceCodes] = {}  # authority -> see _device
         self._log = RateLimitedLog()
         self._router = ClusterRouter(
             client_options, seeds, settings["replica_acks"], settings["replica_timeout_ms"], self._log
@@ -191,13 +191,14 @@ class RedisClusterStore:
 
     # -- keys and the slot map ---------------------------------------------------
 
-    def _device(self, authority: bytes) -> tuple[bytes, int, bytes]:
-        """The device's hash key, its slot, and the key `bulk`-encoded (worked out once, cached)."""
+    def _device(self, authority: bytes) -> DeviceCodes:
+        """The device's hash key, its slot, the key `bulk`-encoded and that followed by a field's
+        length (worked out once, cached)."""
         found = self._devices.get(authority)
         if found is None:
             tag = escape_authority(authority)
             key = self._device_head + tag + b"}"
-            found = (key, binascii.crc_hqx(tag, 0) % SLOTS, bulk(key))
+            found = (key, binascii.crc_hqx(tag, 0) % SLOTS, bulk(key), bulk(key) + FIELD_HEAD)
             if len(self._devices) >= 65_536:
                 self._devices.clear()
             self._devices[authority] = found
@@ -322,7 +323,7 @@ class RedisClusterStore:
         if not keys:
             return []
         values: list[bytes | None] = [None] * len(keys)
-        plans = read_plans(keys, self._device, self._router.slot_nodes)
+        plans = read_plans(keys, self._devices, self._device, self._router.slot_nodes)
         replies = await self._router.send_once(GET_TOPICS, {node: plan.calls for node, plan in plans.items()})
         undecided: list[int] = []
         for plan, (node_replies, _) in zip(plans.values(), replies, strict=True):
