@@ -14,7 +14,7 @@ from tests.redis_cluster import SLOTS, RedisCluster, RedisNode, free_port, redis
 from tests.store.conftest import ClusterPool
 from tests.store.topics import topic, value
 from utwin.errors import StoreError, Unavailable
-from utwin.store import PutResult, Verdict, redis_router
+from utwin.store import PutResult, Verdict, redis_wire
 from utwin.store.redis_cluster import RedisClusterStore
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
@@ -266,7 +266,7 @@ def test_commands_packed_in_python_match_hiredis() -> None:
         (b"WAIT", 1, 1000),
     ]
     expected = b"".join(hiredis.pack_command(command) for command in commands)
-    assert expected == redis_router._pack_in_python(commands)
+    assert expected == redis_wire.pack_in_python(commands)
 
 
 def test_connect_with_no_node_answering_is_unavailable() -> None:

@@ -10,8 +10,9 @@ import pytest
 from tests.store.topics import topic, value
 from utwin.errors import InvalidArgument
 from utwin.store.redis_plans import read_plans, split_devices, write_plans
-from utwin.store.redis_router import CHUNK_BYTES, CHUNK_ENTRIES, SLOTS, Device, bulk, script_call
+from utwin.store.redis_router import CHUNK_BYTES, CHUNK_ENTRIES, SLOTS, Device
 from utwin.store.redis_scripts import GET_TOPICS, PUT
+from utwin.store.redis_wire import bulk, script_call
 
 SLOT_NODES = ["a"] * 5461 + ["b"] * 5462 + ["c"] * 5461
 

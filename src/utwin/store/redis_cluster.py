@@ -55,7 +55,6 @@ from utwin.store.redis_router import (
     Device,
     RateLimitedLog,
     as_bytes,
-    bulk,
     pipeline,
 )
 from utwin.store.redis_scripts import (
@@ -70,6 +69,7 @@ from utwin.store.redis_scripts import (
     PUT,
     Script,
 )
+from utwin.store.redis_wire import bulk
 
 log = logging.getLogger("utwin.store")
 

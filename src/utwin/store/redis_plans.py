@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 from utwin.errors import InvalidArgument
 from utwin.store.redis_feed import FIELD_SIZE
-from utwin.store.redis_router import CHUNK_BYTES, CHUNK_ENTRIES, CRLF, Device, EncodedCall, bulk, length_head
+from utwin.store.redis_router import CHUNK_BYTES, CHUNK_ENTRIES, Device
+from utwin.store.redis_wire import CRLF, EncodedCall, bulk, length_head
 
 FIELD_HEAD = b"$7\r\n"
 # A device's hash key, slot, the key `bulk`-encoded, and that followed by a field's length.

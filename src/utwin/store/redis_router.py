@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import (
@@ -40,6 +40,13 @@ from redis.exceptions import (
 from utwin.errors import StoreError, Unavailable, UTwinError
 from utwin.store.redis_link import LinkPool, LinkSettings, NodeLink, Pending
 from utwin.store.redis_scripts import Script
+from utwin.store.redis_wire import (
+    Command,
+    EncodedCall,
+    bulk,
+    pack,
+    script_call,
+)
 
 log = logging.getLogger("utwin.store")
 
@@ -55,21 +62,6 @@ REFRESH_INTERVAL_S = 0.05  # concurrent callers share one slot-map refresh withi
 LOG_INTERVAL_S = 10.0
 
 UNAVAILABLE = "storage: the Redis Cluster cannot serve this entry now"
-
-# One command: its name and arguments.
-Command = tuple[bytes | str | int, ...]
-
-
-def _load_hiredis_pack() -> Callable[[tuple[Any, ...]], bytes] | None:
-    """hiredis's command packer (C), or None: packing in Python costs the client more per batch."""
-    try:
-        import hiredis
-    except ImportError:
-        return None
-    return cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)  # its stub types a 1-tuple
-
-
-_hiredis_pack = _load_hiredis_pack()
 
 
 # Errors after which the slot map may be stale: refresh it and send again.
@@ -312,7 +304,7 @@ class ClusterRouter:
         for node, node_calls in calls.items():
             payload = [script_call(script, call, encoded_head, len(head)) for call in node_calls]
             if wait:
-                payload.append(_pack([(b"WAIT", self.replica_acks, self.replica_timeout_ms)]))
+                payload.append(pack([(b"WAIT", self.replica_acks, self.replica_timeout_ms)]))
             sent.append(await self._start(node, b"".join(payload), len(payload), set(), wait))
         return [
             await self._finish(node, script, request, len(node_calls))
@@ -349,7 +341,7 @@ class ClusterRouter:
         wait = writes and self.replica_acks > 0
         if wait:
             commands.append((b"WAIT", self.replica_acks, self.replica_timeout_ms))
-        return await self._start(node, _pack(commands), len(commands), asking, wait)
+        return await self._start(node, pack(commands), len(commands), asking, wait)
 
     async def _start(
         self, node: str, payload: bytes, command_count: int, asking: set[int], wait: bool
@@ -389,7 +381,7 @@ class ClusterRouter:
                 )
         if any(isinstance(reply, NoScriptError) for reply in replies):
             try:
-                (loaded,) = await link.receive(link.send(_pack([(b"SCRIPT", b"LOAD", script.source)]), 1))
+                (loaded,) = await link.receive(link.send(pack([(b"SCRIPT", b"LOAD", script.source)]), 1))
             except (RedisError, OSError) as error:
                 loaded = error
             if isinstance(loaded, Exception):
@@ -429,7 +421,7 @@ async def pipeline(client: aioredis.Redis, commands: list[Command]) -> list[Any]
     pool = client.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
     try:
-        await connection.send_packed_command(_pack(commands), check_health=False)
+        await connection.send_packed_command(pack(commands), check_health=False)
         replies: list[Any] = []
         for _ in commands:
             try:
@@ -442,65 +434,6 @@ async def pipeline(client: aioredis.Redis, commands: list[Command]) -> list[Any]
         raise
     finally:
         await pool.release(connection)
-
-
-def _pack_in_python(commands: list[Command]) -> bytes:
-    parts: list[bytes] = []
-    for command in commands:
-        parts.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            parts.append(b"$%d\r\n" % len(data))
-            parts.append(data)
-            parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def _pack(commands: list[Command]) -> bytes:
-    if _hiredis_pack is None:
-        return _pack_in_python(commands)
-    return b"".join([_hiredis_pack(command) for command in commands])
-
-
-class EncodedCall:
-    """A script call's ARGV in the protocol's form (each argument `bulk`-encoded), and how many."""
-
-    __slots__ = ("argc", "parts")
-
-    def __init__(self) -> None:
-        self.argc = 0
-        self.parts: list[bytes] = []
-
-
-_LENGTH_HEADS: dict[int, bytes] = {}  # b"\r\n$<size>\r\n" by size, below LENGTH_HEADS_KEPT
-LENGTH_HEADS_KEPT = 1 << 16
-CRLF = b"\r\n"
-
-
-def length_head(size: int) -> bytes:
-    """What separates an argument from the next one, of `size` bytes: the end of the first and the
-    length of the next (kept per size: formatting it again cost more than the rest of an entry)."""
-    head = _LENGTH_HEADS.get(size)
-    if head is None:
-        head = b"\r\n$%d\r\n" % size
-        if size < LENGTH_HEADS_KEPT:
-            _LENGTH_HEADS[size] = head
-    return head
-
-
-def bulk(argument: bytes) -> bytes:
-    """One argument as the protocol sends it; a frontend encodes a device's key once, not per call."""
-    return b"$%d\r\n%b\r\n" % (len(argument), argument)
-
-
-def script_call(script: Script, call: EncodedCall, encoded_head: bytes = b"", head_count: int = 0) -> bytes:
-    """EVALSHA of script with no key declared, ARGV the head then the call's: the bytes hiredis
-    would pack, without its formatting of each argument again."""
-    command = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n0\r\n" % (
-        3 + head_count + call.argc,
-        script.sha.encode(),
-    )
-    return b"".join([command, encoded_head, *call.parts])
 
 
 def as_bytes(name: bytes | str) -> bytes:
