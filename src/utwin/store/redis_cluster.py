@@ -8,11 +8,14 @@ the rest of the topic key after the authority (uE, version, resource), its
 value the topic value unchanged.
 
 Every call is sent as server-side scripts (`redis_scripts`), one call per
-node for the devices that node serves, at most `CHUNK_ENTRIES` entries each so
-that a node is never blocked long, pipelined so that a batch costs one round
-trip per node (`redis_router`). A device's entries of one batch always go in
-one script call, so entries of one topic are decided in order, atomically,
-against every other writer.
+node for the devices that node serves, at most `CHUNK_ENTRIES` entries and
+`CHUNK_BYTES` of values each so that a node is never blocked long, pipelined
+so that a batch costs one round trip per node (`redis_router`). A device's
+entries of one batch go in one script call, or over a bound in consecutive
+calls that its node runs in order, so entries of one topic are decided in
+batch order, each atomically against every other writer. Puts and reads
+start with a round built straight from the keys (`redis_plans`); only what
+it leaves undecided goes through the router's rounds below.
 
 While slots move: a device a node no longer serves (its slot moved, or is
 moving and its hash already went) is answered "not served" by the script,
