@@ -266,8 +266,20 @@ def start_cluster(
 
     With wait=False it returns once the nodes know each other: `RedisCluster.wait_started` then
     waits for the rest (a master serves only 2 s after its start, so clusters started together
-    wait those 2 s together).
+    wait those 2 s together). A cluster whose nodes never complete their handshake (a port
+    picked free and taken before its node bound it) is started once more on other ports.
     """
+    try:
+        return _start_cluster(folder / "first", masters, replicas, appendfsync, wait)
+    except HandshakeTimeout:
+        return _start_cluster(folder / "again", masters, replicas, appendfsync, wait)
+
+
+class HandshakeTimeout(AssertionError):
+    """The nodes of a new cluster did not all come to know each other in time."""
+
+
+def _start_cluster(folder: Path, masters: int, replicas: bool, appendfsync: str, wait: bool) -> RedisCluster:
     nodes = [
         RedisNode(folder / f"node-{index}", free_port(), free_port(), appendfsync)
         for index in range(masters * (2 if replicas else 1))
@@ -289,7 +301,12 @@ def start_cluster(
         with nodes[0].client() as client:
             for node in nodes[1:]:
                 client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
-        wait_for(lambda: all(_knows_all(node, len(nodes)) for node in nodes), "every node to know the others")
+        try:
+            wait_for(
+                lambda: all(_knows_all(node, len(nodes)) for node in nodes), "every node to know the others"
+            )
+        except AssertionError as error:
+            raise HandshakeTimeout(str(error)) from None
         for master, replica in zip(cluster.masters, cluster.replicas, strict=False):
             with replica.client() as client:
                 client.execute_command("CLUSTER", "REPLICATE", master.node_id)

@@ -24,6 +24,7 @@ from tests.processes import child_environment
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_TIMEOUT_S = 90.0
 _FIXED_PORT = re.compile(r"\b(?:70\d\d|50051)\b")
+_EXAMPLE_FOLDER = re.compile(r"/tmp/(twin[\w-]*|backups)\b")
 
 
 def shell_block(marker: str) -> str:
@@ -44,8 +45,10 @@ def run_block(block: str, tmp_path: Path) -> str:
     """Run block in bash with -e (every line must succeed); its stdout, the servers' lines left out."""
     ports: dict[str, str] = {}
     script = _FIXED_PORT.sub(lambda match: ports.setdefault(match.group(), str(_free_port())), block)
+    # The examples' own folders only: the interpreter may itself live under /tmp.
+    script = _EXAMPLE_FOLDER.sub(lambda match: f"{tmp_path}/{match.group(1)}", script)
     script = script.replace(".venv/bin/utwin", str(Path(sys.executable).parent / "utwin"))
-    script = script.replace("/tmp/", f"{tmp_path}/")
+    script = script.replace(".venv/bin/python ", f"{sys.executable} ")
     # The default address, moved to a free port through the variables every command reads.
     address = f"127.0.0.1:{_free_port()}"
     shell = subprocess.Popen(
@@ -98,7 +101,7 @@ def test_readme_python_example_runs_against_a_server(position: int, tmp_path: Pa
     shell = (
         f".venv/bin/utwin serve --listen {address} --data-dir /tmp/twin-python &\n"
         f".venv/bin/utwin wait -q --target {address}\n"
-        f"{sys.executable} - <<'PY'\n{blocks[position].replace('127.0.0.1:50051', address)}PY\n"
+        f".venv/bin/python - <<'PY'\n{blocks[position].replace('127.0.0.1:50051', address)}PY\n"
         "kill %1; wait\n"
     )
     run_block(shell, tmp_path)
