@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.messages import publish, uuri
 from tests.security.conftest import Pki
+from tests.servers import Servers
 from utwin.config import AuthMode, check_secure_start, load_config
 from utwin.errors import InvalidArgument
+from utwin_proto.uprotocol.core.utwin.v2.utwin_pb2_grpc import uTwinStub
 
 
 def _secure(pki: Pki, listen: str = "0.0.0.0:50051", **extra: object) -> dict[str, object]:
@@ -100,3 +103,15 @@ def test_secure_or_explicitly_insecure_start_is_allowed(pki: Pki) -> None:
     """TLS, a policy and required auth pass; so does allow_insecure, said explicitly."""
     check_secure_start(load_config(flags=_secure(pki)))
     check_secure_start(load_config(flags={"listen": "0.0.0.0:50051", "allow_insecure": "true"}))
+
+
+def test_a_server_that_checks_no_credentials_ignores_a_token(servers: Servers) -> None:
+    """Without jwt_keys or tls_client_ca every caller is anonymous: a call carrying a token is
+    served as any other (no interceptor runs; a server that checks tokens refuses a bad one)."""
+    open_server = servers.start("open")
+    with open_server.channel() as channel:
+        status = uTwinStub(channel).SetLastMessage(
+            publish(uuri("open-device")), metadata=(("authorization", "Bearer not-a-token"),), timeout=10
+        )
+
+    assert 0 == status.code

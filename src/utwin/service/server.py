@@ -297,7 +297,7 @@ async def start_server(config: Config) -> RunningServer:
         security = ServerSecurity.from_config(config, digitwin)
         access = security.access
         server = grpc.aio.server(
-            interceptors=[security.interceptor],
+            interceptors=security.interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_frame_bytes),
                 ("grpc.max_send_message_length", -1),
