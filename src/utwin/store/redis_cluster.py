@@ -353,19 +353,7 @@ class RedisClusterStore:
         def argv_of(device: Device) -> list[bytes | int]:
             return [device.key, len(device.positions), *[fields[position] for position in device.positions]]
 
-        def accept(call: list[Device], reply: Any, acked: bool) -> list[Device]:
-            not_served: list[Device] = []
-            for device, found in zip(call, reply, strict=True):
-                if found == 0:
-                    not_served.append(device)
-                    continue
-                for position, stored in zip(device.positions, found, strict=True):
-                    values[position] = stored
-            return not_served
-
-        failed = await self._router.run(GET, [], devices, argv_of, accept, writes=False)
-        if failed:
-            raise next(iter(failed.values()))
+        await self._router.read_values(GET, devices, argv_of, values)
         return values
 
     async def delete_if_same(self, entries: Sequence[tuple[bytes, bytes]]) -> int:

@@ -194,6 +194,32 @@ class ClusterRouter:
 
     # -- sending scripts with redirections -------------------------------------------
 
+    async def read_values(
+        self,
+        script: Script,
+        devices: list[Device],
+        argv_of: ArgvOf,
+        values: list[bytes | None],
+    ) -> None:
+        """Run a read script per device, which answers, per device, the values found at its
+        positions (None where absent) or 0 where the node does not serve it (its slot moved: it is
+        sent again where it went); fill `values` at those positions. Raises the first error of a
+        device left unread."""
+
+        def accept(call: list[Device], reply: Any, acked: bool) -> list[Device]:
+            not_served: list[Device] = []
+            for device, found in zip(call, reply, strict=True):
+                if found == 0:
+                    not_served.append(device)
+                    continue
+                for position, stored in zip(device.positions, found, strict=True):
+                    values[position] = stored
+            return not_served
+
+        failed = await self.run(script, [], devices, argv_of, accept, writes=False)
+        if failed:
+            raise next(iter(failed.values()))
+
     async def run(
         self,
         script: Script,
