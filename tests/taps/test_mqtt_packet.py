@@ -1,11 +1,15 @@
-"""The tap's own MQTT 5 PUBLISH decoder, on packets built byte by byte from the protocol's layout."""
+"""The tap's own MQTT 5 PUBLISH decoder, on packets built byte by byte from the protocol's layout,
+and the thread its blocking connect runs in."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import threading
 
 import pytest
 
+from utwin.taps.mqtt import _in_daemon_thread
 from utwin.taps.mqtt_mapping import PublishParts
 from utwin.taps.mqtt_packet import MalformedPacket, Publish, decode_publish
 
@@ -97,3 +101,31 @@ def test_malformed_packets_name_the_fault(packet: bytes, packet_id: int | None, 
         decode_publish(QOS1, packet)
 
     assert (packet_id, reason) == (raised.value.packet_id, raised.value.reason)
+
+
+def test_connect_thread_hands_back_errors_and_never_holds_exit() -> None:
+    """The tap's blocking connect runs in a daemon thread: its error reaches the caller, and a
+    caller that gave up leaves the thread to end on its own without an error."""
+    release = threading.Event()
+
+    def failing(_: bool) -> None:
+        raise OSError("refused")
+
+    def blocking(_: bool) -> None:
+        release.wait(10)
+
+    async def scenario() -> tuple[str, bool]:
+        with pytest.raises(OSError) as raised:
+            await _in_daemon_thread(failing, True)
+        waiting = asyncio.create_task(_in_daemon_thread(blocking, True))
+        await asyncio.sleep(0.05)  # the thread has started and blocks
+        (thread,) = [thread for thread in threading.enumerate() if thread.name == "utwin-tap-connect"]
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        release.set()
+        thread.join(10)
+        await asyncio.sleep(0.05)  # the thread's hand-back runs, finds the caller gone, does nothing
+        return str(raised.value), thread.daemon
+
+    assert ("refused", True) == asyncio.run(scenario())

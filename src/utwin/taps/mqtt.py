@@ -21,8 +21,8 @@ on every reconnect, for ever.
 The client's socket is served by the event loop itself (paho-mqtt's external
 loop interface), so arrivals and acknowledgements never cross threads: a
 thread per tap handing every message and every PUBACK across the GIL cost
-more than storing the message. Only the blocking connect runs in a worker
-thread.
+more than storing the message. Only the blocking connect runs in a thread
+of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -70,6 +71,35 @@ class _Arrival(NamedTuple):
     malformed: str = ""
 
 
+async def _in_daemon_thread(function: Callable[[bool], None], argument: bool) -> None:
+    """Run a blocking call in a thread of its own that never holds the process's exit (a connect
+    to an unreachable broker may block for seconds; the event loop's default executor would make
+    a stopping server wait for it)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return  # the waiting caller was cancelled (the tap stopped)
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        try:
+            function(argument)
+        except BaseException as error:  # handed to the waiting coroutine, which sorts it
+            outcome: BaseException | None = error
+        else:
+            outcome = None
+        with contextlib.suppress(RuntimeError):  # the event loop closed meanwhile
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name="utwin-tap-connect", daemon=True).start()
+    await done
+
+
 class _TapClient(paho.Client):
     """paho's client, with PUBLISH packets decoded by `mqtt_packet` rather than by paho's general
     property decoder, and handed to `on_publish` as they are."""
@@ -104,7 +134,7 @@ class MqttTap:
         self._stopping = asyncio.Event()
         self._connection = 0
         self._connected = False
-        # True while the client's socket is served by the event loop; a connect (in a worker
+        # True while the client's socket is served by the event loop; a connect (in its own
         # thread) runs only while it is False, so the client is never used by two threads at once.
         self._serving = False
         self._socket_closed: asyncio.Future[None] | None = None
@@ -169,14 +199,14 @@ class MqttTap:
     #
     # The client's socket is served by the event loop (paho's external-loop interface: a reader,
     # a writer while packets wait, and loop_misc each second), so arrivals and acknowledgements
-    # never cross threads. Only the blocking connect (name lookup, TCP, TLS) runs in a worker thread.
+    # never cross threads. Only the blocking connect (name lookup, TCP, TLS) runs in a thread of its own.
 
     async def _run_connection(self) -> None:
         attempt = 0
         first = True
         while not self._stopping.is_set():
             try:
-                await asyncio.to_thread(self._connect, first)
+                await _in_daemon_thread(self._connect, first)
                 first = False
             except (OSError, ValueError) as exc:
                 self._quiet.warning("connect", f"tap {self.settings.address}: cannot connect ({exc})")
